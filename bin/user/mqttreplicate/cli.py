@@ -1,0 +1,291 @@
+"""The command line: run either role standalone, and look at the replication status.
+
+    python3 -m user.mqttreplicate [--config FILE] respond [--watch]
+    python3 -m user.mqttreplicate [--config FILE] request [--once]
+    python3 -m user.mqttreplicate [--config FILE] status
+"""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from . import VERSION
+from . import config as cfg
+from . import database
+from . import protocol
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE, EXIT_BROKER = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Exit 2 with this sentence."""
+
+
+class BrokerError(Exception):
+    """Exit 3 with this sentence."""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog='python3 -m user.mqttreplicate',
+        description='Replicate WeeWX databases over MQTT v5: run the responder or the '
+                    'requester standalone, or show the replication status.')
+    parser.add_argument('--version', action='version', version='MQTTReplicate ' + VERSION)
+    parser.add_argument('--config', metavar='FILE',
+                        help='the station configuration (default: ./weewx.conf, then '
+                             '~/weewx-data/weewx.conf)')
+    parser.add_argument('--connect-timeout', type=float, default=15.0, metavar='SECONDS',
+                        help='how long to wait for the broker (default 15)')
+    parser.add_argument('-v', '--verbose', action='store_true', help='log debug messages')
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND')
+    respond = commands.add_parser('respond', help='serve catch-up requests from the database')
+    respond.add_argument('--watch', action='store_true',
+                         help='also publish new records found in the database')
+    respond.add_argument('--watch-interval', type=float, default=10.0, metavar='SECONDS')
+    request = commands.add_parser('request', help='catch up every binding and keep up')
+    request.add_argument('--once', action='store_true', help='exit 0 once caught up')
+    commands.add_parser('status', help='show instances, bindings, nodes and lags')
+    verify = commands.add_parser('verify', help='compare with the primary (not yet available)')
+    verify.add_argument('--days', type=int)
+    verify.add_argument('--all', action='store_true')
+    verify.add_argument('--repair', action='store_true')
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    return args
+
+
+def read_config(path):
+    import weecfg
+    if path is None:
+        for candidate in ('weewx.conf', os.path.expanduser('~/weewx-data/weewx.conf')):
+            if os.path.exists(candidate):
+                path = candidate
+                break
+        else:
+            raise UsageError('no configuration file found; give one with --config')
+    if not os.path.exists(path):
+        raise UsageError('configuration file %s does not exist' % path)
+    try:
+        _, config_dict = weecfg.read_config(os.path.abspath(path))
+    except Exception as e:
+        raise UsageError('cannot read %s: %s' % (path, e))
+    return config_dict
+
+
+def setup_logging(verbose):
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    if not verbose:
+        logging.getLogger('user.mqttreplicate.transport').setLevel(logging.WARNING)
+
+
+def wait_connected(transport, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if transport.connected.wait(0.2):
+            return
+        if transport.refused:
+            break
+    if transport.refused:
+        raise BrokerError('the broker refused the connection: %s' % transport.connect_error)
+    raise BrokerError('cannot reach the broker at %s:%d within %.0f s%s'
+                      % (transport.options.host, transport.options.port, timeout,
+                         ' (%s)' % transport.connect_error if transport.connect_error else ''))
+
+
+def wait_for_signal(stop_event):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop_event.set())
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def cmd_respond(args, config_dict):
+    from .responder import Responder
+    try:
+        options = cfg.parse_responder(config_dict)
+        responder = Responder(options, config_dict)
+    except LookupError as e:
+        raise UsageError(str(e))
+    stop = threading.Event()
+    wait_for_signal(stop)
+    responder.start()
+    try:
+        wait_connected(responder.transport, args.connect_timeout)
+        print('responding for %s; Ctrl-C to stop' % ', '.join(sorted(responder.bindings)),
+              flush=True)
+        if args.watch:
+            watch(responder, options, stop, args.watch_interval)
+        else:
+            stop.wait()
+    finally:
+        responder.stop()
+    return EXIT_OK
+
+
+def watch(responder, options, stop, interval):
+    """Publish records that appear in the database (a primary without the service)."""
+    sources = {b.key: database.SourceDatabase(responder.manager_dicts[b.key])
+               for b in options.bindings}
+    try:
+        newest = {key: source.newest() or 0 for key, source in sources.items()}
+        while not stop.wait(interval):
+            for binding in options.ordered_bindings():
+                source = sources[binding.key]
+                for record in source.read_page(newest[binding.key], None, 1000):
+                    prev = source.previous(record['dateTime'])
+                    responder.publish_live(binding, record, prev)
+                    newest[binding.key] = record['dateTime']
+    finally:
+        for source in sources.values():
+            source.close()
+
+
+class Progress:
+    """Prints records, rate and ETA about once a second."""
+
+    def __init__(self, requester, stream=sys.stdout):
+        self.requester = requester
+        self.stream = stream
+        self.started = time.monotonic()
+        self.last_print = 0.0
+
+    def total(self):
+        return self.requester.progress_count
+
+    def show(self, final=False):
+        now = time.monotonic()
+        if not final and now - self.last_print < 1.0:
+            return
+        self.last_print = now
+        elapsed = max(now - self.started, 1e-6)
+        count = self.total()
+        rate = count / elapsed
+        eta = ''
+        behind = [(r.primary_newest - r.position, r) for r in self.requester.replicas.values()
+                  if r.primary_newest and r.primary_newest > r.position]
+        if behind and rate > 0:
+            seconds_of_data = sum(b for b, _ in behind)
+            interval = self.requester.options.archive_interval
+            eta = ', ETA %.0f s' % (seconds_of_data / interval / rate)
+        print('records %d, %.0f records/s%s' % (count, rate, eta), file=self.stream,
+              flush=True)
+
+
+def cmd_request(args, config_dict):
+    from .requester import Requester, Writer
+    try:
+        options = cfg.parse_requester(config_dict)
+        requester = Requester(options, config_dict)
+        writer = Writer(requester)
+        for binding in options.ordered_bindings():
+            writer.add(binding, config_dict)
+    except LookupError as e:
+        raise UsageError(str(e))
+    stop = threading.Event()
+    wait_for_signal(stop)
+    progress = Progress(requester)
+    writer.start()
+    requester.start()
+    try:
+        wait_connected(requester.transport, args.connect_timeout)
+        while not stop.wait(0.2):
+            if not writer.is_alive():
+                raise RuntimeError('the writer stopped: %s' % writer.failed)
+            progress.show()
+            if args.once and all(r.caught_up.is_set() for r in requester.replicas.values()):
+                break
+    finally:
+        requester.stop()
+        writer.stop()
+    elapsed = time.monotonic() - progress.started
+    count = progress.total()
+    print('replicated %d records in %.1f s (%.0f records/s)'
+          % (count, elapsed, count / elapsed if elapsed > 0 else 0), flush=True)
+    return EXIT_OK
+
+
+def cmd_status(args, config_dict):
+    from .transport import Transport
+    role = 'Requester' if cfg.has_role(config_dict, 'Requester') else 'Responder'
+    options = (cfg.parse_requester if role == 'Requester' else cfg.parse_responder)(config_dict)
+    conn = options.connection
+    import dataclasses
+    conn = dataclasses.replace(conn, clientid=conn.clientid + '-status',
+                               session_expiry_interval=0)
+    statuses = {}
+
+    def on_message(message):
+        try:
+            statuses[message.topic] = json.loads(message.payload.decode('utf-8'))
+        except ValueError:
+            pass
+
+    transport = Transport(conn, [conn.status_topic + '/#'], on_message, name='status')
+    transport.start()
+    try:
+        wait_connected(transport, args.connect_timeout)
+        time.sleep(1.5)
+    finally:
+        transport.stop()
+    print_status(statuses, conn.status_topic)
+    return EXIT_OK
+
+
+def _when(ts):
+    return time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts)) if ts else '-'
+
+
+def print_status(statuses, prefix):
+    if not statuses:
+        print('no status published under %s/#' % prefix)
+        return
+    rows = [('topic', 'state', 'binding', 'newest', 'node', 'acked', 'lag s')]
+    for topic in sorted(statuses):
+        status = statuses[topic]
+        state = status.get('state', '?')
+        bindings = status.get('bindings') or {}
+        if not bindings:
+            rows.append((topic, state, '', '', '', '', ''))
+        for key, info in sorted(bindings.items()):
+            rows.append((topic, state, key, _when((info or {}).get('newest')), '', '',
+                         str((info or {}).get('lag', '')) if info.get('lag') is not None
+                         else ''))
+        for node, acks in sorted((status.get('nodes') or {}).items()):
+            for key, ack in sorted(acks.items()):
+                rows.append((topic, state, key, '', node, _when(ack.get('last')),
+                             str(ack.get('lag', ''))))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print('  '.join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(args.verbose)
+    try:
+        config_dict = read_config(args.config)
+        if args.command == 'respond':
+            return cmd_respond(args, config_dict)
+        if args.command == 'request':
+            return cmd_request(args, config_dict)
+        if args.command == 'status':
+            return cmd_status(args, config_dict)
+        raise UsageError('verify is not available in this version')
+    except (UsageError, cfg.ConfigError) as e:
+        print('error: %s' % e, file=sys.stderr)
+        return EXIT_USAGE
+    except BrokerError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return EXIT_BROKER
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,451 @@
+"""Configuration of MQTTReplicate: parsed once, at the edge, into typed objects.
+
+The stanza looks like this::
+
+    [MQTTReplicate]
+        driver = user.mqttreplicate
+        host = localhost            # connection options here are inherited by both roles
+        [[Requester]]
+            [[[weewx]]]                      # instance name
+                [[[[wx_binding]]]]           # the primary's binding name
+                    type = main
+                    secondary_data_binding = wx_binding
+        [[Responder]]
+            enable = true
+            [[[weewx]]]
+                [[[[wx_binding]]]]
+                    type = main
+
+Everything below works on the dataclasses built here; nothing else reads raw strings.
+"""
+
+import dataclasses
+import hashlib
+import logging
+import os
+import socket
+import ssl
+from typing import Dict, List, Optional, Tuple
+
+log = logging.getLogger(__name__)
+
+SECTION = 'MQTTReplicate'
+
+# Options of the connection, shared by both roles and inheritable from [MQTTReplicate].
+CONNECTION_OPTIONS = (
+    'host', 'port', 'keepalive', 'username', 'password', 'clientid', 'log_mqtt',
+    'subscribe_qos', 'publish_qos', 'request_topic', 'response_topic', 'archive_topic',
+    'status_topic', 'session_expiry_interval', 'min_delay', 'max_delay', 'compress',
+    'max_message_bytes', 'shared_secret', 'bind_address',
+)
+REQUESTER_OPTIONS = (
+    'loop_interval', 'archive_interval', 'catchup', 'page_size', 'page_timeout',
+    'startup_max_tries', 'startup_wait_before_retry', 'archive_max_tries',
+    'archive_wait_before_retry', 'log_msg_count', 'verify_days', 'enable', 'delta',
+    'throttle_count', 'throttle_sleep',
+)
+RESPONDER_OPTIONS = (
+    'enable', 'delta', 'batch_size', 'page_size', 'workers', 'max_responder_threads',
+    'throttle_count', 'throttle_sleep', 'log_msg_count', 'loop_interval', 'archive_interval',
+    'verify_days', 'catchup',
+)
+IGNORED_OPTIONS = ('throttle_count', 'throttle_sleep', 'direct_update', 'archive_max_tries',
+                   'archive_wait_before_retry')
+RESERVED_NAMES = ('tls',)
+TLS_VERSIONS = {
+    'tls': ssl.PROTOCOL_TLS_CLIENT, 'tlsv1.2': ssl.PROTOCOL_TLS_CLIENT,
+    'tlsv1.3': ssl.PROTOCOL_TLS_CLIENT,
+}
+CERT_REQS = {'none': ssl.CERT_NONE, 'optional': ssl.CERT_OPTIONAL, 'required': ssl.CERT_REQUIRED}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong. The message names the option and section."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TLSOptions:
+    enable: bool = False
+    ca_certs: Optional[str] = None
+    certfile: Optional[str] = None
+    keyfile: Optional[str] = None
+    certs_required: int = ssl.CERT_REQUIRED
+    tls_version: Optional[str] = None
+    ciphers: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionOptions:
+    """How one role connects to the broker, and the topic prefixes it uses."""
+    role: str
+    clientid: str
+    host: str = 'localhost'
+    port: int = 1883
+    keepalive: int = 60
+    username: Optional[str] = None
+    password: Optional[str] = dataclasses.field(default=None, repr=False)
+    log_mqtt: bool = False
+    subscribe_qos: int = 1
+    publish_qos: int = 1
+    request_topic: str = 'replicate/request'
+    response_topic: str = 'replicate/response'
+    archive_topic: str = 'replicate/archive'
+    status_topic: str = 'replicate/status'
+    session_expiry_interval: int = 86400
+    min_delay: int = 1
+    max_delay: int = 120
+    compress: bool = True
+    max_message_bytes: int = 262144
+    shared_secret: Optional[str] = dataclasses.field(default=None, repr=False)
+    bind_address: str = ''
+    tls: TLSOptions = TLSOptions()
+
+    def describe(self):
+        """The effective options as one line, secrets masked."""
+        fields = dataclasses.asdict(self)
+        fields.pop('tls')
+        for secret in ('password', 'shared_secret'):
+            if fields[secret] is not None:
+                fields[secret] = '****'
+        text = ', '.join('%s=%s' % (k, v) for k, v in fields.items())
+        tls = self.tls
+        if tls.enable:
+            text += ', tls=(ca_certs=%s, certfile=%s, keyfile=%s, certs_required=%s, ' \
+                    'tls_version=%s)' % (tls.ca_certs, tls.certfile, tls.keyfile,
+                                         tls.certs_required, tls.tls_version)
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class BindingOptions:
+    """One replicated binding of one instance."""
+    instance: str
+    name: str                      # the primary's binding name
+    type: str = 'secondary'        # 'main' or 'secondary'
+    secondary_data_binding: str = ''   # requester: where it is stored here
+    initialize: bool = True
+
+    @property
+    def key(self):
+        """The binding key that travels in the user property data_binding."""
+        return '%s/%s' % (self.instance, self.name)
+
+    @property
+    def is_main(self):
+        return self.type == 'main'
+
+
+@dataclasses.dataclass(frozen=True)
+class RequesterOptions:
+    connection: ConnectionOptions
+    bindings: Tuple[BindingOptions, ...]
+    loop_interval: float = 2.5
+    archive_interval: int = 300
+    catchup: str = 'direct'
+    page_size: int = 5000
+    page_timeout: float = 60.0
+    startup_max_tries: int = 2
+    startup_wait_before_retry: float = 10.0
+    log_msg_count: int = 0
+    verify_days: int = 7
+
+    @property
+    def instances(self):
+        return sorted({b.instance for b in self.bindings})
+
+    @property
+    def main_binding(self):
+        for binding in self.bindings:
+            if binding.is_main:
+                return binding
+        return None
+
+    def ordered_bindings(self):
+        """Bindings in catch-up order: other bindings first, main last."""
+        return sorted(self.bindings, key=lambda b: (b.is_main, b.key))
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponderOptions:
+    connection: ConnectionOptions
+    bindings: Tuple[BindingOptions, ...]
+    enable: bool = False
+    delta: int = 60
+    batch_size: int = 1000
+    page_size: int = 10000
+    workers: int = 1
+
+    @property
+    def instances(self):
+        return sorted({b.instance for b in self.bindings})
+
+    def ordered_bindings(self):
+        """Bindings in publishing order: other bindings first, main last."""
+        return sorted(self.bindings, key=lambda b: (b.is_main, b.key))
+
+
+# ---------------------------------------------------------------------------------------------
+#  Value parsing
+# ---------------------------------------------------------------------------------------------
+
+class _Section:
+    """Typed reads from one configobj section, with inheritance from a parent section."""
+
+    def __init__(self, section, path, parent=None):
+        self.section = section if section is not None else {}
+        self.path = path
+        self.parent = parent
+
+    def raw(self, name):
+        if name in self.section and not _is_section(self.section[name]):
+            return self.section[name]
+        if self.parent is not None:
+            return self.parent.raw(name)
+        return None
+
+    def where(self, name):
+        return "option '%s' in section [%s]" % (name, self.path)
+
+    def string(self, name, default=None):
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, list):
+            value = ','.join(value)
+        value = str(value).strip()
+        return value if value != '' else default
+
+    def integer(self, name, default, minimum=None, maximum=None):
+        value = self.raw(name)
+        if value is None or value == '':
+            return default
+        try:
+            number = int(str(value).strip(), 0)
+        except ValueError:
+            raise ConfigError("%s: '%s' is not an integer" % (self.where(name), value))
+        self._check_range(name, number, minimum, maximum)
+        return number
+
+    def real(self, name, default, minimum=None, maximum=None):
+        value = self.raw(name)
+        if value is None or value == '':
+            return default
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise ConfigError("%s: '%s' is not a number" % (self.where(name), value))
+        self._check_range(name, number, minimum, maximum)
+        return number
+
+    def boolean(self, name, default):
+        value = self.raw(name)
+        if value is None or value == '':
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ('true', 'yes', 'on', '1'):
+            return True
+        if text in ('false', 'no', 'off', '0', 'none'):
+            return False
+        raise ConfigError("%s: '%s' is not true or false" % (self.where(name), value))
+
+    def choice(self, name, default, choices):
+        value = self.string(name, default)
+        if value is None:
+            return None
+        if value.lower() not in choices:
+            raise ConfigError("%s: '%s' is not one of %s"
+                              % (self.where(name), value, ', '.join(choices)))
+        return value.lower()
+
+    def topic(self, name, default):
+        value = self.string(name, default)
+        if not value or any(c in value for c in '+#') or value.endswith('/'):
+            raise ConfigError("%s: '%s' is not a usable topic prefix (no +, # or trailing /)"
+                              % (self.where(name), value))
+        return value
+
+    def _check_range(self, name, number, minimum, maximum):
+        if minimum is not None and number < minimum:
+            raise ConfigError("%s: %s is less than %s" % (self.where(name), number, minimum))
+        if maximum is not None and number > maximum:
+            raise ConfigError("%s: %s is more than %s" % (self.where(name), number, maximum))
+
+
+def _is_section(value):
+    return hasattr(value, 'keys')
+
+
+def station_tag(config_dict):
+    """A short, stable tag for this station, so two stations on one host differ."""
+    root = str(config_dict.get('WEEWX_ROOT', '') if config_dict else '')
+    return hashlib.sha1(os.path.abspath(root).encode('utf-8')).hexdigest()[:6]
+
+
+def default_clientid(role, config_dict):
+    host = socket.gethostname().split('.')[0] or 'host'
+    host = ''.join(c if c.isalnum() or c in '-_' else '-' for c in host)
+    return 'mqttreplicate-%s-%s-%s' % (role, host, station_tag(config_dict))
+
+
+def _parse_tls(section: _Section):
+    tls_section = section.section.get('tls') if section.section is not None else None
+    if tls_section is None and section.parent is not None:
+        tls_section = section.parent.section.get('tls')
+    if tls_section is None:
+        return TLSOptions()
+    tls = _Section(tls_section, section.path + '][tls')
+    enable = tls.boolean('enable', True)
+    reqs_name = tls.string('certs_required', None) or tls.string('cert_reqs', None) or 'required'
+    reqs_name = reqs_name.lower()
+    if reqs_name.startswith('cert_'):
+        reqs_name = reqs_name[5:]
+    if reqs_name not in CERT_REQS:
+        raise ConfigError("%s: '%s' is not one of none, optional, required"
+                          % (tls.where('certs_required'), reqs_name))
+    version = tls.string('tls_version', None)
+    if version is not None:
+        version = version.lower()
+        if version not in TLS_VERSIONS:
+            raise ConfigError("%s: '%s' is not one of %s"
+                              % (tls.where('tls_version'), version, ', '.join(TLS_VERSIONS)))
+    options = TLSOptions(enable=enable, ca_certs=tls.string('ca_certs'),
+                         certfile=tls.string('certfile'), keyfile=tls.string('keyfile'),
+                         certs_required=CERT_REQS[reqs_name], tls_version=version,
+                         ciphers=tls.string('ciphers'))
+    for name in ('ca_certs', 'certfile', 'keyfile'):
+        path = getattr(options, name)
+        if enable and path and not os.path.exists(path):
+            raise ConfigError("%s: file '%s' does not exist" % (tls.where(name), path))
+    if enable and bool(options.certfile) != bool(options.keyfile) and options.keyfile:
+        raise ConfigError("%s: keyfile given without certfile" % tls.where('keyfile'))
+    return options
+
+
+def _parse_connection(section: _Section, role, config_dict):
+    qos = dict(minimum=0, maximum=2)
+    return ConnectionOptions(
+        role=role,
+        clientid=section.string('clientid', None) or default_clientid(role, config_dict),
+        host=section.string('host', 'localhost'),
+        port=section.integer('port', 1883, 1, 65535),
+        keepalive=section.integer('keepalive', 60, 5),
+        username=section.string('username'),
+        password=section.string('password'),
+        log_mqtt=section.boolean('log_mqtt', False),
+        subscribe_qos=section.integer('subscribe_qos', 1, **qos),
+        publish_qos=section.integer('publish_qos', 1, **qos),
+        request_topic=section.topic('request_topic', 'replicate/request'),
+        response_topic=section.topic('response_topic', 'replicate/response'),
+        archive_topic=section.topic('archive_topic', 'replicate/archive'),
+        status_topic=section.topic('status_topic', 'replicate/status'),
+        session_expiry_interval=section.integer('session_expiry_interval', 86400, 0,
+                                                0xFFFFFFFF),
+        min_delay=section.integer('min_delay', 1, 1),
+        max_delay=section.integer('max_delay', 120, 1),
+        compress=section.boolean('compress', True),
+        max_message_bytes=section.integer('max_message_bytes', 262144, 4096),
+        shared_secret=section.string('shared_secret'),
+        bind_address=section.string('bind_address', '') or '',
+        tls=_parse_tls(section),
+    )
+
+
+def _parse_bindings(section: _Section, role):
+    bindings = []
+    for instance, instance_section in section.section.items():
+        if not _is_section(instance_section) or instance in RESERVED_NAMES:
+            continue
+        if '/' in instance or '+' in instance or '#' in instance:
+            raise ConfigError("section [%s][%s]: an instance name cannot contain /, + or #"
+                              % (section.path, instance))
+        for name, binding_section in instance_section.items():
+            if not _is_section(binding_section):
+                continue
+            path = '%s][%s][%s' % (section.path, instance, name)
+            options = _Section(binding_section, path)
+            for ignored in IGNORED_OPTIONS:
+                if ignored in binding_section:
+                    log.info("Option '%s' in section [%s] is ignored", ignored, path)
+            bindings.append(BindingOptions(
+                instance=instance, name=name,
+                type=options.choice('type', 'secondary', ('main', 'secondary')),
+                secondary_data_binding=options.string('secondary_data_binding', name),
+                initialize=options.boolean('initialize', True)))
+    mains = [b for b in bindings if b.is_main]
+    if len(mains) > 1:
+        raise ConfigError("section [%s]: only one binding can have type = main, found %s"
+                          % (section.path, ', '.join(b.key for b in mains)))
+    return tuple(bindings)
+
+
+def _role_section(config_dict, role_name):
+    top = config_dict.get(SECTION)
+    if top is None:
+        raise ConfigError("section [%s] is missing" % SECTION)
+    parent = _Section(top, SECTION)
+    role_dict = top.get(role_name)
+    if role_dict is None:
+        raise ConfigError("section [%s][%s] is missing" % (SECTION, role_name))
+    return _Section(role_dict, '%s][%s' % (SECTION, role_name), parent)
+
+
+def _warn_ignored(section: _Section):
+    for name in IGNORED_OPTIONS:
+        if section.raw(name) is not None:
+            log.info("Option '%s' in section [%s] is ignored: paging makes it unnecessary"
+                     if name.startswith('throttle') else
+                     "Option '%s' in section [%s] is accepted for compatibility and ignored",
+                     name, section.path)
+
+
+def parse_requester(config_dict) -> RequesterOptions:
+    """Parse [MQTTReplicate][[Requester]]. Raises ConfigError."""
+    section = _role_section(config_dict, 'Requester')
+    _warn_ignored(section)
+    bindings = _parse_bindings(section, 'requester')
+    if not bindings:
+        raise ConfigError("section [%s] names no instance with a binding to replicate"
+                          % section.path)
+    return RequesterOptions(
+        connection=_parse_connection(section, 'requester', config_dict),
+        bindings=bindings,
+        loop_interval=section.real('loop_interval', 2.5, 0.1),
+        archive_interval=section.integer('archive_interval', 300, 60),
+        catchup=section.choice('catchup', 'direct', ('direct', 'engine')),
+        page_size=section.integer('page_size', 5000, 1, 1000000),
+        page_timeout=section.real('page_timeout', 60.0, 1.0),
+        startup_max_tries=section.integer('startup_max_tries', 2, 1),
+        startup_wait_before_retry=section.real('startup_wait_before_retry', 10.0, 0.1),
+        log_msg_count=section.integer('log_msg_count', 0, 0),
+        verify_days=section.integer('verify_days', 7, 0),
+    )
+
+
+def parse_responder(config_dict) -> ResponderOptions:
+    """Parse [MQTTReplicate][[Responder]]. Raises ConfigError."""
+    section = _role_section(config_dict, 'Responder')
+    _warn_ignored(section)
+    bindings = _parse_bindings(section, 'responder')
+    enable = section.boolean('enable', False)
+    if enable and not bindings:
+        raise ConfigError("section [%s] names no instance with a binding to replicate"
+                          % section.path)
+    workers = section.integer('workers', None, 1, 16)
+    if workers is None:
+        workers = section.integer('max_responder_threads', 1, 1, 16)
+    return ResponderOptions(
+        connection=_parse_connection(section, 'responder', config_dict),
+        bindings=bindings,
+        enable=enable,
+        delta=section.integer('delta', 60, 0),
+        batch_size=section.integer('batch_size', 1000, 1, 100000),
+        page_size=section.integer('page_size', 10000, 1, 1000000),
+        workers=workers,
+    )
+
+
+def has_role(config_dict, role_name):
+    top = config_dict.get(SECTION) if config_dict else None
+    return top is not None and _is_section(top.get(role_name))

@@ -1,0 +1,193 @@
+"""Database access for both roles, through weewx's managers and weedb only.
+
+A WeeWX database connection may be used only by the thread that opened it (WEEWX-NOTES §3.6):
+every object here is opened, used and closed by one thread. Reads on the primary are short
+statements, fully fetched, so the primary's own writes never wait for us.
+"""
+
+import logging
+
+import weedb
+import weewx
+import weewx.manager
+import weewx.units
+
+log = logging.getLogger(__name__)
+
+
+def manager_dict(config_dict, binding):
+    """The manager dictionary of a binding; raises ConfigError-worthy KeyError text."""
+    try:
+        return weewx.manager.get_manager_dict_from_config(config_dict, binding)
+    except Exception as e:
+        raise LookupError("data binding '%s' is not usable: %s: %s"
+                          % (binding, type(e).__name__, e))
+
+
+def _fetch_all(connection, sql, args=()):
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, args)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+class SourceDatabase:
+    """The primary's side of one binding: short, fully fetched reads."""
+
+    def __init__(self, mgr_dict):
+        self.manager = weewx.manager.open_manager(mgr_dict, initialize=False)
+        self.table = self.manager.table_name
+        self.columns = list(self.manager.sqlkeys)
+        self.select = 'SELECT %s FROM %s' % (', '.join(self.columns), self.table)
+
+    def close(self):
+        self.manager.close()
+
+    def newest(self):
+        return self.manager.lastGoodStamp()
+
+    def count(self):
+        return _fetch_all(self.manager.connection,
+                          'SELECT COUNT(*) FROM %s' % self.table)[0][0]
+
+    def read_page(self, since, until, limit):
+        """Up to `limit` records with since < dateTime <= until, oldest first, None values
+        left out."""
+        sql = self.select + ' WHERE dateTime > ?'
+        args = [since]
+        if until is not None:
+            sql += ' AND dateTime <= ?'
+            args.append(until)
+        sql += ' ORDER BY dateTime ASC LIMIT %d' % int(limit)
+        rows = _fetch_all(self.manager.connection, sql, args)
+        columns = self.columns
+        return [{k: v for k, v in zip(columns, row) if v is not None} for row in rows]
+
+    def previous(self, timestamp):
+        """dateTime of the newest record older than timestamp, or 0."""
+        row = _fetch_all(self.manager.connection,
+                         'SELECT MAX(dateTime) FROM %s WHERE dateTime < ?' % self.table,
+                         (timestamp,))
+        return row[0][0] or 0 if row else 0
+
+    def record_near(self, timestamp, delta):
+        record = self.manager.getRecord(timestamp, max_delta=delta)
+        return {k: v for k, v in record.items() if v is not None} if record else None
+
+
+def previous_timestamp(manager, timestamp):
+    """dateTime of the newest record older than timestamp in a manager's table, or 0."""
+    row = manager.getSql('SELECT MAX(dateTime) FROM %s WHERE dateTime < ?' % manager.table_name,
+                         (timestamp,))
+    return (row[0] or 0) if row else 0
+
+
+class TargetDatabase:
+    """The secondary's side of one binding: stores records, in bulk or one by one.
+
+    Bulk stores insert archive rows only; the daily summaries are rebuilt for the new range
+    by finish_bulk() (as `weectl database transfer` does), which also runs before any single
+    record is stored so the summaries never miss a row."""
+
+    def __init__(self, mgr_dict, initialize=True, preferred_units=None, manager=None):
+        """manager: an already opened manager to use (the engine's, on its thread)."""
+        self.owned = manager is None
+        if manager is None:
+            manager = weewx.manager.open_manager(mgr_dict, initialize=initialize)
+        self.manager = manager
+        self.name = getattr(manager, 'database_name', '?')
+        self.table = manager.table_name
+        self.columns = list(manager.sqlkeys)
+        self.column_set = frozenset(self.columns)
+        self.preferred_units = preferred_units
+        self.summaries_pending = False
+        self.dropped_warned = set()
+        self.insert_sql = 'INSERT INTO %s (%s) VALUES (%s)' % (
+            self.table, ', '.join(self.columns), ', '.join('?' * len(self.columns)))
+        self.has_summaries = hasattr(manager, 'backfill_day_summary')
+
+    def close(self):
+        if self.owned:
+            self.manager.close()
+
+    def newest(self):
+        return self.manager.lastGoodStamp() or 0
+
+    def unit_system(self):
+        """The database's unit system, or the preferred one for an empty database."""
+        if self.manager.std_unit_system is None:
+            row = self.manager.getSql('SELECT usUnits FROM %s LIMIT 1' % self.table)
+            if row is not None:
+                self.manager.std_unit_system = row[0]
+        return self.manager.std_unit_system or self.preferred_units
+
+    def prepare(self, record, label=''):
+        """A copy of record in this database's unit system with only its columns."""
+        units = self.unit_system()
+        if units is not None and record.get('usUnits') != units:
+            record = weewx.units.to_std_system(record, units)
+        extra = [k for k in record if k not in self.column_set]
+        if extra:
+            new = sorted(set(extra) - self.dropped_warned)
+            if new:
+                self.dropped_warned.update(new)
+                log.warning("%s: database '%s' has no column for %s; dropped", label,
+                            self.name, ', '.join(new))
+            record = {k: v for k, v in record.items() if k in self.column_set}
+        return record
+
+    def existing(self, first, last):
+        rows = _fetch_all(self.manager.connection,
+                          'SELECT dateTime FROM %s WHERE dateTime >= ? AND dateTime <= ?'
+                          % self.table, (first, last))
+        return {r[0] for r in rows}
+
+    def store_bulk(self, records):
+        """Insert archive rows of records not stored yet, in one transaction. Returns the
+        number inserted. Daily summaries wait for finish_bulk()."""
+        if not records:
+            return 0
+        first = min(r['dateTime'] for r in records)
+        last = max(r['dateTime'] for r in records)
+        present = self.existing(first, last)
+        seen = set(present)
+        rows = []
+        for record in records:
+            ts = record['dateTime']
+            if ts in seen:
+                continue
+            seen.add(ts)
+            rows.append(tuple(record.get(c) for c in self.columns))
+        if not rows:
+            return 0
+        if self.manager.std_unit_system is None:
+            self.manager.std_unit_system = records[0]['usUnits']
+        with weedb.Transaction(self.manager.connection) as cursor:
+            executemany = getattr(cursor, 'executemany', None)
+            if executemany is not None:
+                executemany(self.insert_sql, rows)
+            else:
+                for row in rows:
+                    cursor.execute(self.insert_sql, row)
+        self.summaries_pending = self.has_summaries
+        return len(rows)
+
+    def finish_bulk(self):
+        """Bring the daily summaries up to date after bulk stores."""
+        if not self.summaries_pending:
+            return
+        self.manager._sync()
+        nrecs, ndays = self.manager.backfill_day_summary(progress_fn=None)
+        log.debug("database '%s': daily summaries rebuilt for %d records, %d days",
+                  self.name, nrecs, ndays)
+        self.summaries_pending = False
+
+    def store_one(self, record):
+        """Store one record with its daily summary. Returns True if stored, False if it was
+        there already."""
+        self.finish_bulk()
+        if self.existing(record['dateTime'], record['dateTime']):
+            return False
+        return self.manager.addRecord(record, log_success=False) > 0

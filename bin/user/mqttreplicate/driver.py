@@ -1,0 +1,164 @@
+"""The requester as a WeeWX driver.
+
+The `main` binding's records reach the engine on the engine thread: the backlog in bulk inside
+genStartupRecords (catchup = direct) or record by record (catchup = engine), live records
+from genLoopPackets as `hardware` archive records, strictly in increasing dateTime order.
+Other bindings are stored by a writer thread that owns their connections. Loop packets are
+heartbeats that keep the engine's archive periods turning; WeeWX never synthesises a record.
+"""
+
+import logging
+import queue
+import time
+
+import weewx
+import weewx.drivers
+import weewx.engine
+import weewx.units
+
+from . import DRIVER_NAME, VERSION
+from . import config as cfg
+from . import database
+from .requester import Replica, Requester, Writer
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_KEY = 'mqttreplicateHeartbeat'
+
+
+def loader(config_dict, engine):
+    return MQTTRequesterDriver(config_dict, engine)
+
+
+def preferred_units(config_dict):
+    """The unit system the engine would store in an empty database ([StdConvert])."""
+    services = config_dict.get('Engine', {}).get('Services', {})
+    converts = 'weewx.engine.StdConvert' in str(services.get('process_services', ''))
+    target = config_dict.get('StdConvert', {}).get('target_unit', 'US') if converts else None
+    return weewx.units.unit_constants.get(str(target).upper()) if target else None
+
+
+class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
+    """Replicates the primary's records into this station."""
+
+    def __init__(self, config_dict, engine):
+        try:
+            self.options = cfg.parse_requester(config_dict)
+        except cfg.ConfigError as e:
+            raise weewx.engine.InitializationError('MQTTReplicate: %s' % e)
+        self.engine = engine
+        self.requester = Requester(self.options, config_dict)
+        self.units = preferred_units(config_dict)
+        self.writer = None
+        self.main = None
+        others = [b for b in self.options.bindings if not b.is_main]
+        try:
+            if others:
+                self.writer = Writer(self.requester)
+                for binding in others:
+                    self.writer.add(binding, config_dict)
+            main = self.options.main_binding
+            if main is not None:
+                database.manager_dict(config_dict, main.secondary_data_binding)
+                self.main = Replica(self.requester, main, queue.Queue(), self._open_main,
+                                    deliver=self._dispatch)
+                self.requester.add_replica(self.main)
+        except LookupError as e:
+            raise weewx.engine.InitializationError('MQTTReplicate: %s' % e)
+        log.info('driver %s: loop_interval %s s, archive_interval %s s', VERSION,
+                 self.options.loop_interval, self.options.archive_interval)
+        if self.writer is not None:
+            self.writer.start()
+        self.requester.start()
+
+    # --- engine thread -----------------------------------------------------------------------
+
+    def _open_main(self):
+        binding = self.options.main_binding
+        manager = self.engine.db_binder.get_manager(binding.secondary_data_binding,
+                                                    initialize=True)
+        return database.TargetDatabase(None, manager=manager, preferred_units=self.units)
+
+    def _dispatch(self, record):
+        self.engine.dispatchEvent(weewx.Event(weewx.NEW_ARCHIVE_RECORD, record=record,
+                                              origin='hardware'))
+
+    def _check_threads(self):
+        if not self.requester.is_alive():
+            raise weewx.WeeWxIOError('MQTTReplicate: the MQTT thread has stopped')
+        if self.writer is not None and not self.writer.is_alive():
+            raise weewx.WeeWxIOError('MQTTReplicate: the writer thread has stopped: %s'
+                                     % self.writer.failed)
+
+    def _serve_main(self, seconds):
+        """Process the main binding's inbox for up to `seconds`."""
+        end = time.monotonic() + seconds
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                item = self.main.inbox.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                self.main.idle()
+                continue
+            self.main.handle(item)
+            self.main.flush_ack()
+
+    def genStartupRecords(self, last_ts):
+        """Catch up the main binding before the engine's loop starts. Records are stored in
+        bulk or dispatched to the engine here; nothing is yielded."""
+        if self.main is None:
+            return
+        self.main.open()
+        options = self.options
+        patience = options.startup_max_tries * options.startup_wait_before_retry
+        waited_since = time.monotonic()
+        log.info('driver: catching up %s since %s', self.main.key, self.main.position)
+        while not self.main.caught_up.is_set():
+            self._check_threads()
+            if not self.requester.transport.connected.is_set():
+                if time.monotonic() - waited_since > patience:
+                    log.warning('driver: broker not reachable after %.0f s; starting anyway, '
+                                'catching up once it is', patience)
+                    return
+            else:
+                waited_since = time.monotonic()
+            self._serve_main(1.0)
+        log.info('driver: %s caught up at %s (%d records)', self.main.key, self.main.position,
+                 self.main.stored)
+        yield from ()
+
+    def genLoopPackets(self):
+        while True:
+            self._check_threads()
+            if self.main is not None:
+                self.main.open()
+                self._serve_main(self.options.loop_interval)
+            else:
+                time.sleep(self.options.loop_interval)
+            units = (self.main.store.unit_system() if self.main is not None else None) \
+                or self.units or weewx.US
+            yield {'dateTime': int(time.time()), 'usUnits': units, HEARTBEAT_KEY: 1}
+
+    def genArchiveRecords(self, lastgood_ts):
+        """Records are dispatched as they arrive; nothing is left for the engine to pull,
+        and nothing must be synthesised."""
+        return iter(())
+
+    @property
+    def hardware_name(self):
+        return DRIVER_NAME
+
+    @property
+    def archive_interval(self):
+        return self.options.archive_interval
+
+    def closePort(self):
+        try:
+            self.requester.stop()
+        finally:
+            if self.writer is not None:
+                self.writer.stop()
+            if self.main is not None:
+                self.main.close()

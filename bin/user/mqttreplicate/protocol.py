@@ -1,0 +1,215 @@
+"""The wire protocol: topics, message properties, record batches and validation.
+
+Everything that crosses the broker is built and checked here, so the responder and the
+requester agree by construction. See docs/protocol.md.
+"""
+
+import json
+import math
+import time
+import uuid
+import zlib
+
+PROTOCOL = '2'
+ENCODING_JSON = 'json'
+ENCODING_ZLIB = 'zlib+json'
+
+OP_RECORDS = 'records'
+OP_DIGEST = 'digest'
+OP_ACK = 'ack'
+OPERATIONS = (OP_RECORDS, OP_DIGEST, OP_ACK)
+
+# Largest payload we accept at all, and largest we inflate to (bounded decompression).
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+MAX_INFLATED_BYTES = 32 * 1024 * 1024
+# Accept records at most this far in the future (clock skew), in seconds.
+MAX_FUTURE_SECONDS = 86400
+KNOWN_UNIT_SYSTEMS = (0x01, 0x10, 0x11)
+MAX_RECORD_KEYS = 1000
+MAX_KEY_LENGTH = 64
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol. The text says what was wrong."""
+
+
+# ---------------------------------------------------------------------------------------------
+#  Topics
+# ---------------------------------------------------------------------------------------------
+
+def request_topic(prefix, instance):
+    return '%s/%s' % (prefix, instance)
+
+
+def response_topic(prefix, clientid):
+    return '%s/%s' % (prefix, clientid)
+
+
+def archive_topic(prefix, instance):
+    return '%s/%s' % (prefix, instance)
+
+
+def status_topic(prefix, instance, clientid=None):
+    topic = '%s/%s' % (prefix, instance)
+    return '%s/%s' % (topic, clientid) if clientid else topic
+
+
+def instance_of(topic, prefix):
+    """The instance a topic '{prefix}/{instance}' names, or None."""
+    if not topic.startswith(prefix + '/'):
+        return None
+    rest = topic[len(prefix) + 1:]
+    return rest if rest and '/' not in rest else None
+
+
+def new_correlation():
+    return uuid.uuid4().hex.encode('ascii')
+
+
+# ---------------------------------------------------------------------------------------------
+#  Records
+# ---------------------------------------------------------------------------------------------
+
+def validate_record(record, now=None):
+    """Check a record before anything stores it. Returns the record; raises ProtocolError."""
+    if not isinstance(record, dict):
+        raise ProtocolError('record is a %s, not an object' % type(record).__name__)
+    if len(record) > MAX_RECORD_KEYS:
+        raise ProtocolError('record has %d keys' % len(record))
+    date_time = record.get('dateTime')
+    if isinstance(date_time, float) and date_time.is_integer():
+        date_time = record['dateTime'] = int(date_time)
+    if not isinstance(date_time, int) or isinstance(date_time, bool) or date_time <= 0:
+        raise ProtocolError('dateTime %r is not a positive integer' % (date_time,))
+    now = time.time() if now is None else now
+    if date_time > now + MAX_FUTURE_SECONDS:
+        raise ProtocolError('dateTime %d is more than a day in the future' % date_time)
+    units = record.get('usUnits')
+    if units not in KNOWN_UNIT_SYSTEMS or isinstance(units, bool):
+        raise ProtocolError('usUnits %r is not a known unit system' % (units,))
+    interval = record.get('interval')
+    if interval is not None and (not _is_number(interval) or interval <= 0):
+        raise ProtocolError('interval %r is not a positive number' % (interval,))
+    for key, value in record.items():
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH \
+                or not (key.replace('_', 'a').isalnum()):
+            raise ProtocolError('column name %r is not a plain name' % (key,))
+        if value is not None and not _is_number(value):
+            raise ProtocolError('value of %s is %r, not a number' % (key, value))
+    return record
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def compact(record):
+    """A record without its None values (they are NULL on the other side anyway)."""
+    return {k: v for k, v in record.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------------------------
+#  Payloads
+# ---------------------------------------------------------------------------------------------
+
+def encode_json(obj):
+    return json.dumps(obj, separators=(',', ':'), allow_nan=False).encode('utf-8')
+
+
+def encode_batch(records, compress):
+    """Payload and encoding name for a list of records."""
+    payload = encode_json(records)
+    if compress:
+        return zlib.compress(payload, 1), ENCODING_ZLIB
+    return payload, ENCODING_JSON
+
+
+def split_batches(records, batch_size, max_bytes, compress):
+    """Encode records into (payload, encoding, count) batches, each at most max_bytes.
+
+    A batch that comes out too big is halved until it fits; a single record that can never fit
+    raises ProtocolError."""
+    pending = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+    pending.reverse()
+    while pending:
+        chunk = pending.pop()
+        payload, encoding = encode_batch(chunk, compress)
+        if len(payload) <= max_bytes:
+            yield payload, encoding, len(chunk)
+        elif len(chunk) == 1:
+            raise ProtocolError('record %s is larger than max_message_bytes (%d bytes)'
+                                % (chunk[0].get('dateTime'), len(payload)))
+        else:
+            half = len(chunk) // 2
+            pending.append(chunk[half:])
+            pending.append(chunk[:half])
+
+
+def decode_payload(payload, encoding):
+    """Inflate (bounded) and parse a payload. Raises ProtocolError."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError('payload of %d bytes is too large' % len(payload))
+    if encoding == ENCODING_ZLIB:
+        inflater = zlib.decompressobj()
+        try:
+            payload = inflater.decompress(payload, MAX_INFLATED_BYTES)
+        except zlib.error as e:
+            raise ProtocolError('payload does not inflate: %s' % e)
+        if inflater.unconsumed_tail:
+            raise ProtocolError('payload inflates to more than %d bytes' % MAX_INFLATED_BYTES)
+    elif encoding not in (None, ENCODING_JSON):
+        raise ProtocolError('unknown encoding %r' % encoding)
+    try:
+        return json.loads(payload.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ProtocolError('payload is not JSON: %s' % e)
+
+
+def decode_records(payload, encoding):
+    """A list of validated records from a batch payload (or a single record)."""
+    obj = decode_payload(payload, encoding)
+    if isinstance(obj, dict):
+        obj = [obj]
+    if not isinstance(obj, list):
+        raise ProtocolError('payload is a %s, not a list of records' % type(obj).__name__)
+    now = time.time()
+    return [validate_record(r, now) for r in obj]
+
+
+def parse_since(payload):
+    """The ASCII integer 'since' of a records request."""
+    try:
+        text = payload.decode('ascii').strip()
+        value = int(float(text)) if text not in ('', 'None', 'null') else 0
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError('since %r is not an integer' % payload[:40])
+    if value < 0:
+        raise ProtocolError('since %d is negative' % value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+#  Properties
+# ---------------------------------------------------------------------------------------------
+
+def user_properties(properties):
+    """The user properties of a paho Properties object, as a dict (first value wins)."""
+    result = {}
+    pairs = getattr(properties, 'UserProperty', None) or []
+    for key, value in pairs:
+        result.setdefault(key, value)
+    return result
+
+
+def int_property(props, name, default=None, minimum=0):
+    value = props.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ProtocolError('user property %s=%r is not an integer' % (name, value))
+    if number < minimum:
+        raise ProtocolError('user property %s=%d is less than %d' % (name, number, minimum))
+    return number

@@ -1,0 +1,519 @@
+"""The requester: asks for what this station is missing, stores it, and keeps up live.
+
+One Requester holds the MQTT client and one Replica per binding. The paho loop thread only
+decodes messages and puts them in the inbox of the thread that owns the binding's database:
+the engine thread for the `main` binding under weewxd (see driver.py), a writer thread for
+every other binding (and for all of them when run from the command line).
+"""
+
+import logging
+import queue
+import threading
+import time
+
+import weewx
+
+from . import VERSION
+from . import config as cfg
+from . import database
+from . import protocol
+from .transport import RateLimitedLog, Transport
+
+log = logging.getLogger(__name__)
+
+ACK_INTERVAL = 1.0       # acknowledge stored records at most this often
+PIPELINE = 2             # pages outstanding at most (one being stored, one in flight)
+
+
+class Item:
+    """Something for a replica's owning thread to do."""
+    __slots__ = ('kind', 'records', 'props', 'correlation', 'message', 'replica')
+
+    def __init__(self, kind, records=None, props=None, correlation=None, message=None):
+        self.kind = kind               # 'batch', 'live', 'legacy', 'connected'
+        self.records = records
+        self.props = props or {}
+        self.correlation = correlation
+        self.message = message
+        self.replica = None
+
+
+class PageFlow:
+    """Which pages of one binding are outstanding; asks for the next one (pull-based)."""
+
+    def __init__(self, send):
+        self.send = send               # send(since, until) -> correlation
+        self.lock = threading.Lock()
+        self.outstanding = []          # correlations requested and not consumed yet
+        self.deferred = None           # since of the next page, waiting for room
+        self.until = None
+
+    def start(self, since, until=None):
+        with self.lock:
+            self.outstanding = []
+            self.deferred = None
+            self.until = until
+            self.outstanding.append(self.send(since, until))
+
+    def stop(self):
+        with self.lock:
+            self.outstanding = []
+            self.deferred = None
+
+    def is_current(self, correlation):
+        with self.lock:
+            return correlation in self.outstanding
+
+    def on_end(self, correlation, more, last):
+        """A page's last message arrived (loop thread): ask for the next one if there is
+        room."""
+        with self.lock:
+            if correlation not in self.outstanding or not more:
+                return
+            if len(self.outstanding) < PIPELINE:
+                self.outstanding.append(self.send(last, self.until))
+            else:
+                self.deferred = last
+
+    def consumed(self, correlation):
+        """The owning thread stored a whole page."""
+        with self.lock:
+            if correlation in self.outstanding:
+                self.outstanding.remove(correlation)
+            if self.deferred is not None and len(self.outstanding) < PIPELINE:
+                self.outstanding.append(self.send(self.deferred, self.until))
+                self.deferred = None
+
+
+class Replica:
+    """One replicated binding on this station. All methods but accept() run on the thread
+    that owns the binding's database."""
+
+    def __init__(self, requester, binding, inbox, open_store, deliver=None):
+        """open_store() -> TargetDatabase, called on the owning thread.
+        deliver(record): hands a record to the engine instead of storing it (main binding
+        under weewxd); None stores directly."""
+        self.requester = requester
+        self.binding = binding
+        self.key = binding.key
+        self.inbox = inbox
+        self.open_store = open_store
+        self.deliver = deliver
+        self.store = None
+        self.position = 0
+        self.flow = PageFlow(self._send_request)
+        self.catching_up = False
+        self.caught_up = threading.Event()     # set after the first complete catch-up
+        self.pages = {}                        # correlation -> {'next': seq, 'held': {}}
+        self.held_live = []
+        self.last_progress = time.monotonic()
+        self.legacy = False                    # the responder speaks protocol 1
+        self.stored = 0
+        self.ack_due = False
+        self.last_ack = 0.0
+        self.primary_newest = None
+
+    # --- loop thread -------------------------------------------------------------------------
+
+    def _send_request(self, since, until):
+        return self.requester.send_request(self.binding, since, until)
+
+    def post(self, item):
+        item.replica = self
+        self.inbox.put(item)
+
+    # --- owning thread -----------------------------------------------------------------------
+
+    def open(self):
+        if self.store is None:
+            self.store = self.open_store()
+            self.position = self.store.newest()
+        return self.store
+
+    def close(self):
+        if self.store is not None:
+            try:
+                self.store.finish_bulk()
+            finally:
+                self.store.close()
+                self.store = None
+
+    def handle(self, item):
+        """Process one inbox item."""
+        self.open()
+        if item.kind == 'connected':
+            self.start_catchup()
+        elif item.kind == 'batch':
+            self._on_batch(item)
+        elif item.kind == 'live':
+            self._on_live(item)
+        elif item.kind == 'legacy':
+            self._on_legacy(item)
+
+    def idle(self):
+        """Called when the inbox was quiet for a while: timeouts and acks."""
+        self.open()
+        quiet = time.monotonic() - self.last_progress
+        options = self.requester.options
+        if self.catching_up:
+            legacy_quiet = options.startup_max_tries * options.startup_wait_before_retry
+            if self.legacy and quiet >= legacy_quiet:
+                log.info('requester: %s: no more protocol-1 records for %.0f s; caught up',
+                         self.key, quiet)
+                self._catchup_done()
+            elif quiet >= options.page_timeout:
+                log.warning('requester: %s: no answer for %.0f s; asking again since %s',
+                            self.key, quiet, self.position)
+                self.start_catchup()
+        self.flush_ack()
+
+    def start_catchup(self):
+        self.catching_up = True
+        self.pages = {}
+        self.last_progress = time.monotonic()
+        if not self.requester.transport.connected.is_set():
+            return        # asked again on the next connection
+        log.debug('requester: %s: catching up since %s', self.key, self.position)
+        self.flow.start(self.position)
+
+    def _catchup_done(self):
+        self.catching_up = False
+        self.flow.stop()
+        self.pages = {}
+        self.store.finish_bulk()
+        held, self.held_live = self.held_live, []
+        for item in held:
+            self._on_live(item)
+        if not self.catching_up:
+            self.caught_up.set()
+        self.flush_ack(force=True)
+
+    def _on_batch(self, item):
+        correlation = item.correlation
+        if not self.flow.is_current(correlation):
+            log.debug('requester: %s: discarded a message of an old request', self.key)
+            return
+        page = self.pages.setdefault(correlation, {'next': 0, 'held': {}})
+        seq = item.props.get('seq', 0)
+        if seq < page['next'] or seq in page['held']:
+            log.debug('requester: %s: duplicate message %d of a page', self.key, seq)
+            return
+        page['held'][seq] = item
+        while page['next'] in page['held']:
+            current = page['held'].pop(page['next'])
+            page['next'] += 1
+            self._store_page_part(current)
+            if current.props.get('end'):
+                if current.props.get('newest'):
+                    self.primary_newest = max(self.primary_newest or 0,
+                                              current.props['newest'])
+                del self.pages[correlation]
+                self.flow.consumed(correlation)
+                if current.props.get('error'):
+                    log.error('requester: %s: the responder refused: %s', self.key,
+                              current.props['error'])
+                    self._catchup_done()
+                elif not current.props.get('more'):
+                    log.debug('requester: %s: caught up at %s', self.key, self.position)
+                    self._catchup_done()
+                break
+
+    def _store_page_part(self, item):
+        self.last_progress = time.monotonic()
+        records = item.records
+        if not records:
+            return
+        final = item.props.get('end') and not item.props.get('more')
+        if self.deliver is not None and self.requester.options.catchup == 'engine':
+            for record in records:
+                self._deliver_one(record)
+            return
+        if self.deliver is not None and final:
+            # The newest record goes through the engine, so its services and reports see it.
+            records, newest = records[:-1], records[-1]
+        else:
+            newest = None
+        if records:
+            prepared = [self.store.prepare(r, self.key) for r in records]
+            self.stored += self.store.store_bulk(prepared)
+            self.position = max(self.position, prepared[-1]['dateTime'])
+            self.requester.progress(len(records))
+        if newest is not None:
+            self.store.finish_bulk()
+            self._deliver_one(newest)
+        self.ack_due = True
+
+    def _deliver_one(self, record):
+        """Store one record (or hand it to the engine). True if it was new."""
+        record = self.store.prepare(record, self.key)
+        ts = record['dateTime']
+        if ts <= self.position and self.store.existing(ts, ts):
+            log.debug('requester: %s: record %s is already here', self.key, ts)
+            return False
+        if self.deliver is not None:
+            self.store.finish_bulk()
+            self.deliver(record)
+        else:
+            if not self.store.store_one(record):
+                return False
+        self.stored += 1
+        self.position = max(self.position, ts)
+        self.requester.progress(1)
+        self.ack_due = True
+        return True
+
+    def _on_live(self, item):
+        record = item.records[0]
+        prev = item.props.get('prev')
+        self.primary_newest = max(self.primary_newest or 0, record['dateTime'])
+        if self.catching_up:
+            self.held_live.append(item)
+            return
+        if prev is not None and prev > self.position:
+            log.info('requester: %s: hole before live record %s (have %s, primary had %s); '
+                     'catching up', self.key, record['dateTime'], self.position, prev)
+            self.held_live.append(item)
+            self.start_catchup()
+            return
+        try:
+            self._deliver_one(record)
+        finally:
+            self.requester.transport.ack(item.message)
+        self.flush_ack()
+
+    def _on_legacy(self, item):
+        """A protocol-1 record (no correlation): store it, note the time."""
+        self.legacy = True
+        self.last_progress = time.monotonic()
+        for record in item.records:
+            self._deliver_one(record)
+
+    def flush_ack(self, force=False):
+        now = time.monotonic()
+        if not self.ack_due or (not force and now - self.last_ack < ACK_INTERVAL):
+            return
+        self.ack_due = False
+        self.last_ack = now
+        self.requester.send_ack(self)
+
+
+class Requester:
+    """The MQTT side of a secondary: one client, one Replica per binding."""
+
+    def __init__(self, options: cfg.RequesterOptions, config_dict):
+        self.options = options
+        self.conn = options.connection
+        self.config_dict = config_dict
+        self.replicas = {}
+        self.faults = RateLimitedLog(log)
+        self.rejected = 0
+        self.received = 0
+        self.progress_count = 0
+        self.started = time.monotonic()
+        self.progress_callback = None
+        self.response_topic = protocol.response_topic(self.conn.response_topic,
+                                                      self.conn.clientid)
+        subscriptions = [self.response_topic] + [
+            protocol.archive_topic(self.conn.archive_topic, i) for i in options.instances]
+        self.status_topics = [protocol.status_topic(self.conn.status_topic, i,
+                                                    self.conn.clientid)
+                              for i in options.instances]
+        self.offline = protocol.encode_json({'state': 'offline', 'role': 'requester',
+                                             'clientid': self.conn.clientid})
+        self.transport = Transport(self.conn, subscriptions, self._on_message,
+                                   on_connected=self._on_connected,
+                                   will=(self.status_topics[0], self.offline),
+                                   manual_ack=True, name='requester')
+
+    def add_replica(self, replica):
+        self.replicas[replica.key] = replica
+
+    def start(self):
+        log.info('requester %s: %s', VERSION, self.conn.describe())
+        log.info('requester: replicating %s (catchup = %s)',
+                 ', '.join(r.key for r in self.ordered()), self.options.catchup)
+        self.transport.start()
+
+    def stop(self):
+        self.transport.stop([(t, self.offline) for t in self.status_topics])
+
+    def ordered(self):
+        return sorted(self.replicas.values(), key=lambda r: (r.binding.is_main, r.key))
+
+    def is_alive(self):
+        return self.transport.is_alive()
+
+    # --- sending (any thread) ----------------------------------------------------------------
+
+    def send_request(self, binding, since, until=None):
+        correlation = protocol.new_correlation()
+        props = [('data_binding', binding.key), ('protocol', protocol.PROTOCOL),
+                 ('node', self.conn.clientid), ('op', protocol.OP_RECORDS),
+                 ('limit', self.options.page_size)]
+        if until is not None:
+            props.append(('until', until))
+        self.transport.publish(protocol.request_topic(self.conn.request_topic, binding.instance),
+                               str(int(since)).encode('ascii'), props, correlation=correlation,
+                               response_topic=self.response_topic,
+                               expiry=max(int(self.options.page_timeout), 1))
+        return correlation
+
+    def send_ack(self, replica):
+        try:
+            payload = protocol.encode_json({replica.key: {'last': replica.position,
+                                                          'count': replica.stored}})
+            self.transport.publish(
+                protocol.request_topic(self.conn.request_topic, replica.binding.instance),
+                payload, [('data_binding', replica.key), ('protocol', protocol.PROTOCOL),
+                          ('node', self.conn.clientid), ('op', protocol.OP_ACK)])
+            self.publish_status()
+        except Exception as e:
+            log.debug('requester: ack not sent: %s', e)
+
+    def publish_status(self):
+        for instance, topic in zip(self.options.instances, self.status_topics):
+            bindings = {}
+            for replica in self.ordered():
+                if replica.binding.instance != instance:
+                    continue
+                lag = None
+                if replica.primary_newest:
+                    lag = max(replica.primary_newest - replica.position, 0)
+                bindings[replica.key] = {'newest': replica.position,
+                                         'primary_newest': replica.primary_newest,
+                                         'lag': lag, 'stored': replica.stored,
+                                         'catching_up': replica.catching_up}
+            status = {'state': 'online', 'role': 'requester', 'version': VERSION,
+                      'clientid': self.conn.clientid, 'instance': instance,
+                      'time': int(time.time()), 'bindings': bindings,
+                      'rejected': self.rejected}
+            self.transport.publish(topic, protocol.encode_json(status), qos=1, retain=True)
+
+    def progress(self, count):
+        self.progress_count += count
+        if self.progress_callback is not None:
+            self.progress_callback(count)
+        every = self.options.log_msg_count
+        if every and self.progress_count % every < count:
+            log.info('requester: %d records stored', self.progress_count)
+
+    # --- receiving (loop thread) -------------------------------------------------------------
+
+    def _on_connected(self, session_present):
+        for replica in self.ordered():
+            replica.post(Item('connected'))
+
+    def _reject(self, kind, text, *args):
+        self.rejected += 1
+        self.faults(logging.WARNING, kind, 'requester: rejected a message: ' + text, *args)
+
+    def _on_message(self, message):
+        self.received += 1
+        props = protocol.user_properties(message.properties)
+        key = props.get('data_binding')
+        replica = self.replicas.get(key)
+        if replica is None:
+            log.debug('requester: message for unknown binding %r on %s ignored', key,
+                      message.topic)
+            self.transport.ack(message)
+            return
+        is_live = message.topic != self.response_topic
+        if is_live and protocol.instance_of(message.topic, self.conn.archive_topic) \
+                != replica.binding.instance:
+            self._reject('topic', 'binding %s on topic %s', key, message.topic)
+            self.transport.ack(message)
+            return
+        try:
+            records = protocol.decode_records(message.payload, props.get('encoding'))
+            numbers = {}
+            for name in ('seq', 'count', 'end', 'more', 'last', 'prev', 'newest'):
+                numbers[name] = protocol.int_property(props, name, None)
+        except protocol.ProtocolError as e:
+            self._reject('malformed', '%s (binding %s, topic %s)', e, key, message.topic)
+            self.transport.ack(message)
+            return
+        numbers['error'] = props.get('error')
+        if is_live:
+            if len(records) != 1:
+                self._reject('malformed', 'live message with %d records (binding %s)',
+                             len(records), key)
+                self.transport.ack(message)
+                return
+            # acknowledged once stored
+            replica.post(Item('live', records, numbers, message=message))
+            return
+        self.transport.ack(message)
+        if props.get('protocol') != protocol.PROTOCOL:
+            replica.post(Item('legacy', records))
+            return
+        correlation = getattr(message.properties, 'CorrelationData', None)
+        if numbers['count'] is not None and numbers['count'] != len(records):
+            self._reject('malformed', 'count %s but %d records (binding %s)', numbers['count'],
+                         len(records), key)
+            return
+        if numbers['end'] and replica.flow.is_current(correlation):
+            replica.flow.on_end(correlation, numbers['more'], numbers['last'])
+        replica.post(Item('batch', records, numbers, correlation))
+
+
+class Writer:
+    """A thread that owns the databases of the replicas it serves."""
+
+    def __init__(self, requester, name='requester-writer'):
+        self.requester = requester
+        self.inbox = queue.Queue()
+        self.replicas = []
+        self.stopping = threading.Event()
+        self.failed = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def add(self, binding, config_dict, preferred_units=None):
+        mgr_dict = database.manager_dict(config_dict, binding.secondary_data_binding)
+
+        def open_store():
+            return database.TargetDatabase(mgr_dict, binding.initialize, preferred_units)
+
+        replica = Replica(self.requester, binding, self.inbox, open_store)
+        self.replicas.append(replica)
+        self.requester.add_replica(replica)
+        return replica
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.inbox.put(None)
+        self.thread.join(30)
+
+    def is_alive(self):
+        return self.thread.is_alive()
+
+    def _run(self):
+        try:
+            for replica in self.replicas:
+                replica.open()
+            while not self.stopping.is_set():
+                try:
+                    item = self.inbox.get(timeout=1.0)
+                except queue.Empty:
+                    item = None
+                if item is not None:
+                    self._handle(item)
+                    continue
+                for replica in self.replicas:
+                    replica.idle()
+        except Exception as e:
+            self.failed = e
+            log.error('requester: writer thread failed: %s: %s', type(e).__name__, e)
+            log.debug('traceback', exc_info=True)
+        finally:
+            for replica in self.replicas:
+                try:
+                    replica.close()
+                except Exception as e:
+                    log.error('requester: closing %s: %s', replica.key, e)
+
+    def _handle(self, item):
+        item.replica.handle(item)
+        item.replica.flush_ack()

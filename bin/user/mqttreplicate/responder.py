@@ -1,0 +1,406 @@
+"""The responder: publishes new archive records live and answers catch-up requests.
+
+Threads (SPEC §6.1): the engine thread publishes live records (MQTTResponder); the paho loop
+thread receives requests and hands them over a bounded queue to catch-up worker threads,
+which read the database through connections of their own, in short, fully fetched pages.
+Nothing here ever raises into the engine.
+"""
+
+import json
+import logging
+import queue
+import threading
+import time
+
+import weewx
+from weewx.engine import StdService
+
+from . import VERSION
+from . import config as cfg
+from . import database
+from . import protocol
+from .transport import RateLimitedLog, Transport
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 1.0        # publish status at most this often
+REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
+QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
+
+
+class Request:
+    """One decoded request."""
+
+    def __init__(self, binding, op, since, until, limit, response_topic, correlation, node,
+                 protocol_version, replace=False):
+        self.binding = binding
+        self.op = op
+        self.since = since
+        self.until = until
+        self.limit = limit
+        self.response_topic = response_topic
+        self.correlation = correlation
+        self.node = node
+        self.protocol_version = protocol_version
+        self.replace = replace
+
+
+class Responder:
+    """Serves one or more instances from this station's databases."""
+
+    def __init__(self, options: cfg.ResponderOptions, config_dict):
+        self.options = options
+        self.conn = options.connection
+        self.bindings = {b.key: b for b in options.bindings}
+        self.manager_dicts = {b.key: database.manager_dict(config_dict, b.name)
+                              for b in options.bindings}
+        self.requests = queue.Queue(QUEUE_SIZE)
+        self.workers = []
+        self.faults = RateLimitedLog(log)
+        self.counters = {'requests': 0, 'pages': 0, 'records_sent': 0, 'live': 0,
+                         'rejected': 0, 'acks': 0}
+        self.lock = threading.Lock()
+        self.newest = {}           # binding key -> newest dateTime here
+        self.nodes = {}            # node -> binding key -> {'last', 'count', 'time'}
+        self.status_dirty = threading.Event()
+        self.stopping = threading.Event()
+        request_topics = [protocol.request_topic(self.conn.request_topic, i)
+                          for i in options.instances]
+        self.status_topics = [protocol.status_topic(self.conn.status_topic, i)
+                              for i in options.instances]
+        offline = protocol.encode_json({'state': 'offline', 'role': 'responder',
+                                        'clientid': self.conn.clientid})
+        self.offline = offline
+        self.transport = Transport(self.conn, request_topics, self._on_message,
+                                   on_connected=self._on_connected,
+                                   will=(self.status_topics[0], offline), name='responder')
+        self.ticker = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self):
+        log.info('responder %s: %s', VERSION, self.conn.describe())
+        log.info('responder: serving %s', ', '.join(sorted(self.bindings)))
+        for n in range(self.options.workers):
+            worker = threading.Thread(target=self._work, name='responder-worker-%d' % n,
+                                      daemon=True)
+            worker.start()
+            self.workers.append(worker)
+        self.ticker = threading.Thread(target=self._tick, name='responder-status', daemon=True)
+        self.ticker.start()
+        self.transport.start()
+
+    def stop(self):
+        self.stopping.set()
+        for _ in self.workers:
+            try:
+                self.requests.put_nowait(None)
+            except queue.Full:
+                pass
+        for worker in self.workers:
+            worker.join(10)
+        if self.ticker is not None:
+            self.ticker.join(5)
+        self.transport.stop([(t, self.offline) for t in self.status_topics])
+        log.info('responder: stopped (%s)', self._counter_text())
+
+    def is_alive(self):
+        return self.transport.is_alive()
+
+    def _counter_text(self):
+        return ', '.join('%s %d' % kv for kv in sorted(self.counters.items()))
+
+    # --- live records (engine thread or watcher) ---------------------------------------------
+
+    def publish_live(self, binding, record, prev):
+        """Publish one record of a binding as a live record. Never raises."""
+        try:
+            if not self.transport.connected.is_set():
+                log.debug('responder: not connected; live record %s of %s left to catch-up',
+                          record.get('dateTime'), binding.key)
+                return
+            topic = protocol.archive_topic(self.conn.archive_topic, binding.instance)
+            payload = protocol.encode_json(record)
+            self.transport.publish(topic, payload, [('data_binding', binding.key),
+                                                    ('protocol', protocol.PROTOCOL),
+                                                    ('prev', prev or 0)])
+            with self.lock:
+                self.counters['live'] += 1
+                self.newest[binding.key] = max(self.newest.get(binding.key) or 0,
+                                               record['dateTime'])
+            self.status_dirty.set()
+        except Exception as e:
+            self.faults(logging.ERROR, 'live', 'responder: cannot publish record %s of %s: %s',
+                        record.get('dateTime'), binding.key, e)
+
+    # --- requests (loop thread) --------------------------------------------------------------
+
+    def _on_connected(self, session_present):
+        self._queue(('refresh',))
+
+    def _queue(self, item):
+        try:
+            self.requests.put_nowait(item)
+            return True
+        except queue.Full:
+            self.faults(logging.WARNING, 'busy',
+                        'responder: %d requests waiting; dropping one (the requester will ask '
+                        'again)', QUEUE_SIZE)
+            return False
+
+    def _reject(self, kind, text, *args):
+        with self.lock:
+            self.counters['rejected'] += 1
+        self.faults(logging.WARNING, 'reject-' + kind, 'responder: rejected a request: ' + text,
+                    *args)
+
+    def _on_message(self, message):
+        props = protocol.user_properties(message.properties)
+        key = props.get('data_binding')
+        binding = self.bindings.get(key)
+        instance = protocol.instance_of(message.topic, self.conn.request_topic)
+        if binding is None or binding.instance != instance:
+            log.debug('responder: request for unknown binding %r on %s ignored', key,
+                      message.topic)
+            if props.get('protocol') == protocol.PROTOCOL and props.get('op') != protocol.OP_ACK:
+                self._reply_error(message, props, 'unknown binding %r' % key)
+            return
+        op = props.get('op', protocol.OP_RECORDS)
+        if op == protocol.OP_ACK:
+            self._on_ack(props, message.payload)
+            return
+        response_topic = getattr(message.properties, 'ResponseTopic', None)
+        prefix = self.conn.response_topic + '/'
+        if not response_topic or not response_topic.startswith(prefix) \
+                or any(c in response_topic for c in '+#') or response_topic == prefix:
+            self._reject('topic', 'response topic %r is outside %s (binding %s)',
+                         response_topic, prefix, key)
+            return
+        version = 2 if props.get('protocol') == protocol.PROTOCOL else 1
+        try:
+            if op != protocol.OP_RECORDS:
+                raise protocol.ProtocolError('operation %r is not supported' % op)
+            since = protocol.parse_since(message.payload)
+            limit = protocol.int_property(props, 'limit', self.options.page_size, 1)
+            until = protocol.int_property(props, 'until', None)
+        except protocol.ProtocolError as e:
+            self._reject('malformed', '%s (binding %s)', e, key)
+            return
+        correlation = getattr(message.properties, 'CorrelationData', None)
+        with self.lock:
+            self.counters['requests'] += 1
+        self._queue(Request(binding, op, since, until, min(limit, self.options.page_size),
+                            response_topic, correlation, props.get('node'), version,
+                            props.get('replace') == '1'))
+
+    def _reply_error(self, message, props, text):
+        response_topic = getattr(message.properties, 'ResponseTopic', None)
+        if not response_topic or not response_topic.startswith(self.conn.response_topic + '/'):
+            return
+        self.transport.publish(response_topic, b'[]', [
+            ('data_binding', props.get('data_binding', '')), ('protocol', protocol.PROTOCOL),
+            ('seq', 0), ('count', 0), ('end', 1), ('more', 0), ('error', text)],
+            correlation=getattr(message.properties, 'CorrelationData', None))
+
+    def _on_ack(self, props, payload):
+        node = props.get('node')
+        try:
+            acks = protocol.decode_payload(payload, None)
+            if not node or not isinstance(acks, dict):
+                raise protocol.ProtocolError('ack without node or object payload')
+            now = time.time()
+            with self.lock:
+                entry = self.nodes.setdefault(node, {})
+                for key, value in acks.items():
+                    if key in self.bindings and isinstance(value, dict) \
+                            and isinstance(value.get('last'), int):
+                        entry[key] = {'last': value['last'], 'count': value.get('count'),
+                                      'time': int(now)}
+                self.counters['acks'] += 1
+            self.status_dirty.set()
+        except protocol.ProtocolError as e:
+            self._reject('ack', 'bad ack: %s', e)
+
+    # --- workers -----------------------------------------------------------------------------
+
+    def _work(self):
+        sources = {}
+        try:
+            while True:
+                item = self.requests.get()
+                if item is None:
+                    break
+                try:
+                    if isinstance(item, tuple):
+                        self._refresh(sources)
+                    else:
+                        self._serve(item, sources)
+                except Exception as e:
+                    self.faults(logging.ERROR, 'worker', 'responder: request failed: %s: %s',
+                                type(e).__name__, e)
+                    log.debug('traceback', exc_info=True)
+                    for source in sources.values():
+                        source.close()
+                    sources.clear()
+        finally:
+            for source in sources.values():
+                source.close()
+
+    def _source(self, sources, key):
+        if key not in sources:
+            sources[key] = database.SourceDatabase(self.manager_dicts[key])
+        return sources[key]
+
+    def _refresh(self, sources):
+        for key in self.bindings:
+            try:
+                newest = self._source(sources, key).newest()
+            except Exception as e:
+                self.faults(logging.ERROR, 'refresh-' + key,
+                            'responder: cannot read binding %s: %s', key, e)
+                continue
+            with self.lock:
+                self.newest[key] = newest
+        self.status_dirty.set()
+
+    def _serve(self, request, sources):
+        source = self._source(sources, request.binding.key)
+        if request.protocol_version == 1:
+            self._serve_protocol1(request, source)
+            return
+        records = source.read_page(request.since, request.until, request.limit)
+        more = len(records) >= request.limit
+        newest = source.newest()
+        last = records[-1]['dateTime'] if records else request.since
+        common = [('data_binding', request.binding.key), ('protocol', protocol.PROTOCOL)]
+        batches = list(protocol.split_batches(records, self.options.batch_size,
+                                              self.conn.max_message_bytes,
+                                              self.conn.compress)) if records else []
+        if not batches:
+            batches = [(b'[]', protocol.ENCODING_JSON, 0)]
+        for seq, (payload, encoding, count) in enumerate(batches):
+            props = common + [('encoding', encoding), ('seq', seq), ('count', count)]
+            if seq == len(batches) - 1:
+                props += [('end', 1), ('more', 1 if more else 0), ('last', last),
+                          ('newest', newest or 0)]
+            self.transport.publish(request.response_topic, payload, props,
+                                   correlation=request.correlation)
+        with self.lock:
+            self.counters['pages'] += 1
+            self.counters['records_sent'] += len(records)
+            if records:
+                self.newest[request.binding.key] = max(self.newest.get(request.binding.key)
+                                                       or 0, last)
+        log.debug('responder: page of %d records (%d messages) for %s since %s to %s',
+                  len(records), len(batches), request.node, request.since,
+                  request.response_topic)
+
+    def _serve_protocol1(self, request, source):
+        """Protocol 1: one message per record, everything since, no end marker."""
+        since = request.since
+        while not self.stopping.is_set():
+            records = source.read_page(since, None, self.options.page_size)
+            info = None
+            for record in records:
+                info = self.transport.publish(request.response_topic,
+                                              protocol.encode_json(record),
+                                              [('data_binding', request.binding.key)])
+            if len(records) < self.options.page_size:
+                break
+            since = records[-1]['dateTime']
+            if info is not None:    # pace ourselves: one page in the client's queue at most
+                while not info.is_published() and not self.stopping.is_set():
+                    info.wait_for_publish(1)
+        log.debug('responder: protocol-1 answer since %s to %s', request.since,
+                  request.response_topic)
+
+    # --- status ------------------------------------------------------------------------------
+
+    def status(self):
+        now = time.time()
+        with self.lock:
+            bindings = {k: {'newest': self.newest.get(k)} for k in sorted(self.bindings)}
+            nodes = {}
+            for node, entry in self.nodes.items():
+                nodes[node] = {}
+                for key, ack in entry.items():
+                    newest = self.newest.get(key)
+                    lag = (newest - ack['last']) if newest and ack['last'] is not None \
+                        else None
+                    nodes[node][key] = dict(ack, lag=max(lag, 0) if lag is not None else None)
+            counters = dict(self.counters)
+        return {'state': 'online', 'role': 'responder', 'version': VERSION,
+                'clientid': self.conn.clientid, 'time': int(now), 'bindings': bindings,
+                'nodes': nodes, 'counters': counters}
+
+    def _tick(self):
+        last_refresh = time.monotonic()
+        while not self.stopping.wait(STATUS_INTERVAL):
+            if time.monotonic() - last_refresh > REFRESH_INTERVAL:
+                last_refresh = time.monotonic()
+                self._queue(('refresh',))
+            if self.status_dirty.is_set() and self.transport.connected.is_set():
+                self.status_dirty.clear()
+                status = self.status()
+                for instance, topic in zip(self.options.instances, self.status_topics):
+                    mine = dict(status)
+                    mine['instance'] = instance
+                    mine['bindings'] = {k: v for k, v in status['bindings'].items()
+                                        if k.startswith(instance + '/')}
+                    self.transport.publish(topic, json.dumps(mine).encode('utf-8'), qos=1,
+                                           retain=True)
+
+
+class MQTTResponder(StdService):
+    """The WeeWX service: publishes each new archive record and answers requests."""
+
+    def __init__(self, engine, config_dict):
+        super().__init__(engine, config_dict)
+        self.responder = None
+        try:
+            if not cfg.has_role(config_dict, 'Responder'):
+                log.info('responder: no [MQTTReplicate][[Responder]] section; not started')
+                return
+            options = cfg.parse_responder(config_dict)
+            if not options.enable:
+                log.info('responder: not enabled')
+                return
+            self.responder = Responder(options, config_dict)
+        except (cfg.ConfigError, LookupError) as e:
+            # A configuration error is the user's to fix, but it must not stop the primary.
+            log.error('responder: not started: %s', e)
+            return
+        self.options = options
+        self.responder.start()
+        self.bind(weewx.NEW_ARCHIVE_RECORD, self.new_archive_record)
+
+    def new_archive_record(self, event):
+        """Publish the new record of every binding: other bindings first, main last."""
+        try:
+            ts = event.record['dateTime']
+            for binding in self.options.ordered_bindings():
+                try:
+                    manager = self.engine.db_binder.get_manager(binding.name)
+                    if binding.is_main:
+                        record = manager.getRecord(ts) or event.record
+                    else:
+                        record = manager.getRecord(ts, max_delta=self.options.delta)
+                    if record is None:
+                        log.debug('responder: no record of %s near %s', binding.key, ts)
+                        continue
+                    record = protocol.compact(record)
+                    prev = database.previous_timestamp(manager, record['dateTime'])
+                    self.responder.publish_live(binding, record, prev)
+                except Exception as e:
+                    self.responder.faults(logging.ERROR, 'live-' + binding.key,
+                                          'responder: cannot publish %s record %s: %s: %s',
+                                          binding.key, ts, type(e).__name__, e)
+        except Exception as e:    # never harm the primary
+            log.error('responder: new_archive_record failed: %s', e)
+
+    def shutDown(self):
+        try:
+            if self.responder is not None:
+                self.responder.stop()
+        except Exception as e:
+            log.error('responder: error while stopping: %s', e)

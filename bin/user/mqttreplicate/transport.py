@@ -1,0 +1,225 @@
+"""A thin, typed wrapper over paho-mqtt 2: MQTT v5, asynchronous connect, reconnect with
+back-off, persistent session, TLS, credentials, last will, and loop_forever in a background
+thread.
+
+Nothing here knows about weather records. The responder and the requester give it the
+topics to subscribe, a message callback and a will, and call publish() and ack().
+"""
+
+import logging
+import ssl
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+log = logging.getLogger(__name__)
+
+# CONNACK reason codes that mean "your credentials are not welcome"
+REFUSED_CODES = (134, 135, 138)   # bad user name or password, not authorized, banned
+
+
+class RateLimitedLog:
+    """Logs a message of a given kind at most once per interval; counts what it held back."""
+
+    def __init__(self, logger, interval=300.0):
+        self.logger = logger
+        self.interval = interval
+        self.last = {}
+        self.held = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, level, kind, message, *args):
+        now = time.monotonic()
+        with self.lock:
+            last = self.last.get(kind)
+            if last is not None and now - last < self.interval:
+                self.held[kind] = self.held.get(kind, 0) + 1
+                return
+            self.last[kind] = now
+            held = self.held.pop(kind, 0)
+        if held:
+            message += ' (%d similar messages suppressed)' % held
+        self.logger.log(level, message, *args)
+
+
+class Transport:
+    """One MQTT v5 client with its network loop in a background thread."""
+
+    def __init__(self, options, subscriptions, on_message, on_connected=None, will=None,
+                 manual_ack=False, name='mqttreplicate'):
+        """options: a config.ConnectionOptions.
+        subscriptions: list of topic filters, subscribed with options.subscribe_qos on every
+            connection.
+        on_message(message): called in the loop thread for every message.
+        on_connected(session_present): called in the loop thread after each connection.
+        will: (topic, payload) published retained by the broker if we vanish."""
+        self.options = options
+        self.subscriptions = list(subscriptions)
+        self.on_message = on_message
+        self.on_connected = on_connected
+        self.will = will
+        self.manual_ack = manual_ack
+        self.name = name
+        self.connected = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = None
+        self.connect_error = None      # text of the last failed connection, for the CLI
+        self.refused = False           # the broker refused our credentials
+        self.errors = RateLimitedLog(log)
+        self.client = self._make_client()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def _make_client(self):
+        o = self.options
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=o.clientid, protocol=mqtt.MQTTv5,
+                             manual_ack=self.manual_ack)
+        if o.username is not None:
+            client.username_pw_set(o.username, o.password)
+        if o.tls.enable:
+            context = ssl.create_default_context(cafile=o.tls.ca_certs)
+            if o.tls.certfile:
+                context.load_cert_chain(o.tls.certfile, o.tls.keyfile)
+            context.verify_mode = o.tls.certs_required
+            if o.tls.certs_required == ssl.CERT_NONE:
+                context.check_hostname = False
+            if o.tls.tls_version == 'tlsv1.3':
+                context.minimum_version = ssl.TLSVersion.TLSv1_3
+            elif o.tls.tls_version == 'tlsv1.2':
+                context.minimum_version = ssl.TLSVersion.TLSv1_2
+            if o.tls.ciphers:
+                context.set_ciphers(o.tls.ciphers)
+            client.tls_set_context(context)
+        if self.will is not None:
+            client.will_set(self.will[0], self.will[1], qos=1, retain=True)
+        client.reconnect_delay_set(o.min_delay, max(o.min_delay, o.max_delay))
+        client.max_inflight_messages_set(100)
+        if o.log_mqtt:
+            client.enable_logger(logging.getLogger(__name__ + '.paho'))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_connect_fail = self._on_connect_fail
+        return client
+
+    def start(self):
+        """Start connecting in the background. Never blocks, never raises for a missing
+        broker."""
+        o = self.options
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = o.session_expiry_interval
+        self.client.connect_async(o.host, o.port, o.keepalive, bind_address=o.bind_address,
+                                  clean_start=False, properties=properties)
+        self.thread = threading.Thread(target=self._run, name='%s-mqtt' % self.name,
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping.is_set():
+            try:
+                self.client.loop_forever(retry_first_connection=True)
+            except Exception as e:    # paho gave up on something; log and carry on
+                self.errors(logging.ERROR, 'loop', '%s: MQTT network loop failed: %s: %s',
+                            self.name, type(e).__name__, e)
+                self.stopping.wait(self.options.min_delay)
+            else:
+                if not self.stopping.is_set():
+                    self.stopping.wait(self.options.min_delay)
+
+    def stop(self, final_messages=()):
+        """Publish final (retained) messages if connected, disconnect, and join the thread."""
+        self.stopping.set()
+        if self.connected.is_set():
+            for topic, payload in final_messages:
+                try:
+                    self.client.publish(topic, payload, qos=1, retain=True)
+                except Exception:
+                    pass
+        try:
+            self.client.disconnect()
+        except Exception:
+            pass
+        if self.thread is not None:
+            self.thread.join(10)
+            if self.thread.is_alive():
+                log.warning('%s: MQTT thread did not stop within 10 s', self.name)
+
+    def is_alive(self):
+        return self.thread is not None and self.thread.is_alive()
+
+    def wait_connected(self, timeout):
+        return self.connected.wait(timeout)
+
+    # --- callbacks (loop thread) -------------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            self.refused = reason_code.value in REFUSED_CODES
+            self.connect_error = 'broker %s:%d refused the connection: %s' % (
+                self.options.host, self.options.port, reason_code)
+            self.errors(logging.ERROR, 'connect', '%s: %s', self.name, self.connect_error)
+            return
+        self.connect_error = None
+        self.refused = False
+        log.info('%s: connected to %s:%d as %s (session present: %s)', self.name,
+                 self.options.host, self.options.port, self.options.clientid,
+                 flags.session_present)
+        if self.subscriptions:
+            client.subscribe([(topic, self.options.subscribe_qos)
+                              for topic in self.subscriptions])
+        self.connected.set()
+        if self.on_connected is not None:
+            try:
+                self.on_connected(flags.session_present)
+            except Exception as e:
+                log.exception('%s: error after connecting: %s', self.name, e)
+
+    def _on_connect_fail(self, client, userdata):
+        self.connect_error = 'cannot reach broker %s:%d' % (self.options.host, self.options.port)
+        self.errors(logging.WARNING, 'connect', '%s: %s; retrying', self.name,
+                    self.connect_error)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        if was_connected and not self.stopping.is_set():
+            self.errors(logging.WARNING, 'disconnect', '%s: disconnected from broker: %s',
+                        self.name, reason_code)
+
+    def _on_message(self, client, userdata, message):
+        try:
+            self.on_message(message)
+        except Exception as e:
+            self.errors(logging.ERROR, 'message', '%s: error handling a message on %s: %s: %s',
+                        self.name, message.topic, type(e).__name__, e)
+            log.debug('traceback', exc_info=True)
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def publish(self, topic, payload, user_properties=(), correlation=None, response_topic=None,
+                expiry=None, qos=None, retain=False):
+        """Queue a message. Thread safe. Returns the paho MQTTMessageInfo."""
+        properties = Properties(PacketTypes.PUBLISH)
+        if user_properties:
+            properties.UserProperty = [(str(k), str(v)) for k, v in user_properties]
+        if correlation is not None:
+            properties.CorrelationData = correlation
+        if response_topic is not None:
+            properties.ResponseTopic = response_topic
+        if expiry is not None:
+            properties.MessageExpiryInterval = int(expiry)
+        qos = self.options.publish_qos if qos is None else qos
+        return self.client.publish(topic, payload, qos=qos, retain=retain,
+                                   properties=properties)
+
+    def ack(self, message):
+        """Acknowledge a QoS 1/2 message received with manual_ack. Call it once per message."""
+        if self.manual_ack and message.qos > 0:
+            try:
+                self.client.ack(message.mid, message.qos)
+            except Exception as e:
+                log.debug('%s: ack failed: %s', self.name, e)
