@@ -8,6 +8,7 @@ topics to subscribe, a message callback and a will, and call publish() and ack()
 
 import logging
 import ssl
+import sys
 import threading
 import time
 
@@ -179,7 +180,10 @@ class Transport:
                 log.exception('%s: error after connecting: %s', self.name, e)
 
     def _on_connect_fail(self, client, userdata):
-        self.connect_error = 'cannot reach broker %s:%d' % (self.options.host, self.options.port)
+        # paho calls this inside its `except OSError`: the exception says why (TLS, refused...)
+        reason = sys.exc_info()[1]
+        self.connect_error = 'cannot reach broker %s:%d%s' % (
+            self.options.host, self.options.port, ': %s' % reason if reason else '')
         self.errors(logging.WARNING, 'connect', '%s: %s; retrying', self.name,
                     self.connect_error)
 
