@@ -204,6 +204,9 @@ def cmd_request(args, config_dict):
             progress.show()
             if args.once and all(r.caught_up.is_set() for r in requester.replicas.values()):
                 break
+            silent = [r.key for r in requester.replicas.values() if r.unanswered]
+            if args.once and silent:
+                raise BrokerError('no responder answered for %s' % ', '.join(silent))
     finally:
         requester.stop()
         writer.stop()

@@ -125,6 +125,9 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
             else:
                 waited_since = time.monotonic()
             self._serve_main(1.0)
+            if self.main.unanswered:
+                log.warning('driver: no answer to the catch-up; starting anyway')
+                return
         log.info('driver: %s caught up at %s (%d records)', self.main.key, self.main.position,
                  self.main.stored)
         yield from ()

@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 
 ACK_INTERVAL = 1.0       # acknowledge stored records at most this often
 PIPELINE = 2             # pages outstanding at most (one being stored, one in flight)
+MAX_HELD_LIVE = 500      # live records kept aside during a catch-up
 
 
 class Item:
     """Something for a replica's owning thread to do."""
-    __slots__ = ('kind', 'records', 'props', 'correlation', 'message', 'replica')
+    __slots__ = ('kind', 'records', 'props', 'correlation', 'message', 'replica', 'acked')
 
     def __init__(self, kind, records=None, props=None, correlation=None, message=None):
         self.kind = kind               # 'batch', 'live', 'legacy', 'connected'
@@ -36,6 +37,7 @@ class Item:
         self.correlation = correlation
         self.message = message
         self.replica = None
+        self.acked = False
 
 
 class PageFlow:
@@ -108,6 +110,8 @@ class Replica:
         self.held_live = []
         self.last_progress = time.monotonic()
         self.legacy = False                    # the responder speaks protocol 1
+        self.answered = False                  # the responder answered this catch-up
+        self.unanswered = False                # the last catch-up got no answer at all
         self.stored = 0
         self.ack_due = False
         self.last_ack = 0.0
@@ -156,10 +160,19 @@ class Replica:
         quiet = time.monotonic() - self.last_progress
         options = self.requester.options
         if self.catching_up:
-            legacy_quiet = options.startup_max_tries * options.startup_wait_before_retry
-            if self.legacy and quiet >= legacy_quiet:
+            patience = options.startup_max_tries * options.startup_wait_before_retry
+            if self.legacy and quiet >= patience:
                 log.info('requester: %s: no more protocol-1 records for %.0f s; caught up',
                          self.key, quiet)
+                self._catchup_done()
+            elif not self.answered and quiet >= patience \
+                    and self.requester.transport.connected.is_set():
+                # No responder (or a protocol-1 one with nothing to send). Carry on live;
+                # the next live record's `prev` or the next connection starts a catch-up.
+                self.faults(logging.WARNING, 'unanswered',
+                            'requester: %s: no answer from the responder for %.0f s; carrying '
+                            'on with live records', self.key, quiet)
+                self.unanswered = True
                 self._catchup_done()
             elif quiet >= options.page_timeout:
                 log.warning('requester: %s: no answer for %.0f s; asking again since %s',
@@ -167,8 +180,13 @@ class Replica:
                 self.start_catchup()
         self.flush_ack()
 
+    @property
+    def faults(self):
+        return self.requester.faults
+
     def start_catchup(self):
         self.catching_up = True
+        self.answered = False
         self.pages = {}
         self.last_progress = time.monotonic()
         if not self.requester.transport.connected.is_set():
@@ -184,7 +202,7 @@ class Replica:
         held, self.held_live = self.held_live, []
         for item in held:
             self._on_live(item)
-        if not self.catching_up:
+        if not self.catching_up and not self.unanswered:
             self.caught_up.set()
         self.flush_ack(force=True)
 
@@ -220,6 +238,8 @@ class Replica:
 
     def _store_page_part(self, item):
         self.last_progress = time.monotonic()
+        self.answered = True
+        self.unanswered = False
         records = item.records
         if not records:
             return
@@ -266,24 +286,30 @@ class Replica:
         record = item.records[0]
         prev = item.props.get('prev')
         self.primary_newest = max(self.primary_newest or 0, record['dateTime'])
-        if self.catching_up:
-            self.held_live.append(item)
-            return
-        if prev is not None and prev > self.position:
-            log.info('requester: %s: hole before live record %s (have %s, primary had %s); '
-                     'catching up', self.key, record['dateTime'], self.position, prev)
-            self.held_live.append(item)
-            self.start_catchup()
+        if self.catching_up or (prev is not None and prev > self.position):
+            if not self.catching_up:
+                log.info('requester: %s: hole before live record %s (have %s, primary had %s);'
+                         ' catching up', self.key, record['dateTime'], self.position, prev)
+                self.start_catchup()
+            # Acknowledge now: held messages would fill the broker's in-flight window and
+            # stall the catch-up. A record lost here is still in the primary's database.
+            if not item.acked:
+                item.acked = True
+                self.requester.transport.ack(item.message)
+            if len(self.held_live) < MAX_HELD_LIVE:
+                self.held_live.append(item)
             return
         try:
             self._deliver_one(record)
         finally:
-            self.requester.transport.ack(item.message)
+            if not item.acked:
+                self.requester.transport.ack(item.message)
         self.flush_ack()
 
     def _on_legacy(self, item):
         """A protocol-1 record (no correlation): store it, note the time."""
         self.legacy = True
+        self.answered = True
         self.last_progress = time.monotonic()
         for record in item.records:
             self._deliver_one(record)
