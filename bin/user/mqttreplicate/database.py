@@ -5,10 +5,14 @@ every object here is opened, used and closed by one thread. Reads on the primary
 statements, fully fetched, so the primary's own writes never wait for us.
 """
 
+import datetime
 import logging
+import time
 
 import weedb
+import weeutil.weeutil
 import weewx
+import weewx.accum
 import weewx.manager
 import weewx.units
 
@@ -159,7 +163,7 @@ class TargetDatabase:
             if ts in seen:
                 continue
             seen.add(ts)
-            rows.append(tuple(record.get(c) for c in self.columns))
+            rows.append(tuple(map(record.get, self.columns)))
         if not rows:
             return 0
         if self.manager.std_unit_system is None:
@@ -179,9 +183,10 @@ class TargetDatabase:
         if not self.summaries_pending:
             return
         self.manager._sync()
-        nrecs, ndays = self.manager.backfill_day_summary(progress_fn=None)
-        log.debug("database '%s': daily summaries rebuilt for %d records, %d days",
-                  self.name, nrecs, ndays)
+        started = time.monotonic()
+        nrecs, ndays = backfill_day_summary(self.manager)
+        log.info("database '%s': daily summaries of %d days updated with %d records in %.1f s",
+                 self.name, ndays, nrecs, time.monotonic() - started)
         self.summaries_pending = False
 
     def store_one(self, record):
@@ -191,3 +196,63 @@ class TargetDatabase:
         if self.existing(record['dateTime'], record['dateTime']):
             return False
         return self.manager.addRecord(record, log_success=False) > 0
+
+
+TRANCHE_DAYS = 5
+
+
+def backfill_day_summary(manager):
+    """What DaySummaryManager.backfill_day_summary() does, about three times faster.
+
+    WeeWX's version hands every record to its day accumulator with all ~115 columns, most of
+    them None. Adding a None value only creates the statistics of its type, so here the first
+    record of each day goes in whole (creating every type, as WeeWX does) and the others
+    without their None values. Same accumulators, same additions in the same order: the
+    summaries come out identical. Falls back to WeeWX's own code if its internals differ."""
+    needed = ('_set_day_summary', '_read_metadata', '_write_metadata', '_get_backfill_range',
+              '_calc_weight')
+    if not all(hasattr(manager, name) for name in needed):
+        return manager.backfill_day_summary(progress_fn=None)
+    if manager.first_timestamp is None:
+        return 0, 0
+    last_daily_ts = weeutil.weeutil.to_int(manager._read_metadata('lastUpdate'))
+    first_d, last_d = manager._get_backfill_range(last_daily_ts, None, None, None)
+    if first_d is None:
+        return 0, 0
+    columns = list(manager.sqlkeys)
+    select = 'SELECT %s FROM %s WHERE dateTime > ? AND dateTime <= ? ORDER BY dateTime ASC' \
+        % (', '.join(columns), manager.table_name)
+    ts_index = columns.index('dateTime')
+    nrecs = ndays = 0
+    mark_d = first_d
+    while mark_d < last_d:
+        stop_d = min(mark_d + datetime.timedelta(days=TRANCHE_DAYS), last_d)
+        rows = _fetch_all(manager.connection, select,
+                          (time.mktime(mark_d.timetuple()), time.mktime(stop_d.timetuple())))
+        day_accum = None
+        with weedb.Transaction(manager.connection) as cursor:
+            for row in rows:
+                ts = row[ts_index]
+                if day_accum is None or not day_accum.timespan.includesArchiveTime(ts):
+                    if day_accum is not None:
+                        manager._set_day_summary(day_accum, None, cursor)
+                        ndays += 1
+                    day_accum = weewx.accum.Accum(weeutil.weeutil.archiveDaySpan(ts))
+                    record = dict(zip(columns, row))
+                else:
+                    record = {k: v for k, v in zip(columns, row) if v is not None}
+                try:
+                    weight = manager._calc_weight(record)
+                except (weewx.manager.IntervalError, ValueError, TypeError) as e:
+                    log.info('record %s ignored in daily summaries: %s', ts, e)
+                    continue
+                day_accum.addRecord(record, weight=weight)
+                last_daily_ts = ts if last_daily_ts is None else max(last_daily_ts, ts)
+                nrecs += 1
+            if day_accum is not None and not day_accum.isEmpty:
+                manager._set_day_summary(day_accum, None, cursor)
+                ndays += 1
+            if last_daily_ts:
+                manager._write_metadata('lastUpdate', str(int(last_daily_ts)), cursor)
+        mark_d = stop_d
+    return nrecs, ndays

@@ -88,7 +88,7 @@ def validate_record(record, now=None):
     if units not in KNOWN_UNIT_SYSTEMS or isinstance(units, bool):
         raise ProtocolError('usUnits %r is not a known unit system' % (units,))
     interval = record.get('interval')
-    if interval is not None and (not _is_number(interval) or interval <= 0):
+    if not _is_number(interval) or interval <= 0:
         raise ProtocolError('interval %r is not a positive number' % (interval,))
     for key, value in record.items():
         if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH \

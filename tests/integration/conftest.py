@@ -1,0 +1,18 @@
+"""Fixtures of the in-process integration tests (see harness.py)."""
+
+import logging
+
+import pytest
+
+from tests.integration.harness import PACKAGE_LOGGER, Rig
+
+
+@pytest.fixture
+def rig(stations, caplog):
+    """A Rig: stations, an in-process responder and requester; everything stopped at the end.
+
+    Log records of user.mqttreplicate from INFO up are captured (caplog)."""
+    caplog.set_level(logging.INFO, logger=PACKAGE_LOGGER)
+    rig = Rig(stations)
+    yield rig
+    rig.cleanup()

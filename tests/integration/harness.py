@@ -1,0 +1,266 @@
+"""In-process replication rigs for the integration tests.
+
+The real Responder (responder.Responder) and the real requester (requester.Requester plus
+requester.Writer, built exactly as cli.cmd_request builds them) run in the test process against
+a private Mosquitto broker, with throwaway SQLite stations made by tests.support.station.
+
+    primary = rig.primary(broker, count=3000, batch_size=50)     # seeded, [[Responder]] set
+    secondary = rig.secondary(broker, page_size=200)             # empty, [[Requester]] set
+    responder = rig.start_responder(primary)                     # connected Responder
+    node = rig.start_requester(secondary)                        # RequesterNode
+    node.wait_caught_up()
+    assert_same(primary, secondary)
+"""
+
+import logging
+import time
+import uuid
+
+from tests.support.mqtt import MqttClient, user_properties
+from tests.support.station import compare_databases, seed_history, simulated_record
+
+from user.mqttreplicate import config as cfg
+from user.mqttreplicate import database
+from user.mqttreplicate.requester import Requester, Writer
+from user.mqttreplicate.responder import Responder
+
+DAY = 86400
+START = 1700000000 - 1700000000 % DAY          # 2023-11-14 00:00 UTC
+STEP = 300                                     # 5-minute archive records
+INSTANCE = 'weewx'
+BINDING = 'wx_binding'
+KEY = '%s/%s' % (INSTANCE, BINDING)            # the binding key in the user property
+
+PACKAGE_LOGGER = 'user.mqttreplicate'
+
+
+# ------------------------------------------------------------------------------------------------
+# waiting
+# ------------------------------------------------------------------------------------------------
+
+def wait_until(predicate, timeout=15.0, message='condition', interval=0.05):
+    """Poll predicate() until it is true; AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out after %.0f s waiting for %s' % (timeout, message))
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------------
+
+def configure(station, broker, role, *, tls=False, user=None, ca_certs=None,
+              instance=INSTANCE, binding_options=None, **options):
+    """Write [MQTTReplicate] with one [[role]] (Requester or Responder) into weewx.conf.
+
+    Connection options (host, port, credentials, [[[tls]]]) go in [MQTTReplicate], so the role
+    inherits them; options go in [[role]]; the binding wx_binding has type = main."""
+    conn = broker.connection_options(tls=tls, user=user)
+    if ca_certs is not None:
+        conn['tls']['ca_certs'] = str(ca_certs)
+
+    def edit(config):
+        config['MQTTReplicate'] = {}
+        top = config['MQTTReplicate']
+        top['driver'] = 'user.mqttreplicate'
+        top['min_delay'] = '1'
+        top['max_delay'] = '2'
+        for name, value in conn.items():
+            if name == 'tls':
+                top['tls'] = {k: str(v) for k, v in value.items()}
+            else:
+                top[name] = str(value)
+        section = {k: str(v) for k, v in options.items()}
+        if role == 'Responder':
+            section.setdefault('enable', 'true')
+        binding = {'type': 'main'}
+        binding.update(binding_options or {})
+        section[instance] = {BINDING: binding}
+        top[role] = section
+
+    station.edit(edit)
+    return station
+
+
+def new_record(ts, units='US'):
+    """The simulator record for ts (the same values seed_history would store)."""
+    return simulated_record(ts, 5, units)
+
+
+def add_to_primary(station, records):
+    """Insert records into a station's wx_binding (archive and daily summaries), as the
+    primary's engine would."""
+    with station.open_manager(BINDING) as manager:
+        manager.addRecord(list(records), log_success=False)
+
+
+def read_for_live(station, ts):
+    """(record, prev) of ts as MQTTResponder.new_archive_record reads them: the stored record
+    without None values, and the dateTime of the record before it."""
+    with station.open_manager(BINDING) as manager:
+        record = manager.getRecord(ts)
+        prev = database.previous_timestamp(manager, ts)
+    return {k: v for k, v in record.items() if v is not None}, prev
+
+
+def assert_same(primary, secondary, **kwargs):
+    """The two stations' wx_binding databases are equal row by row (archive and daily
+    summaries)."""
+    diffs = compare_databases(primary, BINDING, secondary, BINDING, **kwargs)
+    assert diffs == [], '\n'.join(diffs)
+
+
+def error_lines(caplog, level=logging.ERROR):
+    return ['%s %s: %s' % (r.levelname, r.name, r.getMessage()) for r in caplog.records
+            if r.levelno >= level and r.name.startswith(PACKAGE_LOGGER)]
+
+
+# ------------------------------------------------------------------------------------------------
+# the requester, as cli.cmd_request builds it
+# ------------------------------------------------------------------------------------------------
+
+class RequesterNode:
+    """Requester + Writer for every binding, started like cli.cmd_request starts them."""
+
+    def __init__(self, config_dict):
+        self.config_dict = config_dict
+        self.options = cfg.parse_requester(config_dict)
+        self.requester = Requester(self.options, config_dict)
+        self.writer = Writer(self.requester)
+        for binding in self.options.ordered_bindings():
+            self.writer.add(binding, config_dict)
+        self.stopped = False
+
+    def start(self):
+        self.writer.start()
+        self.requester.start()
+        return self
+
+    @property
+    def clientid(self):
+        return self.options.connection.clientid
+
+    @property
+    def replica(self):
+        """The replica of wx_binding."""
+        return self.requester.replicas[KEY]
+
+    @property
+    def transport(self):
+        return self.requester.transport
+
+    def wait_connected(self, timeout=10.0):
+        assert self.transport.wait_connected(timeout), \
+            'requester not connected: %s' % self.transport.connect_error
+
+    def check_writer(self):
+        assert self.writer.is_alive(), 'the writer thread died: %r' % (self.writer.failed,)
+
+    def caught_up(self):
+        self.check_writer()
+        return all(r.caught_up.is_set() for r in self.requester.replicas.values())
+
+    def wait_caught_up(self, timeout=30.0):
+        wait_until(self.caught_up, timeout, 'the requester to catch up (stored %d)'
+                   % self.requester.progress_count)
+
+    def idle(self):
+        """Nothing being caught up and the inbox empty."""
+        self.check_writer()
+        return not any(r.catching_up for r in self.requester.replicas.values()) \
+            and self.writer.inbox.empty()
+
+    def wait_position(self, ts, timeout=15.0):
+        """Wait until wx_binding's newest stored record is ts and nothing is pending."""
+        wait_until(lambda: self.replica.position >= ts and self.idle(), timeout,
+                   'the secondary to store %s (at %s)' % (ts, self.replica.position))
+        # the inbox may have handed the last item over just now: let it finish
+        time.sleep(0.2)
+        wait_until(self.idle, timeout, 'the writer to finish')
+
+    def stop(self):
+        if not self.stopped:
+            self.stopped = True
+            self.requester.stop()
+            self.writer.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# the rig fixture
+# ------------------------------------------------------------------------------------------------
+
+class Rig:
+    """Makes stations, starts responders and requesters, and stops them all at the end."""
+
+    def __init__(self, stations):
+        self.stations = stations
+        self.responders = []
+        self.nodes = []
+        self.clients = []
+
+    def primary(self, broker, name='primary', count=0, units='US', start=START, **options):
+        station = self.stations(name, units=units)
+        if count:
+            seed_history(station, start, count)
+        options.setdefault('clientid', 'primary-%s' % uuid.uuid4().hex[:8])
+        return configure(station, broker, 'Responder', **options)
+
+    def secondary(self, broker, name='secondary', units='US', **options):
+        station = self.stations(name, units=units)
+        options.setdefault('clientid', 'secondary-%s' % uuid.uuid4().hex[:8])
+        return configure(station, broker, 'Requester', **options)
+
+    def start_responder(self, station, wait=True):
+        config_dict = station.config_dict()
+        responder = Responder(cfg.parse_responder(config_dict), config_dict)
+        self.responders.append(responder)
+        responder.start()
+        if wait:
+            assert responder.transport.wait_connected(10), \
+                'responder not connected: %s' % responder.transport.connect_error
+        return responder
+
+    def start_requester(self, station, wait=True):
+        node = RequesterNode(station.config_dict())
+        self.nodes.append(node)
+        node.start()
+        if wait:
+            node.wait_connected()
+        return node
+
+    def client(self, broker, **kwargs):
+        """A test MQTT client (disconnected at the end)."""
+        client = MqttClient(broker, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def stop_responder(self, responder):
+        if responder in self.responders:
+            self.responders.remove(responder)
+            responder.stop()
+
+    def cleanup(self):
+        for node in self.nodes:
+            try:
+                node.stop()
+            except Exception:
+                pass
+        for responder in self.responders:
+            try:
+                responder.stop()
+            except Exception:
+                pass
+        for client in self.clients:
+            try:
+                client.disconnect()
+            except Exception:
+                pass
+
+
+def props_of(message):
+    return user_properties(message)
