@@ -55,11 +55,12 @@ def wait_until(predicate, timeout=15.0, message='condition', interval=0.05):
 # ------------------------------------------------------------------------------------------------
 
 def configure(station, broker, role, *, tls=False, user=None, ca_certs=None,
-              instance=INSTANCE, binding_options=None, **options):
+              instance=INSTANCE, binding_options=None, other_bindings=None, **options):
     """Write [MQTTReplicate] with one [[role]] (Requester or Responder) into weewx.conf.
 
     Connection options (host, port, credentials, [[[tls]]]) go in [MQTTReplicate], so the role
-    inherits them; options go in [[role]]; the binding wx_binding has type = main."""
+    inherits them; options go in [[role]]; the binding wx_binding has type = main;
+    other_bindings ({name: {option: value}}) are replicated too."""
     conn = broker.connection_options(tls=tls, user=user)
     if ca_certs is not None:
         conn['tls']['ca_certs'] = str(ca_certs)
@@ -75,14 +76,30 @@ def configure(station, broker, role, *, tls=False, user=None, ca_certs=None,
                 top['tls'] = {k: str(v) for k, v in value.items()}
             else:
                 top[name] = str(value)
-        section = {k: str(v) for k, v in options.items()}
+        section = {k: str(v) for k, v in options.items() if v is not None}
         if role == 'Responder':
             section.setdefault('enable', 'true')
         binding = {'type': 'main'}
         binding.update(binding_options or {})
         section[instance] = {BINDING: binding}
+        for name, values in (other_bindings or {}).items():
+            section[instance][name] = dict(values)
         top[role] = section
 
+    station.edit(edit)
+    return station
+
+
+def add_binding(station, name, filename):
+    """Add a SQLite binding `name` (database file `filename`, the wview_extended schema, daily
+    summaries) to a station's weewx.conf."""
+    def edit(config):
+        config['DataBindings'][name] = {
+            'database': name + '_sqlite', 'table_name': 'archive',
+            'manager': 'weewx.manager.DaySummaryManager',
+            'schema': 'weewx.schemas.wview_extended.schema'}
+        config['Databases'][name + '_sqlite'] = {'database_name': filename,
+                                                 'database_type': 'SQLite'}
     station.edit(edit)
     return station
 
@@ -264,3 +281,49 @@ class Rig:
 
 def props_of(message):
     return user_properties(message)
+
+
+class JsonWatcher:
+    """Collects JSON messages of a test client, by topic, and waits for one that matches."""
+
+    def __init__(self, client):
+        self.client = client
+        self.seen = {}            # topic -> [json objects, oldest first]
+
+    def _pull(self, timeout):
+        import json
+        try:
+            message = self.client.get(timeout)
+        except TimeoutError:
+            return
+        try:
+            obj = json.loads(message.payload.decode('utf-8'))
+        except ValueError:
+            obj = message.payload
+        self.seen.setdefault(message.topic, []).append(obj)
+
+    def wait(self, topic, predicate=lambda obj: True, timeout=10.0):
+        """The first message seen on topic (now or later) that satisfies predicate."""
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            objs = self.seen.get(topic, [])
+            for obj in objs[checked:]:
+                if isinstance(obj, dict) and predicate(obj):
+                    return obj
+            checked = len(objs)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError('no matching message on %s within %.0f s; seen: %r'
+                                     % (topic, timeout, objs[-3:]))
+            self._pull(min(remaining, 0.2))
+
+
+def retained_json(broker, topic, timeout=5.0):
+    """The retained message on topic, as JSON, read by a fresh subscriber."""
+    import json
+    with MqttClient(broker) as client:
+        client.subscribe(topic)
+        message = client.expect(topic, timeout=timeout)
+        assert message.retain, 'message on %s is not retained' % topic
+        return json.loads(message.payload.decode('utf-8'))

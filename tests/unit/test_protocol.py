@@ -83,13 +83,18 @@ def test_integral_float_datetime_becomes_int():
     assert type(rec['dateTime']) is int
 
 
-def test_none_values_and_missing_interval_are_fine():
-    rec = {'dateTime': NOW, 'usUnits': 16, 'outTemp': None, 'barometer': None}
+def test_none_values_are_fine():
+    rec = {'dateTime': NOW, 'usUnits': 16, 'interval': 5, 'outTemp': None, 'barometer': None}
     assert p.validate_record(rec, NOW) == rec
 
 
+def test_float_interval_is_fine():
+    p.validate_record(record(interval=0.5), NOW)
+
+
 def test_numbers_of_every_kind():
-    p.validate_record(record(a=0, b=-5, c=1e300, d=-0.0, e=2 ** 62, f_g=3), NOW)
+    p.validate_record(record(a=0, b=-5, c=1e300, d=-0.0, e=2 ** 63 - 1, f_g=3, h=-2 ** 63),
+                      NOW)
 
 
 def test_datetime_up_to_one_day_ahead_is_accepted():
@@ -104,8 +109,8 @@ def test_now_defaults_to_the_clock():
 
 
 def test_maximum_number_of_keys_is_accepted():
-    rec = {'dateTime': NOW, 'usUnits': 1}
-    rec.update({'k%d' % i: i for i in range(p.MAX_RECORD_KEYS - 2)})
+    rec = {'dateTime': NOW, 'usUnits': 1, 'interval': 5}
+    rec.update({'k%d' % i: i for i in range(p.MAX_RECORD_KEYS - 3)})
     assert len(rec) == p.MAX_RECORD_KEYS
     p.validate_record(rec, NOW)
 
@@ -158,10 +163,16 @@ def test_bool_unit_system_is_refused_even_though_true_equals_one():
     assert 'usUnits' in refused(record(usUnits=True))
 
 
-@pytest.mark.parametrize('interval', [0, -5, '5', 'five', True, float('nan'), float('inf'),
-                                      [5], 0.0])
+@pytest.mark.parametrize('interval', [None, 0, -5, '5', 'five', True, float('nan'),
+                                      float('inf'), [5], 0.0, -0.5])
 def test_bad_interval(interval):
     assert 'interval' in refused(record(interval=interval))
+
+
+def test_missing_interval_is_refused():
+    rec = record()
+    del rec['interval']
+    assert 'interval' in refused(rec)
 
 
 @pytest.mark.parametrize('value', ['12.5', '', 'NULL', float('nan'), float('inf'),
@@ -188,19 +199,22 @@ def test_non_string_column_names(name):
 
 
 def test_too_many_keys():
-    rec = {'dateTime': NOW, 'usUnits': 1}
-    rec.update({'k%d' % i: i for i in range(p.MAX_RECORD_KEYS - 1)})
+    rec = {'dateTime': NOW, 'usUnits': 1, 'interval': 5}
+    rec.update({'k%d' % i: i for i in range(p.MAX_RECORD_KEYS - 2)})
     assert len(rec) == p.MAX_RECORD_KEYS + 1
     assert 'keys' in refused(rec)
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: validate_record raises OverflowError (not '
-                   'ProtocolError) for an integer too large for a float: '
-                   'math.isfinite(10**400) overflows in _is_number')
-@pytest.mark.parametrize('field', ['outTemp', 'interval'])
-def test_huge_integer_value_is_a_protocol_error(field):
+@pytest.mark.xfail(strict=True, reason='BUG: an integer value that SQLite cannot store '
+                   '(outside 64 bits; 10**400 even overflows a float) is not refused with '
+                   'ProtocolError: accepted, or OverflowError from math.isfinite in _is_number')
+@pytest.mark.parametrize('field, value', [
+    ('outTemp', 10 ** 400), ('interval', 10 ** 400), ('outTemp', 2 ** 63),
+    ('interval', 2 ** 63), ('outTemp', -2 ** 63 - 1),
+], ids=['outTemp-1e400', 'interval-1e400', 'outTemp-2^63', 'interval-2^63', 'outTemp--2^63-1'])
+def test_huge_integer_value_is_a_protocol_error(field, value):
     rec = record()
-    rec[field] = 10 ** 400
+    rec[field] = value
     with pytest.raises(ProtocolError):
         p.validate_record(rec, NOW)
 
@@ -297,7 +311,7 @@ def test_split_batches_of_nothing():
 def test_split_batches_refuses_a_record_that_can_never_fit(compress):
     import random
     rnd = random.Random(1)
-    big = {'dateTime': NOW, 'usUnits': 1}
+    big = {'dateTime': NOW, 'usUnits': 1, 'interval': 5}
     big.update({'k%d' % i: rnd.random() for i in range(400)})    # incompressible-ish
     records = many_records(3) + [big] + many_records(3, start=NOW)
     with pytest.raises(ProtocolError) as info:
@@ -401,7 +415,7 @@ def test_one_bad_record_refuses_the_batch():
 
 
 def test_nan_literal_in_payload_is_refused():
-    payload = b'[{"dateTime": 1600000000, "usUnits": 1, "outTemp": NaN}]'
+    payload = b'[{"dateTime": 1600000000, "usUnits": 1, "interval": 5, "outTemp": NaN}]'
     with pytest.raises(ProtocolError):
         p.decode_records(payload, None)
 
@@ -417,11 +431,12 @@ def test_deeply_nested_json_is_a_protocol_error(encoding):
         p.decode_records(payload, encoding)
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: decode_records raises OverflowError (not '
-                   'ProtocolError) for a record value that is an integer too large for a '
-                   'float (math.isfinite in _is_number)')
+@pytest.mark.xfail(strict=True, reason='BUG: decode_records does not refuse a record '
+                   'value that is an integer too large for a float or SQLite (OverflowError '
+                   'from math.isfinite in _is_number)')
 def test_huge_integer_in_payload_is_a_protocol_error():
-    payload = b'[{"dateTime": 1600000000, "usUnits": 1, "outTemp": 1' + b'0' * 400 + b'}]'
+    payload = b'[{"dateTime": 1600000000, "usUnits": 1, "interval": 5, "outTemp": 1' \
+        + b'0' * 400 + b'}]'
     with pytest.raises(ProtocolError):
         p.decode_records(payload, None)
 

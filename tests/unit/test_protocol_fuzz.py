@@ -35,32 +35,50 @@ json_values = st.recursive(
     | st.dictionaries(st.text(max_size=12), children, max_size=6),
     max_leaves=30)
 
-column_names = (st.sampled_from(['dateTime', 'usUnits', 'interval', 'outTemp', 'rain',
-                                 'extraTemp1', 'x; DROP TABLE archive', 'a b', '', 'é'])
-                | st.text(max_size=70))
-date_times = (st.integers(min_value=-INT_BOUND, max_value=INT_BOUND)
-              | st.integers(min_value=NOW - 10 ** 9, max_value=NOW + 2 * 86400)
-              | st.floats(allow_nan=True, allow_infinity=True)
-              | st.integers(min_value=NOW - 10 ** 6, max_value=NOW).map(float)
-              | json_scalars)
-unit_systems = st.sampled_from([1, 16, 17, 0, 2, 18, True, False, 1.0, 16.5, '1', None])
-record_values = (st.none() | st.booleans()
-                 | st.integers(min_value=-INT_BOUND, max_value=INT_BOUND)
-                 | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=5)
-                 | st.lists(st.integers(), max_size=2))
+good_names = st.from_regex(r'\A[A-Za-z_][A-Za-z0-9_]{0,20}\Z')
+good_values = (st.none() | st.integers(min_value=-2 ** 63, max_value=2 ** 63 - 1)
+               | st.floats(allow_nan=False, allow_infinity=False))
+good_date_times = (st.integers(min_value=1, max_value=NOW + 86000)
+                   | st.integers(min_value=1, max_value=NOW).map(float))
+good_intervals = (st.integers(min_value=1, max_value=1440)
+                  | st.floats(min_value=0.001, max_value=1e6))
+
+bad_names = (st.sampled_from(['x; DROP TABLE archive', 'a b', '', 'x"', "x'", 'a-b', 'a' * 65,
+                              '"; DELETE FROM archive; --', 'é', 'x\x00'])
+             | st.text(max_size=70))
+bad_date_times = (st.integers(min_value=-INT_BOUND, max_value=INT_BOUND)
+                  | st.integers(min_value=NOW + 86000, max_value=NOW + 2 * 86400)
+                  | st.floats(allow_nan=True, allow_infinity=True) | json_scalars)
+bad_unit_systems = (st.sampled_from([0, 2, 18, True, False, 1.0, 16.5, '1', None, [1]])
+                    | json_scalars)
+bad_values = (st.booleans() | st.integers(min_value=-INT_BOUND, max_value=INT_BOUND)
+              | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=5)
+              | st.lists(st.integers(), max_size=2)
+              | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+MUTATIONS = ('none', 'none', 'none', 'dateTime', 'usUnits', 'interval', 'name', 'value', 'drop',
+             'many')
 
 
 @st.composite
 def record_like(draw):
-    """Dicts that look like records often enough to reach every check of validate_record."""
-    rec = {}
-    if draw(st.booleans()) or draw(st.booleans()):
-        rec['dateTime'] = draw(date_times)
-    if draw(st.booleans()) or draw(st.booleans()):
-        rec['usUnits'] = draw(unit_systems)
-    if draw(st.booleans()):
-        rec['interval'] = draw(record_values)
-    rec.update(draw(st.dictionaries(column_names, record_values, max_size=8)))
+    """A valid record, then (most of the time) one hostile change, so that every check of
+    validate_record is reached and plenty of records are accepted too."""
+    rec = {'dateTime': draw(good_date_times), 'usUnits': draw(st.sampled_from([1, 16, 17])),
+           'interval': draw(good_intervals)}
+    rec.update(draw(st.dictionaries(good_names, good_values, max_size=8)))
+    mutation = draw(st.sampled_from(MUTATIONS))
+    if mutation in ('dateTime', 'usUnits', 'interval'):
+        rec[mutation] = draw({'dateTime': bad_date_times, 'usUnits': bad_unit_systems,
+                              'interval': bad_values}[mutation])
+    elif mutation == 'name':
+        rec[draw(bad_names)] = draw(good_values)
+    elif mutation == 'value':
+        rec[draw(good_names)] = draw(bad_values)
+    elif mutation == 'drop':
+        del rec[draw(st.sampled_from(['dateTime', 'usUnits', 'interval']))]
+    elif mutation == 'many':
+        extra = draw(st.integers(min_value=p.MAX_RECORD_KEYS - 3, max_value=p.MAX_RECORD_KEYS))
+        rec.update(('c%d' % i, i) for i in range(extra))
     return rec
 
 
@@ -72,8 +90,8 @@ def check_records(records):
         assert type(rec['dateTime']) is int and rec['dateTime'] > 0
         assert rec['dateTime'] <= time.time() + p.MAX_FUTURE_SECONDS
         assert rec['usUnits'] in p.KNOWN_UNIT_SYSTEMS and not isinstance(rec['usUnits'], bool)
-        if rec.get('interval') is not None:
-            assert rec['interval'] > 0
+        assert isinstance(rec['interval'], (int, float)) and rec['interval'] > 0
+        assert not isinstance(rec['interval'], bool) and math.isfinite(rec['interval'])
         assert len(rec) <= p.MAX_RECORD_KEYS
         for key, value in rec.items():
             assert isinstance(key, str) and 0 < len(key) <= p.MAX_KEY_LENGTH

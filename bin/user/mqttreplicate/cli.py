@@ -214,6 +214,9 @@ def cmd_request(args, config_dict):
     count = progress.total()
     print('replicated %d records in %.1f s (%.0f records/s)'
           % (count, elapsed, count / elapsed if elapsed > 0 else 0), flush=True)
+    print('messages received %d (%.4f per record), rejected %d'
+          % (requester.received, requester.received / count if count else 0,
+             requester.rejected), flush=True)
     return EXIT_OK
 
 

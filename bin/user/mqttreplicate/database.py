@@ -108,8 +108,6 @@ class TargetDatabase:
         self.preferred_units = preferred_units
         self.summaries_pending = False
         self.dropped_warned = set()
-        self.insert_sql = 'INSERT INTO %s (%s) VALUES (%s)' % (
-            self.table, ', '.join(self.columns), ', '.join('?' * len(self.columns)))
         self.has_summaries = hasattr(manager, 'backfill_day_summary')
 
     def close(self):
@@ -132,6 +130,8 @@ class TargetDatabase:
         units = self.unit_system()
         if units is not None and record.get('usUnits') != units:
             record = weewx.units.to_std_system(record, units)
+        if record.keys() <= self.column_set:
+            return record
         extra = [k for k in record if k not in self.column_set]
         if extra:
             new = sorted(set(extra) - self.dropped_warned)
@@ -156,27 +156,31 @@ class TargetDatabase:
         first = min(r['dateTime'] for r in records)
         last = max(r['dateTime'] for r in records)
         present = self.existing(first, last)
-        seen = set(present)
-        rows = []
+        groups = {}          # records with the same columns share one INSERT statement
         for record in records:
             ts = record['dateTime']
-            if ts in seen:
+            if ts in present:
                 continue
-            seen.add(ts)
-            rows.append(tuple(map(record.get, self.columns)))
-        if not rows:
+            present.add(ts)
+            groups.setdefault(tuple(record), []).append(tuple(record.values()))
+        if not groups:
             return 0
         if self.manager.std_unit_system is None:
             self.manager.std_unit_system = records[0]['usUnits']
+        count = 0
         with weedb.Transaction(self.manager.connection) as cursor:
-            executemany = getattr(cursor, 'executemany', None)
-            if executemany is not None:
-                executemany(self.insert_sql, rows)
-            else:
-                for row in rows:
-                    cursor.execute(self.insert_sql, row)
+            for columns, rows in groups.items():
+                sql = 'INSERT INTO %s (%s) VALUES (%s)' % (self.table, ', '.join(columns),
+                                                          ', '.join('?' * len(columns)))
+                executemany = getattr(cursor, 'executemany', None)
+                if executemany is not None:
+                    executemany(sql, rows)
+                else:
+                    for row in rows:
+                        cursor.execute(sql, row)
+                count += len(rows)
         self.summaries_pending = self.has_summaries
-        return len(rows)
+        return count
 
     def finish_bulk(self):
         """Bring the daily summaries up to date after bulk stores."""

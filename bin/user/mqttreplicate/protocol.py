@@ -91,12 +91,26 @@ def validate_record(record, now=None):
     if not _is_number(interval) or interval <= 0:
         raise ProtocolError('interval %r is not a positive number' % (interval,))
     for key, value in record.items():
-        if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH \
-                or not (key.replace('_', 'a').isalnum()):
-            raise ProtocolError('column name %r is not a plain name' % (key,))
-        if value is not None and not _is_number(value):
+        if key not in _GOOD_NAMES:
+            _check_name(key)
+        if value is not None and value.__class__ not in _NUMBER_CLASSES \
+                and not _is_number(value):
+            raise ProtocolError('value of %s is %r, not a number' % (key, value))
+        if value.__class__ is float and not math.isfinite(value):
             raise ProtocolError('value of %s is %r, not a number' % (key, value))
     return record
+
+
+_NUMBER_CLASSES = (int, float)
+_GOOD_NAMES = set()
+
+
+def _check_name(key):
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH \
+            or not key.isascii() or not key.replace('_', 'a').isalnum():
+        raise ProtocolError('column name %r is not a plain name' % (key,))
+    if len(_GOOD_NAMES) < 10000:
+        _GOOD_NAMES.add(key)
 
 
 def _is_number(value):

@@ -1,0 +1,138 @@
+"""Protocol 1 (SPEC 5.1): the earlier extension's peers, written here from the description.
+
+A protocol-1 request has no `protocol` user property: payload = ASCII integer `since`; the
+answer is one message per record (payload = JSON object, user property data_binding only),
+with no end marker. Live records are JSON objects with data_binding."""
+
+import json
+import sqlite3
+import threading
+
+import pytest
+
+from tests.integration.harness import (BINDING, KEY, START, STEP, assert_same, error_lines,
+                                       new_record, read_for_live, add_to_primary)
+from tests.support.mqtt import user_properties
+
+pytestmark = pytest.mark.integration
+
+
+def test_protocol1_requester_gets_one_message_per_record(rig, broker, caplog):
+    # responder pages of 200: a protocol-1 answer spans several reads
+    primary = rig.primary(broker, count=450, page_size=200, batch_size=50)
+    responder = rig.start_responder(primary)
+    legacy = rig.client(broker)
+    legacy.subscribe('replicate/response/legacy-node')
+    legacy.subscribe('replicate/archive/weewx')
+    legacy.publish('replicate/request/weewx', b'0', user_properties={'data_binding': KEY},
+                   ResponseTopic='replicate/response/legacy-node')
+    messages = []
+    while len(messages) < 450:
+        messages.append(legacy.expect('replicate/response/legacy-node', timeout=10))
+    messages += legacy.drain(1.0)                   # and nothing else: no end marker
+    assert len(messages) == 450
+    stamps = []
+    for message in messages:
+        assert message.topic == 'replicate/response/legacy-node'
+        assert user_properties(message) == {'data_binding': KEY}
+        record = json.loads(message.payload)
+        assert isinstance(record, dict) and record['usUnits'] == 1
+        stamps.append(record['dateTime'])
+    assert stamps == [START + i * STEP for i in range(450)]
+    stored, _ = read_for_live(primary, START + 7 * STEP)
+    assert json.loads(messages[7].payload) == stored
+
+    # A live record is a JSON object a protocol-1 requester reads unchanged.
+    ts = START + 450 * STEP
+    add_to_primary(primary, [new_record(ts)])
+    record, prev = read_for_live(primary, ts)
+    responder.publish_live(responder.bindings[KEY], record, prev)
+    live = legacy.expect('replicate/archive/weewx', timeout=5)
+    assert user_properties(live)['data_binding'] == KEY
+    assert json.loads(live.payload) == record
+    assert error_lines(caplog) == []
+
+
+class Protocol1Responder:
+    """A protocol-1 responder: answers every request (payload `since`) by publishing each
+    newer record of the primary's database as its own JSON message, with only the user
+    property data_binding, to the request's ResponseTopic. It publishes live records the
+    same way, on replicate/archive/weewx."""
+
+    def __init__(self, client, database):
+        self.client = client
+        self.database = database
+        self.requests = []
+        self.stopping = threading.Event()
+        client.subscribe('replicate/request/weewx')
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def records_since(self, since):
+        con = sqlite3.connect(str(self.database))
+        con.row_factory = sqlite3.Row
+        try:
+            rows = con.execute('SELECT * FROM archive WHERE dateTime > ? ORDER BY dateTime',
+                               (since,)).fetchall()
+        finally:
+            con.close()
+        return [{k: row[k] for k in row.keys() if row[k] is not None} for row in rows]
+
+    def _run(self):
+        while not self.stopping.is_set():
+            try:
+                message = self.client.get(0.2)
+            except TimeoutError:
+                continue
+            try:
+                since = int(message.payload.decode('ascii'))
+            except (UnicodeDecodeError, ValueError):
+                continue                            # e.g. a protocol-2 ack: not for us
+            response_topic = getattr(message.properties, 'ResponseTopic', None)
+            binding = user_properties(message).get('data_binding')
+            self.requests.append((since, response_topic, binding))
+            for record in self.records_since(since):
+                self.client.publish(response_topic, json.dumps(record).encode('utf-8'), qos=1,
+                                    user_properties={'data_binding': binding}, wait=False)
+
+    def publish_live(self, record):
+        self.client.publish('replicate/archive/weewx', json.dumps(record).encode('utf-8'),
+                            qos=1, user_properties={'data_binding': KEY})
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(5)
+
+
+def test_protocol1_responder_serves_our_requester(rig, broker, caplog):
+    primary = rig.primary(broker, count=200)              # its database only; no Responder
+    secondary = rig.secondary(broker, page_size=100, startup_max_tries=1,
+                              startup_wait_before_retry=1)
+    _, have = _seed_some(secondary)
+    fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING))
+    try:
+        node = rig.start_requester(secondary)
+        node.wait_caught_up(20)                      # by quiet time: no end marker comes
+        assert node.replica.legacy
+        assert node.requester.progress_count == 100
+        assert fake.requests[0] == (have, 'replicate/response/%s' % node.clientid, KEY)
+        assert_same(primary, secondary)
+
+        # and a protocol-1 live record (no prev) is stored too
+        ts = START + 200 * STEP
+        add_to_primary(primary, [new_record(ts)])
+        record, _ = read_for_live(primary, ts)
+        fake.publish_live(record)
+        node.wait_position(ts, timeout=5)
+        node.stop()
+    finally:
+        fake.stop()
+    assert secondary.count_records() == 201
+    assert_same(primary, secondary)
+    assert node.requester.rejected == 0
+    assert error_lines(caplog) == []
+
+
+def _seed_some(station):
+    from tests.support.station import seed_history
+    return seed_history(station, START, 100)

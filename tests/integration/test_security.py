@@ -1,0 +1,94 @@
+"""Credentials and TLS: the right ones replicate; wrong ones stop the command line with exit
+status 3 and one sentence, and never make the responder raise."""
+
+import time
+
+import pytest
+
+from tests.integration.harness import (KEY, START, assert_same, error_lines,
+                                       new_record, wait_until)
+from tests.support.broker import make_certs
+
+pytestmark = pytest.mark.integration
+
+EXIT_BROKER = 3
+
+
+def error_sentences(stderr):
+    return [line for line in stderr.splitlines() if line.startswith('error:')]
+
+
+def assert_one_clear_sentence(result):
+    assert result.returncode == EXIT_BROKER, (result.returncode, result.stdout, result.stderr)
+    assert 'Traceback' not in result.stderr, result.stderr
+    sentences = error_sentences(result.stderr)
+    assert len(sentences) == 1, result.stderr
+    assert result.stderr.rstrip().splitlines()[-1] == sentences[0]
+    return sentences[0]
+
+
+def test_password_broker_right_credentials_replicate(rig, password_broker, caplog):
+    primary = rig.primary(password_broker, count=500, user='primary')
+    secondary = rig.secondary(password_broker, user='secondary', page_size=200)
+    assert secondary.load()['MQTTReplicate']['username'] == 'secondary'
+    rig.start_responder(primary)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(20)
+    node.stop()
+    assert_same(primary, secondary)
+    assert error_lines(caplog) == []
+    # the password is never logged
+    assert not any('secondary-pw' in r.getMessage() or 'primary-pw' in r.getMessage()
+                   for r in caplog.records)
+
+
+def test_password_broker_wrong_credentials(rig, password_broker, caplog):
+    primary = rig.primary(password_broker, count=100, user='primary', password='not-it')
+    secondary = rig.secondary(password_broker, user='secondary', password='wrong')
+
+    # The responder (in-process) is refused: it never raises and keeps trying.
+    responder = rig.start_responder(primary, wait=False)
+    wait_until(lambda: responder.transport.refused, 10, 'the broker to refuse the responder')
+    assert responder.is_alive()
+    responder.publish_live(responder.bindings[KEY], new_record(START + 100 * 300),
+                           START + 99 * 300)
+    time.sleep(0.5)
+    assert responder.is_alive()
+    rig.stop_responder(responder)
+    assert not responder.is_alive()
+    assert not any('not-it' in r.getMessage() for r in caplog.records)
+
+    # The requester (command line) exits 3 with one sentence.
+    started = time.monotonic()
+    result = secondary.run_cli('request', '--once', timeout=60)
+    sentence = assert_one_clear_sentence(result)
+    assert 'refused' in sentence
+    assert 'wrong' not in result.stderr            # the password is never shown
+    assert time.monotonic() - started < 14, 'a refusal should not wait for the timeout'
+    assert secondary.count_records() == 0
+
+
+def test_tls_replication(rig, tls_broker, caplog):
+    primary = rig.primary(tls_broker, count=500, tls=True)
+    secondary = rig.secondary(tls_broker, tls=True, page_size=200)
+    assert secondary.load()['MQTTReplicate']['tls']['ca_certs'] == tls_broker.ca_certs
+    responder = rig.start_responder(primary)
+    node = rig.start_requester(secondary)
+    assert responder.conn.tls.enable and node.options.connection.tls.enable
+    assert responder.conn.port == tls_broker.tls_port
+    node.wait_caught_up(20)
+    node.stop()
+    assert_same(primary, secondary)
+    assert error_lines(caplog) == []
+
+
+def test_tls_wrong_ca(rig, tls_broker, tmp_path):
+    other = make_certs(tmp_path / 'other-ca')
+    primary = rig.primary(tls_broker, count=10, tls=True)
+    secondary = rig.secondary(tls_broker, tls=True, ca_certs=other.ca_cert)
+    responder = rig.start_responder(primary)
+    result = secondary.run_cli('--connect-timeout', '2', 'request', '--once', timeout=60)
+    sentence = assert_one_clear_sentence(result)
+    assert 'certificate' in sentence.lower(), sentence
+    assert responder.is_alive()
+    assert secondary.count_records() == 0
