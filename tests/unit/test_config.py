@@ -542,8 +542,6 @@ def test_has_role():
     assert not cfg.has_role(None, 'Requester')
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: a scalar "Requester = x" in [MQTTReplicate] '
-                   'raises AttributeError instead of ConfigError')
 def test_role_given_as_scalar_is_a_config_error():
     config = configobj.ConfigObj({'MQTTReplicate': {'Requester': 'yes'}})
     with pytest.raises(ConfigError):
@@ -682,9 +680,6 @@ def test_bad_tls_enable():
     assert "'enable'" in message and '[MQTTReplicate][Requester][tls]' in message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: tls_version = tlsv12 (the documented default of "
-                   "weewx-mqtt and MQTTSubscribe [[[tls]]] stanzas) is refused; only "
-                   "tls, tlsv1.2, tlsv1.3 are accepted")
 def test_tls_version_spelling_of_existing_mqtt_extensions_is_accepted():
     options = cfg.parse_requester(_requester_with_tls('tls_version = tlsv12'))
     assert options.connection.tls.tls_version is not None
@@ -777,9 +772,6 @@ def test_configured_clientid_is_used():
     assert options.connection.clientid == 'my-secondary'
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: a configured clientid containing /, + or # is '
-                   'accepted, although it becomes a topic level of the response and status '
-                   'topics (subscription/publish fails at run time)')
 @pytest.mark.parametrize('clientid', ['a/b', 'a+b', 'a#b'])
 def test_configured_clientid_with_topic_characters_is_refused(clientid):
     config = configobj.ConfigObj({'MQTTReplicate': {'Requester': {
@@ -788,9 +780,6 @@ def test_configured_clientid_with_topic_characters_is_refused(clientid):
     assert "'clientid'" in message
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: clientid set in [MQTTReplicate] is inherited by '
-                   'both roles, so a station running Requester and Responder connects twice '
-                   'with one client id and the broker keeps disconnecting one of them')
 def test_shared_clientid_does_not_give_both_roles_the_same_id():
     config = both_roles(top='clientid = station-a')
     try:
@@ -951,18 +940,12 @@ def test_ordered_bindings_puts_main_last():
         assert options.instances == ['alpha', 'weewx', 'zeta']
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _Section.real accepts nan and inf: nan passes "
-                   "every range check (nan < minimum is False) and inf has no maximum, so "
-                   "loop_interval = nan/inf fails later (time.sleep raises)")
 @pytest.mark.parametrize('value', ['nan', 'inf'])
 def test_non_finite_real_is_refused(value):
     message = error_of(cfg.parse_requester, requester_conf('loop_interval = %s' % value))
     assert "'loop_interval'" in message
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: a bad value set in [MQTTReplicate] (inherited) is '
-                   'reported as being in [MQTTReplicate][Requester], a section where the user '
-                   'will not find it')
 def test_bad_inherited_value_names_the_section_it_is_in():
     config = both_roles(top='port = abc')
     message = error_of(cfg.parse_requester, config)

@@ -22,6 +22,7 @@ Everything below works on the dataclasses built here; nothing else reads raw str
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import socket
 import ssl
@@ -52,9 +53,10 @@ RESPONDER_OPTIONS = (
 IGNORED_OPTIONS = ('throttle_count', 'throttle_sleep', 'direct_update', 'archive_max_tries',
                    'archive_wait_before_retry')
 RESERVED_NAMES = ('tls',)
+# Accepted spellings (those of MQTTSubscribe / weewx-mqtt included) -> minimum TLS version
 TLS_VERSIONS = {
-    'tls': ssl.PROTOCOL_TLS_CLIENT, 'tlsv1.2': ssl.PROTOCOL_TLS_CLIENT,
-    'tlsv1.3': ssl.PROTOCOL_TLS_CLIENT,
+    'tls': None, 'sslv23': None, 'tlsv1': None, 'tlsv11': None, 'tlsv1.1': None,
+    'tlsv12': 'tlsv1.2', 'tlsv1.2': 'tlsv1.2', 'tlsv13': 'tlsv1.3', 'tlsv1.3': 'tlsv1.3',
 }
 CERT_REQS = {'none': ssl.CERT_NONE, 'optional': ssl.CERT_OPTIONAL, 'required': ssl.CERT_REQUIRED}
 
@@ -204,7 +206,11 @@ class _Section:
         return None
 
     def where(self, name):
-        return "option '%s' in section [%s]" % (name, self.path)
+        section = self
+        while section.parent is not None and not (
+                name in section.section and not _is_section(section.section[name])):
+            section = section.parent
+        return "option '%s' in section [%s]" % (name, section.path)
 
     def string(self, name, default=None):
         value = self.raw(name)
@@ -234,6 +240,8 @@ class _Section:
             number = float(str(value).strip())
         except ValueError:
             raise ConfigError("%s: '%s' is not a number" % (self.where(name), value))
+        if not math.isfinite(number):
+            raise ConfigError("%s: '%s' is not a finite number" % (self.where(name), value))
         self._check_range(name, number, minimum, maximum)
         return number
 
@@ -290,12 +298,16 @@ def default_clientid(role, config_dict):
 
 
 def _parse_tls(section: _Section):
-    tls_section = section.section.get('tls') if section.section is not None else None
+    owner = section
+    tls_section = section.section.get('tls')
     if tls_section is None and section.parent is not None:
-        tls_section = section.parent.section.get('tls')
+        owner = section.parent
+        tls_section = owner.section.get('tls')
     if tls_section is None:
         return TLSOptions()
-    tls = _Section(tls_section, section.path + '][tls')
+    if not _is_section(tls_section):
+        raise ConfigError("tls in section [%s] must be a section" % owner.path)
+    tls = _Section(tls_section, owner.path + '][tls')
     enable = tls.boolean('enable', True)
     reqs_name = tls.string('certs_required', None) or tls.string('cert_reqs', None) or 'required'
     reqs_name = reqs_name.lower()
@@ -312,7 +324,8 @@ def _parse_tls(section: _Section):
                               % (tls.where('tls_version'), version, ', '.join(TLS_VERSIONS)))
     options = TLSOptions(enable=enable, ca_certs=tls.string('ca_certs'),
                          certfile=tls.string('certfile'), keyfile=tls.string('keyfile'),
-                         certs_required=CERT_REQS[reqs_name], tls_version=version,
+                         certs_required=CERT_REQS[reqs_name],
+                         tls_version=TLS_VERSIONS[version] if version else None,
                          ciphers=tls.string('ciphers'))
     for name in ('ca_certs', 'certfile', 'keyfile'):
         path = getattr(options, name)
@@ -323,11 +336,23 @@ def _parse_tls(section: _Section):
     return options
 
 
+def _clientid(section: _Section, role, config_dict):
+    """The role's own clientid: never inherited, since two clients with one id fight."""
+    value = section.section.get('clientid')
+    if value is None or _is_section(value) or str(value).strip() == '':
+        return default_clientid(role, config_dict)
+    value = str(value).strip()
+    if any(c in value for c in '/+#') or len(value) > 200:
+        raise ConfigError("%s: '%s' cannot be used in a topic (no /, + or #)"
+                          % (section.where('clientid'), value))
+    return value
+
+
 def _parse_connection(section: _Section, role, config_dict):
     qos = dict(minimum=0, maximum=2)
     return ConnectionOptions(
         role=role,
-        clientid=section.string('clientid', None) or default_clientid(role, config_dict),
+        clientid=_clientid(section, role, config_dict),
         host=section.string('host', 'localhost'),
         port=section.integer('port', 1883, 1, 65535),
         keepalive=section.integer('keepalive', 60, 5),
@@ -385,9 +410,13 @@ def _role_section(config_dict, role_name):
     if top is None:
         raise ConfigError("section [%s] is missing" % SECTION)
     parent = _Section(top, SECTION)
+    if not _is_section(top):
+        raise ConfigError("[%s] must be a section" % SECTION)
     role_dict = top.get(role_name)
     if role_dict is None:
         raise ConfigError("section [%s][%s] is missing" % (SECTION, role_name))
+    if not _is_section(role_dict):
+        raise ConfigError("[%s][%s] must be a section, not an option" % (SECTION, role_name))
     return _Section(role_dict, '%s][%s' % (SECTION, role_name), parent)
 
 
@@ -448,4 +477,4 @@ def parse_responder(config_dict) -> ResponderOptions:
 
 def has_role(config_dict, role_name):
     top = config_dict.get(SECTION) if config_dict else None
-    return top is not None and _is_section(top.get(role_name))
+    return top is not None and _is_section(top) and _is_section(top.get(role_name))

@@ -93,11 +93,11 @@ def validate_record(record, now=None):
     for key, value in record.items():
         if key not in _GOOD_NAMES:
             _check_name(key)
-        if value is not None and value.__class__ not in _NUMBER_CLASSES \
-                and not _is_number(value):
-            raise ProtocolError('value of %s is %r, not a number' % (key, value))
-        if value.__class__ is float and not math.isfinite(value):
-            raise ProtocolError('value of %s is %r, not a number' % (key, value))
+        cls = value.__class__
+        if value is not None and ((cls is float and not math.isfinite(value))
+                                  or (cls is int and not INT_MIN <= value <= INT_MAX)
+                                  or (cls not in _NUMBER_CLASSES and not _is_number(value))):
+            raise ProtocolError('value of %s is %.40r, not a number' % (key, value))
     return record
 
 
@@ -113,9 +113,15 @@ def _check_name(key):
         _GOOD_NAMES.add(key)
 
 
+INT_MIN, INT_MAX = -2 ** 63, 2 ** 63 - 1     # what a database column holds
+
+
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return INT_MIN <= value <= INT_MAX
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def compact(record):
@@ -178,6 +184,8 @@ def decode_payload(payload, encoding):
         return json.loads(payload.decode('utf-8'))
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError('payload is not JSON: %s' % e)
+    except RecursionError:
+        raise ProtocolError('payload is nested too deeply')
 
 
 def decode_records(payload, encoding):
@@ -196,10 +204,12 @@ def parse_since(payload):
     try:
         text = payload.decode('ascii').strip()
         value = int(float(text)) if text not in ('', 'None', 'null') else 0
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, OverflowError):
         raise ProtocolError('since %r is not an integer' % payload[:40])
     if value < 0:
         raise ProtocolError('since %d is negative' % value)
+    if value > INT_MAX:
+        raise ProtocolError('since %d is out of range' % value)
     return value
 
 
