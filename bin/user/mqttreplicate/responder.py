@@ -366,12 +366,17 @@ class MQTTResponder(StdService):
                 log.info('responder: not enabled')
                 return
             self.responder = Responder(options, config_dict)
+            self.options = options
+            self.responder.start()
         except (cfg.ConfigError, LookupError) as e:
             # A configuration error is the user's to fix, but it must not stop the primary.
             log.error('responder: not started: %s', e)
+            self.responder = None
             return
-        self.options = options
-        self.responder.start()
+        except Exception as e:
+            log.error('responder: not started: %s: %s', type(e).__name__, e)
+            self.responder = None
+            return
         self.bind(weewx.NEW_ARCHIVE_RECORD, self.new_archive_record)
 
     def new_archive_record(self, event):
