@@ -23,7 +23,8 @@ def standalone(broker, primary, secondary, records):
     t0 = time.monotonic()
     proc = subprocess.run(['/usr/bin/time', '-f', 'peak-rss-kib %M', sys.executable, '-m',
                            'user.mqttreplicate', '--config', str(secondary.config_path),
-                           'request', '--once'], env=c.cli_env(), capture_output=True, text=True, cwd=str(c.REPO / 'bin'))
+                           'request', '--once'], env=c.cli_env(), capture_output=True,
+                          text=True, cwd=str(c.REPO / 'bin'))
     elapsed = time.monotonic() - t0
     responder_rss = c.peak_rss_kib(responder.pid)
     responder.terminate()
@@ -49,8 +50,8 @@ def under_weewxd(broker, primary, secondary, records):
     time.sleep(1.0)
     t0 = time.monotonic()
     weewxd = secondary.start_weewxd()
-    match = weewxd.wait_for_log(r'driver: \S+ caught up at (\d+) \((\d+) records\)',
-                                timeout=600)
+    weewxd.wait_for_log(r'driver: \S+ caught up at (\d+) \((\d+) records\)',
+                        timeout=600)
     elapsed = time.monotonic() - t0
     rss = c.peak_rss_kib(weewxd.pid) if hasattr(weewxd, 'pid') else None
     weewxd.stop()

@@ -177,6 +177,8 @@ def interesting(line):
     clock, level, logger, message = m.groups()
     if level == 'DEBUG' or 'role=' in message:
         return None
+    if 'Added record' in message and 'daily summary' in message:
+        return None
     if not (logger.startswith('user.mqttreplicate') or level in ('WARNING', 'ERROR', 'CRITICAL')
             or 'Added record' in message or 'backfill' in message or 'Processed' in message):
         return None
@@ -404,7 +406,8 @@ def demo():
 
     step('2. Creating two throwaway stations with "weectl station create"')
     configure(port, now)
-    say('  primary:   %s  (Simulator driver + user.mqttreplicate.MQTTResponder)' % (RUN / 'primary'))
+    say('  primary:   %s  (Simulator driver + user.mqttreplicate.MQTTResponder)'
+        % (RUN / 'primary'))
     say('  secondary: %s  (driver user.mqttreplicate: station_type = MQTTReplicate)'
         % (RUN / 'secondary'))
 
@@ -492,6 +495,9 @@ def demo():
     stop('primary weewxd', primary)
     p_count, p_newest = db_stats('primary')
     say('  primary stopped: %s records, newest %s' % (format(p_count, ','), fmt_ts(p_newest)))
+    for line in primary_log.read_text(errors='replace').splitlines():
+        if 'responder: stopped' in line:
+            say('  primary   | ' + interesting(line))
     try:
         wait_for(lambda: db_stats('secondary') == (p_count, p_newest), 30,
                  "the secondary to store the primary's last records", secondary,

@@ -59,6 +59,7 @@ def test_sigterm_inside_the_requester_stops_the_secondary(replication):
     pri.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
     'BUG: responder.MQTTResponder publishes a record only from its NEW_ARCHIVE_RECORD '
     'handler; a record committed by StdArchive just before a SIGTERM (the commit is the '

@@ -17,7 +17,8 @@ import time
 import uuid
 
 from tests.support.mqtt import MqttClient, user_properties
-from tests.support.station import compare_databases, seed_history, simulated_record
+from tests.support.station import (compare_databases, make_station, seed_history,
+                                   simulated_record)
 
 from user.mqttreplicate import config as cfg
 from user.mqttreplicate import database
@@ -211,24 +212,46 @@ class RequesterNode:
 # the rig fixture
 # ------------------------------------------------------------------------------------------------
 
+class StationTemplates:
+    """One station made by make_station (`weectl station create`) per unit system, copied for
+    every test: a copy takes milliseconds, a new station a few tenths of a second."""
+
+    def __init__(self, root):
+        self.root = root
+        self.templates = {}
+
+    def get(self, units):
+        if units not in self.templates:
+            self.templates[units] = make_station(self.root, 'template-%s' % units.lower(),
+                                                 units=units)
+        return self.templates[units]
+
+
 class Rig:
     """Makes stations, starts responders and requesters, and stops them all at the end."""
 
-    def __init__(self, stations):
+    def __init__(self, stations, templates, tmp_path):
         self.stations = stations
+        self.templates = templates
+        self.tmp_path = tmp_path
         self.responders = []
         self.nodes = []
         self.clients = []
 
+    def station(self, name, units='US'):
+        """A fresh station like make_station(tmp_path, name, units=units) makes."""
+        station = self.templates.get(units).copy(self.tmp_path, name)
+        return self.stations.adopt(station)
+
     def primary(self, broker, name='primary', count=0, units='US', start=START, **options):
-        station = self.stations(name, units=units)
+        station = self.station(name, units=units)
         if count:
             seed_history(station, start, count)
         options.setdefault('clientid', 'primary-%s' % uuid.uuid4().hex[:8])
         return configure(station, broker, 'Responder', **options)
 
     def secondary(self, broker, name='secondary', units='US', **options):
-        station = self.stations(name, units=units)
+        station = self.station(name, units=units)
         options.setdefault('clientid', 'secondary-%s' % uuid.uuid4().hex[:8])
         return configure(station, broker, 'Requester', **options)
 

@@ -18,13 +18,13 @@ OFFSET = 30           # the extra binding's records are 30 s before the main one
 
 
 def test_two_bindings(rig, broker, caplog):
-    primary = rig.stations('primary')
+    primary = rig.station('primary')
     add_binding(primary, 'extra_binding', 'extra.sdb')
     seed_history(primary, START, 700)
     seed_history(primary, START - OFFSET, 500, binding='extra_binding')
     configure(primary, broker, 'Responder', clientid='two-primary', batch_size=100,
               other_bindings={'extra_binding': {}})
-    secondary = rig.stations('secondary')
+    secondary = rig.station('secondary')
     add_binding(secondary, 'copy_binding', 'copy.sdb')
     configure(secondary, broker, 'Requester', clientid='two-secondary', page_size=150,
               other_bindings={'extra_binding': {'secondary_data_binding': 'copy_binding'}})

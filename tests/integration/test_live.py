@@ -47,7 +47,7 @@ def records_requests(monitor, quiet=0.3):
 
 def test_live_records_are_stored_and_a_hole_is_filled(rig, broker, caplog):
     # The primary lacks one old record (it will be imported later, out of order).
-    primary = rig.stations('primary')
+    primary = rig.station('primary')
     missing = START + 100 * STEP
     seed_history(primary, START, 0, records=[r for r in generate_records(START, COUNT)
                                             if r['dateTime'] != missing])

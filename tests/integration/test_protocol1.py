@@ -7,6 +7,7 @@ with no end marker. Live records are JSON objects with data_binding."""
 import json
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -51,6 +52,37 @@ def test_protocol1_requester_gets_one_message_per_record(rig, broker, caplog):
     assert user_properties(live)['data_binding'] == KEY
     assert json.loads(live.payload) == record
     assert error_lines(caplog) == []
+
+
+@pytest.mark.xfail(strict=True, reason='BUG: Responder._serve_protocol1 publishes a whole '
+                   'protocol-1 answer as fast as the broker acknowledges it; a requester slower '
+                   "than that overflows the broker's per-client queue and loses records")
+def test_protocol1_answer_respects_the_broker_queue(rig, make_broker):
+    """A protocol-1 requester that stores each record in 2 ms, behind a broker that queues
+    100 messages per client (Mosquitto's default is 1000: 3.5 days of 5-minute records)."""
+    broker = make_broker(max_queued_messages=100)
+    primary = rig.primary(broker, count=400)
+    rig.start_responder(primary)
+    legacy = rig.client(broker)
+    received = []
+
+    def slow(client, userdata, message):
+        time.sleep(0.002)                           # storing the record
+        received.append(json.loads(message.payload)['dateTime'])
+
+    legacy.client.on_message = slow
+    legacy.subscribe('replicate/response/slow-legacy')
+    legacy.publish('replicate/request/weewx', b'0', user_properties={'data_binding': KEY},
+                   ResponseTopic='replicate/response/slow-legacy')
+    deadline = time.monotonic() + 15
+    have, progress = 0, time.monotonic()
+    while len(received) < 400 and time.monotonic() < deadline \
+            and time.monotonic() - progress < 1.5:          # until nothing comes any more
+        time.sleep(0.1)
+        if len(received) > have:
+            have, progress = len(received), time.monotonic()
+    assert len(received) == 400, 'only %d of 400 records arrived' % len(received)
+    assert received == sorted(received)
 
 
 class Protocol1Responder:

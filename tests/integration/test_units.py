@@ -22,7 +22,7 @@ def column(station, sql, params=()):
         con.close()
 
 
-def test_metric_primary_into_us_secondary(rig, broker, stations, caplog):
+def test_metric_primary_into_us_secondary(rig, broker, caplog):
     """A METRIC primary, a US secondary that already holds one US record: everything arrives
     in US units (degree_C -> degree_F), equal to a US station seeded with the same
     observations, daily summaries included, and no UnitError."""
@@ -30,7 +30,7 @@ def test_metric_primary_into_us_secondary(rig, broker, stations, caplog):
     assert column(primary, 'SELECT DISTINCT usUnits FROM archive') == [(weewx.METRIC,)]
     secondary = rig.secondary(broker, page_size=200)            # a US station
     seed_history(secondary, START, 1, units='US')               # the first record, in US
-    reference = stations('reference')                           # US, every record
+    reference = rig.station('reference')                        # US, every record
     seed_history(reference, START, COUNT, units='US')
 
     responder = rig.start_responder(primary)

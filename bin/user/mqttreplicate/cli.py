@@ -17,7 +17,6 @@ import time
 from . import VERSION
 from . import config as cfg
 from . import database
-from . import protocol
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import math
 import os
 import socket
 import ssl
-from typing import Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ statements, fully fetched, so the primary's own writes never wait for us.
 
 import datetime
 import logging
+import os
 import time
 
 import weedb
@@ -99,6 +100,10 @@ class TargetDatabase:
         """manager: an already opened manager to use (the engine's, on its thread)."""
         self.owned = manager is None
         if manager is None:
+            root = mgr_dict['database_dict'].get('SQLITE_ROOT')
+            if initialize and root:
+                # the engine thread may be creating it at the same moment
+                os.makedirs(root, exist_ok=True)
             manager = weewx.manager.open_manager(mgr_dict, initialize=initialize)
         self.manager = manager
         self.name = getattr(manager, 'database_name', '?')

@@ -11,13 +11,12 @@ import queue
 import threading
 import time
 
-import weewx
 
 from . import VERSION
 from . import config as cfg
 from . import database
 from . import protocol
-from .transport import RateLimitedLog, Transport
+from .transport import RateLimitedLog, Transport, is_termination
 
 log = logging.getLogger(__name__)
 
@@ -339,8 +338,12 @@ class Requester:
         self.progress_callback = None
         self.response_topic = protocol.response_topic(self.conn.response_topic,
                                                       self.conn.clientid)
+        # the responders' retained status: what the primary has, and when it comes back
+        self.responder_status = {protocol.status_topic(self.conn.status_topic, i): i
+                                 for i in options.instances}
         subscriptions = [self.response_topic] + [
-            protocol.archive_topic(self.conn.archive_topic, i) for i in options.instances]
+            protocol.archive_topic(self.conn.archive_topic, i) for i in options.instances] + \
+            sorted(self.responder_status)
         self.status_topics = [protocol.status_topic(self.conn.status_topic, i,
                                                     self.conn.clientid)
                               for i in options.instances]
@@ -394,6 +397,8 @@ class Requester:
                           ('node', self.conn.clientid), ('op', protocol.OP_ACK)])
             self.publish_status()
         except Exception as e:
+            if is_termination(e):
+                raise
             log.debug('requester: ack not sent: %s', e)
 
     def publish_status(self):
@@ -433,7 +438,33 @@ class Requester:
         self.rejected += 1
         self.faults(logging.WARNING, kind, 'requester: rejected a message: ' + text, *args)
 
+    def _on_responder_status(self, message, instance):
+        """The responder's status: learn the primary's newest records; a responder that
+        (re)appears gets the catch-ups that found nobody to answer."""
+        self.transport.ack(message)
+        try:
+            status = protocol.decode_payload(message.payload, None)
+            if not isinstance(status, dict) or status.get('state') != 'online':
+                return
+            bindings = status.get('bindings') or {}
+        except protocol.ProtocolError as e:
+            self._reject('status', 'responder status on %s: %s', message.topic, e)
+            return
+        for replica in self.replicas.values():
+            if replica.binding.instance != instance:
+                continue
+            newest = (bindings.get(replica.key) or {}).get('newest')
+            if isinstance(newest, int) and not isinstance(newest, bool):
+                replica.primary_newest = max(replica.primary_newest or 0, newest)
+            if replica.unanswered:
+                replica.unanswered = False
+                replica.post(Item('connected'))
+
     def _on_message(self, message):
+        instance = self.responder_status.get(message.topic)
+        if instance is not None:
+            self._on_responder_status(message, instance)
+            return
         self.received += 1
         props = protocol.user_properties(message.properties)
         key = props.get('data_binding')

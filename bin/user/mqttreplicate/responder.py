@@ -19,7 +19,7 @@ from . import VERSION
 from . import config as cfg
 from . import database
 from . import protocol
-from .transport import RateLimitedLog, Transport
+from .transport import RateLimitedLog, Transport, is_termination
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class Responder:
                          'rejected': 0, 'acks': 0}
         self.lock = threading.Lock()
         self.newest = {}           # binding key -> newest dateTime here
+        self.published = {}        # binding key -> newest dateTime published live
         self.nodes = {}            # node -> binding key -> {'last', 'count', 'time'}
         self.status_dirty = threading.Event()
         self.stopping = threading.Event()
@@ -128,15 +129,19 @@ class Responder:
                 self.counters['live'] += 1
                 self.newest[binding.key] = max(self.newest.get(binding.key) or 0,
                                                record['dateTime'])
+                self.published[binding.key] = max(self.published.get(binding.key) or 0,
+                                                  record['dateTime'])
             self.status_dirty.set()
         except Exception as e:
+            if is_termination(e):
+                raise
             self.faults(logging.ERROR, 'live', 'responder: cannot publish record %s of %s: %s',
                         record.get('dateTime'), binding.key, e)
 
     # --- requests (loop thread) --------------------------------------------------------------
 
     def _on_connected(self, session_present):
-        self._queue(('refresh',))
+        self._queue(('connected',))
 
     def _queue(self, item):
         try:
@@ -232,7 +237,7 @@ class Responder:
                     break
                 try:
                     if isinstance(item, tuple):
-                        self._refresh(sources)
+                        self._refresh(sources, publish_newest=item[0] == 'connected')
                     else:
                         self._serve(item, sources)
                 except Exception as e:
@@ -251,16 +256,26 @@ class Responder:
             sources[key] = database.SourceDatabase(self.manager_dicts[key])
         return sources[key]
 
-    def _refresh(self, sources):
-        for key in self.bindings:
+    def _refresh(self, sources, publish_newest=False):
+        """Re-read each binding's newest record. After a (re)connection also publish it if
+        it was never published live: a record committed just before the primary stopped, or
+        while the broker was away, then reaches live secondaries without waiting for the
+        next one."""
+        for binding in self.options.ordered_bindings():
+            key = binding.key
             try:
-                newest = self._source(sources, key).newest()
+                source = self._source(sources, key)
+                newest = source.newest()
+                with self.lock:
+                    self.newest[key] = newest
+                    unpublished = newest and newest > (self.published.get(key) or 0)
+                if publish_newest and unpublished:
+                    record = source.record_near(newest, 0)
+                    if record is not None:
+                        self.publish_live(binding, record, source.previous(newest))
             except Exception as e:
                 self.faults(logging.ERROR, 'refresh-' + key,
                             'responder: cannot read binding %s: %s', key, e)
-                continue
-            with self.lock:
-                self.newest[key] = newest
         self.status_dirty.set()
 
     def _serve(self, request, sources):
@@ -374,6 +389,8 @@ class MQTTResponder(StdService):
             self.responder = None
             return
         except Exception as e:
+            if is_termination(e):
+                raise
             log.error('responder: not started: %s: %s', type(e).__name__, e)
             self.responder = None
             return
@@ -382,30 +399,51 @@ class MQTTResponder(StdService):
     def new_archive_record(self, event):
         """Publish the new record of every binding: other bindings first, main last."""
         try:
-            ts = event.record['dateTime']
-            for binding in self.options.ordered_bindings():
-                try:
-                    manager = self.engine.db_binder.get_manager(binding.name)
-                    if binding.is_main:
-                        record = manager.getRecord(ts) or event.record
-                    else:
-                        record = manager.getRecord(ts, max_delta=self.options.delta)
-                    if record is None:
-                        log.debug('responder: no record of %s near %s', binding.key, ts)
-                        continue
-                    record = protocol.compact(record)
-                    prev = database.previous_timestamp(manager, record['dateTime'])
-                    self.responder.publish_live(binding, record, prev)
-                except Exception as e:
-                    self.responder.faults(logging.ERROR, 'live-' + binding.key,
-                                          'responder: cannot publish %s record %s: %s: %s',
-                                          binding.key, ts, type(e).__name__, e)
+            self._publish(event.record['dateTime'], event.record)
         except Exception as e:    # never harm the primary
+            if is_termination(e):
+                raise
             log.error('responder: new_archive_record failed: %s', e)
 
+    def _publish(self, ts, main_record=None, newest_only=False):
+        for binding in self.options.ordered_bindings():
+            try:
+                manager = self.engine.db_binder.get_manager(binding.name)
+                if newest_only:
+                    ts = manager.lastGoodStamp()
+                    if not ts or ts <= (self.responder.published.get(binding.key) or 0):
+                        continue
+                if binding.is_main:
+                    record = manager.getRecord(ts) or main_record
+                else:
+                    record = manager.getRecord(ts, max_delta=self.options.delta)
+                if record is None:
+                    log.debug('responder: no record of %s near %s', binding.key, ts)
+                    continue
+                record = protocol.compact(record)
+                prev = database.previous_timestamp(manager, record['dateTime'])
+                self.responder.publish_live(binding, record, prev)
+            except Exception as e:
+                if is_termination(e):
+                    raise
+                self.responder.faults(logging.ERROR, 'live-' + binding.key,
+                                      'responder: cannot publish %s record %s: %s: %s',
+                                      binding.key, ts, type(e).__name__, e)
+
     def shutDown(self):
+        """Publish what was committed but not published yet (a stop right after StdArchive
+        stored a record), then stop."""
+        if self.responder is None:
+            return
         try:
-            if self.responder is not None:
-                self.responder.stop()
+            self._publish(None, newest_only=True)
         except Exception as e:
+            if is_termination(e):
+                raise
+            log.debug('responder: newest records not published at shutdown: %s', e)
+        try:
+            self.responder.stop()
+        except Exception as e:
+            if is_termination(e):
+                raise
             log.error('responder: error while stopping: %s', e)

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 REFUSED_CODES = (134, 135, 138)   # bad user name or password, not authorized, banned
 
 
+def is_termination(exc):
+    """True for weewxd's Terminate: weewxd turns SIGTERM into an exception raised wherever
+    the engine thread happens to be, so a handler that catches Exception must re-raise it."""
+    return type(exc).__name__ == 'Terminate'
+
+
 class RateLimitedLog:
     """Logs a message of a given kind at most once per interval; counts what it held back."""
 
@@ -138,11 +144,15 @@ class Transport:
             for topic, payload in final_messages:
                 try:
                     self.client.publish(topic, payload, qos=1, retain=True)
-                except Exception:
+                except Exception as e:
+                    if is_termination(e):
+                        raise
                     pass
         try:
             self.client.disconnect()
-        except Exception:
+        except Exception as e:
+            if is_termination(e):
+                raise
             pass
         if self.thread is not None:
             self.thread.join(10)
@@ -226,4 +236,6 @@ class Transport:
             try:
                 self.client.ack(message.mid, message.qos)
             except Exception as e:
+                if is_termination(e):
+                    raise
                 log.debug('%s: ack failed: %s', self.name, e)
