@@ -61,13 +61,6 @@ def test_second_binding(replication):
     assert AQ_KEY in sec.log_text()
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    'BUG: on a fresh secondary the writer thread (requester.Writer._run -> Replica.open -> '
-    'database.TargetDatabase -> weewx.manager.open_manager(initialize=True)) and the engine '
-    "thread (StdArchive) both create SQLITE_ROOT; weedb.sqlite.create turns the loser's "
-    'FileExistsError into weedb.PermissionError("No permission to create ..."), the writer '
-    'thread dies (ERROR), and genLoopPackets makes weewxd restart its engine. Fix: create the '
-    'directory with os.makedirs(exist_ok=True) before opening, or retry the open once'))
 def test_fresh_secondary_creates_two_databases_at_once(replication):
     rep = replication(aq=True)
     rep.seed(days=1)

@@ -20,10 +20,6 @@ def expect(condition, message):
         raise KnownBug(message)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    'BUG: responder.MQTTResponder.new_archive_record (and Responder.publish_live) catch '
-    'Exception, which includes weewxd\'s Terminate: a SIGTERM that lands in the handler is '
-    'logged as "responder: cannot publish ... Terminate" and swallowed; weewxd keeps running'))
 def test_sigterm_inside_the_responder_stops_the_primary(replication):
     rep = replication()
     rep.seed(days=1)
@@ -40,10 +36,6 @@ def test_sigterm_inside_the_responder_stops_the_primary(replication):
     assert pri.wait(15) == -15
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    'BUG: requester.Requester.send_ack catches Exception (and transport.Transport.ack too); '
-    'both run on the engine thread of a secondary, so a SIGTERM landing there is swallowed '
-    '(logged at DEBUG as "ack not sent: ") and weewxd keeps running'))
 def test_sigterm_inside_the_requester_stops_the_secondary(replication):
     rep = replication()
     rep.seed(days=1)
@@ -60,12 +52,6 @@ def test_sigterm_inside_the_requester_stops_the_secondary(replication):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    'BUG: responder.MQTTResponder publishes a record only from its NEW_ARCHIVE_RECORD '
-    'handler; a record committed by StdArchive just before a SIGTERM (the commit is the '
-    'slow step, so that is where SIGTERMs land) is never published, and the secondaries '
-    'lack it until the primary runs again. Fix: in shutDown (and on connect) publish each '
-    "binding's newest record when it is newer than the last one published"))
 def test_record_committed_before_sigterm_reaches_the_secondary(replication):
     rep = replication()
     rep.seed(days=1)

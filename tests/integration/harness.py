@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 
-from tests.support.mqtt import MqttClient, user_properties
+from tests.support.mqtt import MqttClient
 from tests.support.station import (compare_databases, make_station, seed_history,
                                    simulated_record)
 
@@ -300,10 +300,6 @@ class Rig:
                 client.disconnect()
             except Exception:
                 pass
-
-
-def props_of(message):
-    return user_properties(message)
 
 
 class JsonWatcher:

@@ -46,6 +46,13 @@ def answers(client, correlation, timeout=5.0):
             return out
 
 
+def is_live_record(message):
+    """The responder's own live record (it publishes its newest one when it connects)."""
+    props = user_properties(message)
+    return message.topic == 'replicate/archive/weewx' and props.get('protocol') == '2' \
+        and 'prev' in props and getattr(message.properties, 'CorrelationData', None) is None
+
+
 def test_hostile_requests(rig, broker, caplog):
     primary = rig.primary(broker, count=120, page_size=50, batch_size=20)
     responder = rig.start_responder(primary)
@@ -62,7 +69,8 @@ def test_hostile_requests(rig, broker, caplog):
     wait_until(lambda: responder.counters['rejected'] == 6, 5, 'six rejections')
     time.sleep(0.5)
     leaked = [m.topic for m in spy.drain(0.3)
-              if not m.topic.startswith(('replicate/request/', 'replicate/status/'))]
+              if not m.topic.startswith(('replicate/request/', 'replicate/status/'))
+              and not is_live_record(m)]
     assert leaked == []
     assert any(r.levelno == logging.WARNING and 'response topic' in r.getMessage()
                for r in caplog.records)
@@ -128,9 +136,6 @@ def ack(client, node, acks, wait=True):
                                     'op': 'ack'}, wait=wait)
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: Responder._on_ack checks only that last is an int: '
-                   'count (any JSON value, e.g. a 100 kB string) and last=true are kept and '
-                   'published in the retained status')
 def test_forged_ack_values_are_rejected(rig, broker):
     primary = rig.primary(broker, count=20)
     responder = rig.start_responder(primary)
@@ -146,15 +151,13 @@ def test_forged_ack_values_are_rejected(rig, broker):
             assert type(entry['last']) is int and type(entry['count']) is int
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: Responder.nodes grows with every node name an ack '
-                   'names (unbounded memory); the retained status outgrows max_message_bytes')
 def test_acks_of_many_nodes_keep_the_status_bounded(rig, broker):
     primary = rig.primary(broker, count=20)
     responder = rig.start_responder(primary)
     attacker = rig.client(broker)
-    for n in range(4000):
+    for n in range(3000):
         ack(attacker, 'forged-node-%04d' % n, {KEY: {'last': START, 'count': 1}}, wait=False)
-    wait_until(lambda: responder.counters['acks'] + responder.counters['rejected'] >= 4000, 10,
+    wait_until(lambda: responder.counters['acks'] + responder.counters['rejected'] >= 3000, 10,
                'the acks')
     time.sleep(1.5)                        # the next status
     with MqttClient(broker) as reader:

@@ -127,7 +127,8 @@ def test_live_records_from_the_service(rig, broker, caplog):
             engine.dispatch(weewx.Event(weewx.NEW_ARCHIVE_RECORD, record=record,
                                         origin='hardware'))
             node.wait_position(last + i * STEP, timeout=5)
-        assert service.responder.counters['live'] == 2
+        # (and maybe the newest record at connection, if it had not been published yet)
+        assert service.responder.counters['live'] >= 2
     finally:
         service.shutDown()
         engine.db_binder.close()

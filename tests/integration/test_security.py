@@ -1,6 +1,7 @@
 """Credentials and TLS: the right ones replicate; wrong ones stop the command line with exit
 status 3 and one sentence, and never make the responder raise."""
 
+import json
 import time
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from tests.integration.harness import (KEY, START, assert_same, error_lines,
                                        new_record, wait_until)
 from tests.support.broker import make_certs
+from tests.support.mqtt import user_properties
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +94,29 @@ def test_tls_wrong_ca(rig, tls_broker, tmp_path):
     assert 'certificate' in sentence.lower(), sentence
     assert responder.is_alive()
     assert secondary.count_records() == 0
+
+
+@pytest.mark.xfail(strict=True, reason='BUG: shared_secret is parsed (config.py) but never used: '
+                   'no message carries sig and unsigned forged records are stored')
+def test_shared_secret_signs_and_rejects_forgeries(rig, broker, caplog):
+    primary = rig.primary(broker, count=200, shared_secret='s3cret')
+    secondary = rig.secondary(broker, shared_secret='s3cret')
+    pages = rig.client(broker)
+    pages.subscribe('replicate/response/#')
+    responder = rig.start_responder(primary)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(15)
+    assert_same(primary, secondary)
+    last = START + 199 * 300
+
+    # A forged record, well formed but unsigned.
+    attacker = rig.client(broker)
+    forged = {k: v for k, v in new_record(last + 300).items() if v is not None}
+    forged['outTemp'] = 999.0
+    attacker.publish('replicate/archive/weewx', json.dumps(forged).encode('utf-8'),
+                     user_properties={'data_binding': KEY, 'protocol': '2', 'prev': last})
+    time.sleep(1.0)
+    stored_forgery = secondary.last_timestamp() != last
+    signed = all('sig' in user_properties(m) for m in pages.drain(0.2))
+    assert not stored_forgery and signed and node.requester.rejected == 1
+    assert responder.is_alive()

@@ -61,8 +61,6 @@ def test_metric_primary_into_us_secondary(rig, broker, caplog):
     assert not any('UnitError' in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.xfail(strict=True, reason='BUG: cli.cmd_request stores into an empty database in '
-                   "the primary's unit system, not the station's [StdConvert] target_unit")
 def test_metric_primary_into_empty_us_secondary_from_the_command_line(rig, broker):
     """`request --once` into an empty US secondary: the database must come out US, or the
     secondary's weewxd (StdConvert target_unit = US) raises UnitError on its first record."""

@@ -95,7 +95,7 @@ def wait_connected(transport, timeout):
         if transport.refused:
             break
     if transport.refused:
-        raise BrokerError('the broker refused the connection: %s' % transport.connect_error)
+        raise BrokerError(transport.connect_error)
     raise BrokerError('cannot reach the broker at %s:%d within %.0f s%s'
                       % (transport.options.host, transport.options.port, timeout,
                          ' (%s)' % transport.connect_error if transport.connect_error else ''))
@@ -187,7 +187,9 @@ def cmd_request(args, config_dict):
         requester = Requester(options, config_dict)
         writer = Writer(requester)
         for binding in options.ordered_bindings():
-            writer.add(binding, config_dict)
+            # the main binding as weewxd would fill it: in [StdConvert]'s unit system
+            writer.add(binding, config_dict,
+                       database.engine_units(config_dict) if binding.is_main else None)
     except LookupError as e:
         raise UsageError(str(e))
     stop = threading.Event()

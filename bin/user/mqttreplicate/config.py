@@ -59,6 +59,7 @@ TLS_VERSIONS = {
     'tlsv12': 'tlsv1.2', 'tlsv1.2': 'tlsv1.2', 'tlsv13': 'tlsv1.3', 'tlsv1.3': 'tlsv1.3',
 }
 CERT_REQS = {'none': ssl.CERT_NONE, 'optional': ssl.CERT_OPTIONAL, 'required': ssl.CERT_REQUIRED}
+CERT_NAMES = {v: k for k, v in CERT_REQS.items()}
 
 
 class ConfigError(ValueError):
@@ -114,7 +115,7 @@ class ConnectionOptions:
         if tls.enable:
             text += ', tls=(ca_certs=%s, certfile=%s, keyfile=%s, certs_required=%s, ' \
                     'tls_version=%s)' % (tls.ca_certs, tls.certfile, tls.keyfile,
-                                         tls.certs_required, tls.tls_version)
+                                         CERT_NAMES[tls.certs_required], tls.tls_version)
         return text
 
 
@@ -176,6 +177,8 @@ class ResponderOptions:
     batch_size: int = 1000
     page_size: int = 10000
     workers: int = 1
+    throttle_count: int = 100       # protocol-1 answers only: records between pauses
+    throttle_sleep: float = 1.0     # protocol-1 answers only: the pause, in seconds
 
     @property
     def instances(self):
@@ -420,8 +423,10 @@ def _role_section(config_dict, role_name):
     return _Section(role_dict, '%s][%s' % (SECTION, role_name), parent)
 
 
-def _warn_ignored(section: _Section):
+def _warn_ignored(section: _Section, used=()):
     for name in IGNORED_OPTIONS:
+        if name in used:
+            continue
         if section.raw(name) is not None:
             log.info("Option '%s' in section [%s] is ignored: paging makes it unnecessary"
                      if name.startswith('throttle') else
@@ -455,7 +460,7 @@ def parse_requester(config_dict) -> RequesterOptions:
 def parse_responder(config_dict) -> ResponderOptions:
     """Parse [MQTTReplicate][[Responder]]. Raises ConfigError."""
     section = _role_section(config_dict, 'Responder')
-    _warn_ignored(section)
+    _warn_ignored(section, used=('throttle_count', 'throttle_sleep'))
     bindings = _parse_bindings(section, 'responder')
     enable = section.boolean('enable', False)
     if enable and not bindings:
@@ -472,6 +477,8 @@ def parse_responder(config_dict) -> ResponderOptions:
         batch_size=section.integer('batch_size', 1000, 1, 100000),
         page_size=section.integer('page_size', 10000, 1, 1000000),
         workers=workers,
+        throttle_count=section.integer('throttle_count', 100, 1),
+        throttle_sleep=section.real('throttle_sleep', 1.0, 0.0, 3600.0),
     )
 
 

@@ -82,6 +82,16 @@ class SourceDatabase:
         return {k: v for k, v in record.items() if v is not None} if record else None
 
 
+def engine_units(config_dict):
+    """The unit system weewxd would store in an empty database: [StdConvert] target_unit if
+    StdConvert runs, else None (the first record decides)."""
+    services = config_dict.get('Engine', {}).get('Services', {})
+    if 'weewx.engine.StdConvert' not in str(services.get('process_services', '')):
+        return None
+    target = config_dict.get('StdConvert', {}).get('target_unit', 'US')
+    return weewx.units.unit_constants.get(str(target).upper())
+
+
 def previous_timestamp(manager, timestamp):
     """dateTime of the newest record older than timestamp in a manager's table, or 0."""
     row = manager.getSql('SELECT MAX(dateTime) FROM %s WHERE dateTime < ?' % manager.table_name,
@@ -114,6 +124,11 @@ class TargetDatabase:
         self.summaries_pending = False
         self.dropped_warned = set()
         self.has_summaries = hasattr(manager, 'backfill_day_summary')
+        if self.has_summaries:
+            # A bulk store whose summaries were never rebuilt (a crash in between)?
+            last_update = weeutil.weeutil.to_int(manager._read_metadata('lastUpdate'))
+            newest = manager.lastGoodStamp()
+            self.summaries_pending = bool(newest and (last_update or 0) < newest)
 
     def close(self):
         if self.owned:

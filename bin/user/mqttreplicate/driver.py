@@ -14,7 +14,6 @@ import time
 import weewx
 import weewx.drivers
 import weewx.engine
-import weewx.units
 
 from . import DRIVER_NAME, VERSION
 from . import config as cfg
@@ -30,14 +29,6 @@ def loader(config_dict, engine):
     return MQTTRequesterDriver(config_dict, engine)
 
 
-def preferred_units(config_dict):
-    """The unit system the engine would store in an empty database ([StdConvert])."""
-    services = config_dict.get('Engine', {}).get('Services', {})
-    converts = 'weewx.engine.StdConvert' in str(services.get('process_services', ''))
-    target = config_dict.get('StdConvert', {}).get('target_unit', 'US') if converts else None
-    return weewx.units.unit_constants.get(str(target).upper()) if target else None
-
-
 class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
     """Replicates the primary's records into this station."""
 
@@ -48,7 +39,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
             raise weewx.engine.InitializationError('MQTTReplicate: %s' % e)
         self.engine = engine
         self.requester = Requester(self.options, config_dict)
-        self.units = preferred_units(config_dict)
+        self.units = database.engine_units(config_dict)
         self.writer = None
         self.main = None
         others = [b for b in self.options.bindings if not b.is_main]

@@ -6,6 +6,7 @@ the engine thread for the `main` binding under weewxd (see driver.py), a writer 
 every other binding (and for all of them when run from the command line).
 """
 
+import collections
 import logging
 import queue
 import threading
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 ACK_INTERVAL = 1.0       # acknowledge stored records at most this often
 PIPELINE = 2             # pages outstanding at most (one being stored, one in flight)
-MAX_HELD_LIVE = 500      # live records kept aside during a catch-up
+MAX_HELD_LIVE = 2000     # live records kept aside during a catch-up (the newest ones)
 
 
 class Item:
@@ -106,7 +107,7 @@ class Replica:
         self.catching_up = False
         self.caught_up = threading.Event()     # set after the first complete catch-up
         self.pages = {}                        # correlation -> {'next': seq, 'held': {}}
-        self.held_live = []
+        self.held_live = collections.deque(maxlen=MAX_HELD_LIVE)
         self.last_progress = time.monotonic()
         self.legacy = False                    # the responder speaks protocol 1
         self.answered = False                  # the responder answered this catch-up
@@ -198,11 +199,14 @@ class Replica:
         self.flow.stop()
         self.pages = {}
         self.store.finish_bulk()
-        held, self.held_live = self.held_live, []
+        # In dateTime order: deliveries reordered by reconnections close their own holes.
+        held = sorted(self.held_live, key=lambda i: i.records[0]['dateTime'])
+        self.held_live.clear()
         for item in held:
             self._on_live(item)
         if not self.catching_up and not self.unanswered:
             self.caught_up.set()
+        self.ack_due = True        # tell the responder where we are, even if nothing came
         self.flush_ack(force=True)
 
     def _on_batch(self, item):
@@ -284,6 +288,9 @@ class Replica:
     def _on_live(self, item):
         record = item.records[0]
         prev = item.props.get('prev')
+        log.debug('requester: %s: live record %s (prev %s, have %s%s)', self.key,
+                  record['dateTime'], prev, self.position,
+                  ', catching up' if self.catching_up else '')
         self.primary_newest = max(self.primary_newest or 0, record['dateTime'])
         if self.catching_up or (prev is not None and prev > self.position):
             if not self.catching_up:
@@ -295,8 +302,7 @@ class Replica:
             if not item.acked:
                 item.acked = True
                 self.requester.transport.ack(item.message)
-            if len(self.held_live) < MAX_HELD_LIVE:
-                self.held_live.append(item)
+            self.held_live.append(item)     # when full, the oldest go: the catch-up has them
             return
         try:
             self._deliver_one(record)
@@ -307,6 +313,12 @@ class Replica:
 
     def _on_legacy(self, item):
         """A protocol-1 record (no correlation): store it, note the time."""
+        if not self.catching_up:
+            self.requester.rejected += 1
+            self.faults(logging.WARNING, 'legacy',
+                        'requester: %s: protocol-1 answer while not catching up; ignored',
+                        self.key)
+            return
         self.legacy = True
         self.answered = True
         self.last_progress = time.monotonic()
@@ -361,6 +373,8 @@ class Requester:
         log.info('requester %s: %s', VERSION, self.conn.describe())
         log.info('requester: replicating %s (catchup = %s)',
                  ', '.join(r.key for r in self.ordered()), self.options.catchup)
+        if self.conn.shared_secret:
+            log.warning('requester: shared_secret is not enforced by this version')
         self.transport.start()
 
     def stop(self):
@@ -508,7 +522,10 @@ class Requester:
             self._reject('malformed', 'count %s but %d records (binding %s)', numbers['count'],
                          len(records), key)
             return
-        if numbers['end'] and replica.flow.is_current(correlation):
+        if not replica.flow.is_current(correlation):
+            log.debug('requester: %s: discarded a message of an old request', key)
+            return
+        if numbers['end']:
             replica.flow.on_end(correlation, numbers['more'], numbers['last'])
         replica.post(Item('batch', records, numbers, correlation))
 

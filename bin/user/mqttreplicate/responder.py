@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 STATUS_INTERVAL = 1.0        # publish status at most this often
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
+MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
+
+
+def _plain_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) \
+        and 0 <= value <= protocol.INT_MAX
 
 
 class Request:
@@ -82,6 +88,8 @@ class Responder:
     def start(self):
         log.info('responder %s: %s', VERSION, self.conn.describe())
         log.info('responder: serving %s', ', '.join(sorted(self.bindings)))
+        if self.conn.shared_secret:
+            log.warning('responder: shared_secret is not enforced by this version')
         for n in range(self.options.workers):
             worker = threading.Thread(target=self._work, name='responder-worker-%d' % n,
                                       daemon=True)
@@ -213,14 +221,24 @@ class Responder:
             acks = protocol.decode_payload(payload, None)
             if not node or not isinstance(acks, dict):
                 raise protocol.ProtocolError('ack without node or object payload')
-            now = time.time()
+            if len(node) > 200 or any(c in node for c in '/+#'):
+                raise protocol.ProtocolError('node %.40r is not a client id' % node)
+            entries = {}
+            for key, value in acks.items():
+                if key not in self.bindings:
+                    continue
+                if not isinstance(value, dict) or not _plain_int(value.get('last')) \
+                        or not (value.get('count') is None or _plain_int(value.get('count'))):
+                    raise protocol.ProtocolError('ack of %s is not {"last": int, "count": int}'
+                                                 % key)
+                entries[key] = {'last': value['last'], 'count': value.get('count'),
+                                'time': int(time.time())}
             with self.lock:
-                entry = self.nodes.setdefault(node, {})
-                for key, value in acks.items():
-                    if key in self.bindings and isinstance(value, dict) \
-                            and isinstance(value.get('last'), int):
-                        entry[key] = {'last': value['last'], 'count': value.get('count'),
-                                      'time': int(now)}
+                self.nodes.setdefault(node, {}).update(entries)
+                if len(self.nodes) > MAX_NODES:
+                    oldest = min(self.nodes, key=lambda n: max(
+                        (e['time'] for e in self.nodes[n].values()), default=0))
+                    del self.nodes[oldest]
                 self.counters['acks'] += 1
             self.status_dirty.set()
         except protocol.ProtocolError as e:
@@ -311,21 +329,21 @@ class Responder:
                   request.response_topic)
 
     def _serve_protocol1(self, request, source):
-        """Protocol 1: one message per record, everything since, no end marker."""
+        """Protocol 1: one message per record, everything since, no end marker. A
+        protocol-1 requester cannot ask for less, so the answer is paced: throttle_sleep
+        seconds after every throttle_count records, which keeps the broker's queue for a
+        slow requester from overflowing."""
         since = request.since
+        count = self.options.throttle_count
         while not self.stopping.is_set():
-            records = source.read_page(since, None, self.options.page_size)
-            info = None
+            records = source.read_page(since, None, count)
             for record in records:
-                info = self.transport.publish(request.response_topic,
-                                              protocol.encode_json(record),
-                                              [('data_binding', request.binding.key)])
-            if len(records) < self.options.page_size:
+                self.transport.publish(request.response_topic, protocol.encode_json(record),
+                                       [('data_binding', request.binding.key)])
+            if len(records) < count:
                 break
             since = records[-1]['dateTime']
-            if info is not None:    # pace ourselves: one page in the client's queue at most
-                while not info.is_published() and not self.stopping.is_set():
-                    info.wait_for_publish(1)
+            self.stopping.wait(self.options.throttle_sleep)
         log.debug('responder: protocol-1 answer since %s to %s', request.since,
                   request.response_topic)
 

@@ -170,7 +170,7 @@ class Transport:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             self.refused = reason_code.value in REFUSED_CODES
-            self.connect_error = 'broker %s:%d refused the connection: %s' % (
+            self.connect_error = 'the broker at %s:%d refused the connection: %s' % (
                 self.options.host, self.options.port, reason_code)
             self.errors(logging.ERROR, 'connect', '%s: %s', self.name, self.connect_error)
             return
@@ -211,6 +211,8 @@ class Transport:
             self.errors(logging.ERROR, 'message', '%s: error handling a message on %s: %s: %s',
                         self.name, message.topic, type(e).__name__, e)
             log.debug('traceback', exc_info=True)
+            # unacknowledged, it would hold a slot of the broker's in-flight window for ever
+            self.ack(message)
 
     # --- sending -----------------------------------------------------------------------------
 
