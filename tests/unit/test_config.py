@@ -830,20 +830,29 @@ def test_describe_shows_tls_without_secrets(tmp_path):
 
 @pytest.mark.parametrize('option', ['throttle_count', 'throttle_sleep'])
 @pytest.mark.parametrize('where', ['role', 'top'])
-def test_throttle_options_are_accepted_and_logged_as_ignored(caplog, option, where):
+def test_throttle_options_ignored_by_the_requester_used_by_the_responder(caplog, option,
+                                                                         where):
+    """The requester pulls pages, so throttle_* mean nothing to it (logged as ignored); the
+    responder uses them to pace answers to protocol-1 requesters."""
     caplog.set_level(logging.INFO, logger=CONFIG_LOGGER)
     if where == 'role':
         config = both_roles(requester='%s = 5' % option, responder='%s = 5' % option)
     else:
         config = both_roles(top='%s = 5' % option)
     cfg.parse_requester(config)
-    cfg.parse_responder(config)
+    responder = cfg.parse_responder(config)
     ignored = [r for r in caplog.records
                if r.name == CONFIG_LOGGER and option in r.getMessage()
                and 'ignored' in r.getMessage()]
-    assert len(ignored) == 2
-    assert REQ in ignored[0].getMessage() and RESP in ignored[1].getMessage()
-    assert all(r.levelno == logging.INFO for r in ignored)
+    assert len(ignored) == 1
+    assert REQ in ignored[0].getMessage()
+    assert ignored[0].levelno == logging.INFO
+    assert getattr(responder, option) == 5
+
+
+def test_throttle_defaults_of_the_responder():
+    responder = cfg.parse_responder(both_roles())
+    assert (responder.throttle_count, responder.throttle_sleep) == (100, 1.0)
 
 
 def test_ignored_option_in_binding_section_is_logged(caplog):
