@@ -205,6 +205,10 @@ def cmd_request(args, config_dict):
             progress.show()
             if args.once and all(r.caught_up.is_set() for r in requester.replicas.values()):
                 break
+            refused = ['%s (%s)' % (r.key, r.refused) for r in requester.replicas.values()
+                       if r.refused]
+            if args.once and refused:
+                raise UsageError('the responder refused %s' % ', '.join(refused))
             silent = [r.key for r in requester.replicas.values() if r.unanswered]
             if args.once and silent:
                 raise BrokerError('no responder answered for %s' % ', '.join(silent))

@@ -33,7 +33,8 @@ def _fetch_all(connection, sql, args=()):
     cursor = connection.cursor()
     try:
         cursor.execute(sql, args)
-        return cursor.fetchall()
+        fetchall = getattr(cursor, 'fetchall', None)     # weedb's MySQL cursor has none
+        return fetchall() if fetchall is not None else list(iter(cursor.fetchone, None))
     finally:
         cursor.close()
 
@@ -150,6 +151,9 @@ class TargetDatabase:
         units = self.unit_system()
         if units is not None and record.get('usUnits') != units:
             record = weewx.units.to_std_system(record, units)
+        if 'windGustDir' not in record and 'windGustDir' in self.column_set:
+            # None values travel as absent keys; WeeWX's wind accumulator tells the two apart
+            record = dict(record, windGustDir=None)
         if record.keys() <= self.column_set:
             return record
         extra = [k for k in record if k not in self.column_set]
@@ -247,6 +251,7 @@ def backfill_day_summary(manager):
     select = 'SELECT %s FROM %s WHERE dateTime > ? AND dateTime <= ? ORDER BY dateTime ASC' \
         % (', '.join(columns), manager.table_name)
     ts_index = columns.index('dateTime')
+    gust_dir = 'windGustDir' in columns
     nrecs = ndays = 0
     mark_d = first_d
     while mark_d < last_d:
@@ -265,6 +270,10 @@ def backfill_day_summary(manager):
                     record = dict(zip(columns, row))
                 else:
                     record = {k: v for k, v in zip(columns, row) if v is not None}
+                    if gust_dir and 'windGustDir' not in record:
+                        # the wind accumulator takes windDir when windGustDir is absent,
+                        # but not when it is None: keep it
+                        record['windGustDir'] = None
                 try:
                     weight = manager._calc_weight(record)
                 except (weewx.manager.IntervalError, ValueError, TypeError) as e:

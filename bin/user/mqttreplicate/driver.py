@@ -19,6 +19,7 @@ from . import DRIVER_NAME, VERSION
 from . import config as cfg
 from . import database
 from .requester import Replica, Requester, Writer
+from .transport import is_termination
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,14 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
             self.options = cfg.parse_requester(config_dict)
         except cfg.ConfigError as e:
             raise weewx.engine.InitializationError('MQTTReplicate: %s' % e)
+        generation = config_dict.get('StdArchive', {}).get('record_generation', 'hardware')
+        if str(generation).lower() != 'hardware':
+            # software generation would store a near-empty record every period, which then
+            # blocks the replicated record with the same dateTime
+            raise weewx.engine.InitializationError(
+                "MQTTReplicate: option 'record_generation' in section [StdArchive] must be "
+                "'hardware' on a secondary, not '%s' (weectl station reconfigure "
+                "--driver=user.mqttreplicate sets it)" % generation)
         self.engine = engine
         self.requester = Requester(self.options, config_dict)
         self.units = database.engine_units(config_dict)
@@ -89,12 +98,19 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
             if remaining <= 0:
                 break
             try:
-                item = self.main.inbox.get(timeout=min(remaining, 1.0))
-            except queue.Empty:
-                self.main.idle()
-                continue
-            self.main.handle(item)
-            self.main.flush_ack()
+                try:
+                    item = self.main.inbox.get(timeout=min(remaining, 1.0))
+                except queue.Empty:
+                    self.main.idle()
+                    continue
+                self.main.handle(item)
+                self.main.flush_ack()
+            except Exception as e:
+                if is_termination(e):
+                    raise
+                # anything else would make weewxd exit; an I/O error makes it restart us
+                log.error('driver: %s: %s', type(e).__name__, e)
+                raise weewx.WeeWxIOError('MQTTReplicate: %s: %s' % (type(e).__name__, e))
 
     def genStartupRecords(self, last_ts):
         """Catch up the main binding before the engine's loop starts. Records are stored in

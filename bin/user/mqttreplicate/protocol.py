@@ -145,11 +145,12 @@ def encode_batch(records, compress):
     return payload, ENCODING_JSON
 
 
-def split_batches(records, batch_size, max_bytes, compress):
+def split_batches(records, batch_size, max_bytes, compress, oversize=None):
     """Encode records into (payload, encoding, count) batches, each at most max_bytes.
 
-    A batch that comes out too big is halved until it fits; a single record that can never fit
-    raises ProtocolError."""
+    A batch that comes out too big is halved until it fits. A single record that can never
+    fit is passed to oversize(record, size) and left out, or raises ProtocolError if oversize
+    is None."""
     pending = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
     pending.reverse()
     while pending:
@@ -158,8 +159,10 @@ def split_batches(records, batch_size, max_bytes, compress):
         if len(payload) <= max_bytes:
             yield payload, encoding, len(chunk)
         elif len(chunk) == 1:
-            raise ProtocolError('record %s is larger than max_message_bytes (%d bytes)'
-                                % (chunk[0].get('dateTime'), len(payload)))
+            if oversize is None:
+                raise ProtocolError('record %s is larger than max_message_bytes (%d bytes)'
+                                    % (chunk[0].get('dateTime'), len(payload)))
+            oversize(chunk[0], len(payload))
         else:
             half = len(chunk) // 2
             pending.append(chunk[half:])
@@ -197,6 +200,27 @@ def decode_records(payload, encoding):
         raise ProtocolError('payload is a %s, not a list of records' % type(obj).__name__)
     now = time.time()
     return [validate_record(r, now) for r in obj]
+
+
+def decode_batch(payload, encoding):
+    """(valid records, [error text of each invalid record], number of records sent).
+
+    A page must go on even if one of its records is bad: the bad ones are left out (and
+    counted by the caller), the others stored. Raises ProtocolError for a payload that is
+    not a list of records at all."""
+    obj = decode_payload(payload, encoding)
+    if isinstance(obj, dict):
+        obj = [obj]
+    if not isinstance(obj, list):
+        raise ProtocolError('payload is a %s, not a list of records' % type(obj).__name__)
+    now = time.time()
+    valid, errors = [], []
+    for record in obj:
+        try:
+            valid.append(validate_record(record, now))
+        except ProtocolError as e:
+            errors.append(str(e))
+    return valid, errors, len(obj)
 
 
 def parse_since(payload):

@@ -66,6 +66,11 @@ class PageFlow:
         with self.lock:
             return correlation in self.outstanding
 
+    def first(self):
+        """The oldest outstanding page: the only one whose records may be stored now."""
+        with self.lock:
+            return self.outstanding[0] if self.outstanding else None
+
     def on_end(self, correlation, more, last):
         """A page's last message arrived (loop thread): ask for the next one if there is
         room."""
@@ -112,6 +117,7 @@ class Replica:
         self.legacy = False                    # the responder speaks protocol 1
         self.answered = False                  # the responder answered this catch-up
         self.unanswered = False                # the last catch-up got no answer at all
+        self.refused = None                    # the responder's error, if it refused us
         self.stored = 0
         self.ack_due = False
         self.last_ack = 0.0
@@ -186,6 +192,7 @@ class Replica:
 
     def start_catchup(self):
         self.catching_up = True
+        self.refused = None
         self.answered = False
         self.pages = {}
         self.last_progress = time.monotonic()
@@ -204,7 +211,7 @@ class Replica:
         self.held_live.clear()
         for item in held:
             self._on_live(item)
-        if not self.catching_up and not self.unanswered:
+        if not self.catching_up and not self.unanswered and not self.refused:
             self.caught_up.set()
         self.ack_due = True        # tell the responder where we are, even if nothing came
         self.flush_ack(force=True)
@@ -215,29 +222,38 @@ class Replica:
             log.debug('requester: %s: discarded a message of an old request', self.key)
             return
         page = self.pages.setdefault(correlation, {'next': 0, 'held': {}})
-        seq = item.props.get('seq', 0)
+        seq = item.props['seq']
         if seq < page['next'] or seq in page['held']:
             log.debug('requester: %s: duplicate message %d of a page', self.key, seq)
             return
         page['held'][seq] = item
-        while page['next'] in page['held']:
+        self._drain_pages()
+
+    def _drain_pages(self):
+        """Store what has arrived strictly in the order the pages were asked for, each page
+        in seq order: nothing is stored past a message that is still missing (a page that
+        never completes times out and the catch-up starts again from what is stored)."""
+        while self.catching_up:
+            correlation = self.flow.first()
+            page = self.pages.get(correlation) if correlation is not None else None
+            if page is None or page['next'] not in page['held']:
+                return
             current = page['held'].pop(page['next'])
             page['next'] += 1
             self._store_page_part(current)
-            if current.props.get('end'):
-                if current.props.get('newest'):
-                    self.primary_newest = max(self.primary_newest or 0,
-                                              current.props['newest'])
-                del self.pages[correlation]
-                self.flow.consumed(correlation)
-                if current.props.get('error'):
-                    log.error('requester: %s: the responder refused: %s', self.key,
-                              current.props['error'])
-                    self._catchup_done()
-                elif not current.props.get('more'):
-                    log.debug('requester: %s: caught up at %s', self.key, self.position)
-                    self._catchup_done()
-                break
+            if not current.props.get('end'):
+                continue
+            if current.props.get('newest'):
+                self.primary_newest = max(self.primary_newest or 0, current.props['newest'])
+            del self.pages[correlation]
+            self.flow.consumed(correlation)
+            if current.props.get('error'):
+                self.refused = current.props['error']
+                log.error('requester: %s: the responder refused: %s', self.key, self.refused)
+                self._catchup_done()
+            elif not current.props.get('more'):
+                log.debug('requester: %s: caught up at %s', self.key, self.position)
+                self._catchup_done()
 
     def _store_page_part(self, item):
         self.last_progress = time.monotonic()
@@ -318,12 +334,16 @@ class Replica:
             self.faults(logging.WARNING, 'legacy',
                         'requester: %s: protocol-1 answer while not catching up; ignored',
                         self.key)
+            self.requester.transport.ack(item.message)
             return
         self.legacy = True
         self.answered = True
         self.last_progress = time.monotonic()
-        for record in item.records:
-            self._deliver_one(record)
+        try:
+            for record in item.records:
+                self._deliver_one(record)
+        finally:
+            self.requester.transport.ack(item.message)
 
     def flush_ack(self, force=False):
         now = time.monotonic()
@@ -373,8 +393,6 @@ class Requester:
         log.info('requester %s: %s', VERSION, self.conn.describe())
         log.info('requester: replicating %s (catchup = %s)',
                  ', '.join(r.key for r in self.ordered()), self.options.catchup)
-        if self.conn.shared_secret:
-            log.warning('requester: shared_secret is not enforced by this version')
         self.transport.start()
 
     def stop(self):
@@ -495,7 +513,8 @@ class Requester:
             self.transport.ack(message)
             return
         try:
-            records = protocol.decode_records(message.payload, props.get('encoding'))
+            records, errors, sent = protocol.decode_batch(message.payload,
+                                                          props.get('encoding'))
             numbers = {}
             for name in ('seq', 'count', 'end', 'more', 'last', 'prev', 'newest'):
                 numbers[name] = protocol.int_property(props, name, None)
@@ -504,23 +523,31 @@ class Requester:
             self.transport.ack(message)
             return
         numbers['error'] = props.get('error')
+        if errors:
+            self.rejected += 1          # messages with something rejected
+            self.faults(logging.WARNING, 'record',
+                        'requester: rejected %d of %d records (binding %s, topic %s): %s',
+                        len(errors), sent, key, message.topic, errors[0])
         if is_live:
-            if len(records) != 1:
-                self._reject('malformed', 'live message with %d records (binding %s)',
-                             len(records), key)
+            if len(records) != 1 or sent != 1:
+                if not errors:
+                    self._reject('malformed', 'live message with %d records (binding %s)',
+                                 sent, key)
                 self.transport.ack(message)
                 return
             # acknowledged once stored
             replica.post(Item('live', records, numbers, message=message))
             return
-        self.transport.ack(message)
         if props.get('protocol') != protocol.PROTOCOL:
-            replica.post(Item('legacy', records))
+            # acknowledged once stored
+            replica.post(Item('legacy', records, message=message))
             return
+        self.transport.ack(message)
         correlation = getattr(message.properties, 'CorrelationData', None)
-        if numbers['count'] is not None and numbers['count'] != len(records):
-            self._reject('malformed', 'count %s but %d records (binding %s)', numbers['count'],
-                         len(records), key)
+        if numbers['seq'] is None or (numbers['count'] is not None
+                                      and numbers['count'] != sent):
+            self._reject('malformed', 'page message with seq %s, count %s and %d records '
+                         '(binding %s)', numbers['seq'], numbers['count'], sent, key)
             return
         if not replica.flow.is_current(correlation):
             log.debug('requester: %s: discarded a message of an old request', key)
@@ -567,6 +594,7 @@ class Writer:
         try:
             for replica in self.replicas:
                 replica.open()
+            last_idle = time.monotonic()
             while not self.stopping.is_set():
                 try:
                     item = self.inbox.get(timeout=1.0)
@@ -574,9 +602,11 @@ class Writer:
                     item = None
                 if item is not None:
                     self._handle(item)
-                    continue
-                for replica in self.replicas:
-                    replica.idle()
+                # timeouts and acks of every binding, even while another one is busy
+                if item is None or time.monotonic() - last_idle >= 1.0:
+                    last_idle = time.monotonic()
+                    for replica in self.replicas:
+                        replica.idle()
         except Exception as e:
             self.failed = e
             log.error('requester: writer thread failed: %s: %s', type(e).__name__, e)

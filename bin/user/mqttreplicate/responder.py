@@ -38,7 +38,7 @@ class Request:
     """One decoded request."""
 
     def __init__(self, binding, op, since, until, limit, response_topic, correlation, node,
-                 protocol_version, replace=False):
+                 protocol_version, replace=False, expiry=None):
         self.binding = binding
         self.op = op
         self.since = since
@@ -49,6 +49,11 @@ class Request:
         self.node = node
         self.protocol_version = protocol_version
         self.replace = replace
+        self.expiry = expiry                    # seconds the requester waits for an answer
+        self.received = time.monotonic()
+
+    def expired(self):
+        return self.expiry is not None and time.monotonic() - self.received > self.expiry
 
 
 class Responder:
@@ -82,14 +87,13 @@ class Responder:
                                    on_connected=self._on_connected,
                                    will=(self.status_topics[0], offline), name='responder')
         self.ticker = None
+        self.legacy = LegacyServer(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self):
         log.info('responder %s: %s', VERSION, self.conn.describe())
         log.info('responder: serving %s', ', '.join(sorted(self.bindings)))
-        if self.conn.shared_secret:
-            log.warning('responder: shared_secret is not enforced by this version')
         for n in range(self.options.workers):
             worker = threading.Thread(target=self._work, name='responder-worker-%d' % n,
                                       daemon=True)
@@ -97,6 +101,7 @@ class Responder:
             self.workers.append(worker)
         self.ticker = threading.Thread(target=self._tick, name='responder-status', daemon=True)
         self.ticker.start()
+        self.legacy.start()
         self.transport.start()
 
     def stop(self):
@@ -110,6 +115,7 @@ class Responder:
             worker.join(10)
         if self.ticker is not None:
             self.ticker.join(5)
+        self.legacy.stop()
         self.transport.stop([(t, self.offline) for t in self.status_topics])
         log.info('responder: stopped (%s)', self._counter_text())
 
@@ -189,8 +195,11 @@ class Responder:
             self._reject('topic', 'response topic %r is outside %s (binding %s)',
                          response_topic, prefix, key)
             return
-        version = 2 if props.get('protocol') == protocol.PROTOCOL else 1
+        version = {None: 1, protocol.PROTOCOL: 2}.get(props.get('protocol'))
         try:
+            if version is None:
+                raise protocol.ProtocolError('protocol %r is not supported'
+                                             % props.get('protocol'))
             if op != protocol.OP_RECORDS:
                 raise protocol.ProtocolError('operation %r is not supported' % op)
             since = protocol.parse_since(message.payload)
@@ -202,9 +211,14 @@ class Responder:
         correlation = getattr(message.properties, 'CorrelationData', None)
         with self.lock:
             self.counters['requests'] += 1
-        self._queue(Request(binding, op, since, until, min(limit, self.options.page_size),
-                            response_topic, correlation, props.get('node'), version,
-                            props.get('replace') == '1'))
+        request = Request(binding, op, since, until, min(limit, self.options.page_size),
+                          response_topic, correlation, props.get('node'), version,
+                          props.get('replace') == '1',
+                          getattr(message.properties, 'MessageExpiryInterval', None))
+        if version == 1:
+            self.legacy.submit(request)
+        else:
+            self._queue(request)
 
     def _reply_error(self, message, props, text):
         response_topic = getattr(message.properties, 'ResponseTopic', None)
@@ -249,8 +263,11 @@ class Responder:
     def _work(self):
         sources = {}
         try:
-            while True:
-                item = self.requests.get()
+            while not self.stopping.is_set():
+                try:
+                    item = self.requests.get(timeout=1.0)
+                except queue.Empty:
+                    continue
                 if item is None:
                     break
                 try:
@@ -297,10 +314,11 @@ class Responder:
         self.status_dirty.set()
 
     def _serve(self, request, sources):
-        source = self._source(sources, request.binding.key)
-        if request.protocol_version == 1:
-            self._serve_protocol1(request, source)
+        if request.expired():
+            log.debug('responder: request of %s since %s expired before it was served',
+                      request.node, request.since)
             return
+        source = self._source(sources, request.binding.key)
         records = source.read_page(request.since, request.until, request.limit)
         more = len(records) >= request.limit
         newest = source.newest()
@@ -308,7 +326,8 @@ class Responder:
         common = [('data_binding', request.binding.key), ('protocol', protocol.PROTOCOL)]
         batches = list(protocol.split_batches(records, self.options.batch_size,
                                               self.conn.max_message_bytes,
-                                              self.conn.compress)) if records else []
+                                              self.conn.compress, self._oversize)) \
+            if records else []
         if not batches:
             batches = [(b'[]', protocol.ENCODING_JSON, 0)]
         for seq, (payload, encoding, count) in enumerate(batches):
@@ -328,24 +347,10 @@ class Responder:
                   len(records), len(batches), request.node, request.since,
                   request.response_topic)
 
-    def _serve_protocol1(self, request, source):
-        """Protocol 1: one message per record, everything since, no end marker. A
-        protocol-1 requester cannot ask for less, so the answer is paced: throttle_sleep
-        seconds after every throttle_count records, which keeps the broker's queue for a
-        slow requester from overflowing."""
-        since = request.since
-        count = self.options.throttle_count
-        while not self.stopping.is_set():
-            records = source.read_page(since, None, count)
-            for record in records:
-                self.transport.publish(request.response_topic, protocol.encode_json(record),
-                                       [('data_binding', request.binding.key)])
-            if len(records) < count:
-                break
-            since = records[-1]['dateTime']
-            self.stopping.wait(self.options.throttle_sleep)
-        log.debug('responder: protocol-1 answer since %s to %s', request.since,
-                  request.response_topic)
+    def _oversize(self, record, size):
+        self.faults(logging.ERROR, 'oversize', 'responder: record %s is %d bytes, more than '
+                    'max_message_bytes (%d); not sent', record.get('dateTime'), size,
+                    self.conn.max_message_bytes)
 
     # --- status ------------------------------------------------------------------------------
 
@@ -382,6 +387,77 @@ class Responder:
                                         if k.startswith(instance + '/')}
                     self.transport.publish(topic, json.dumps(mine).encode('utf-8'), qos=1,
                                            retain=True)
+
+
+class LegacyServer:
+    """Answers protocol-1 requests on a thread of its own, so they never hold up protocol-2
+    pages. A protocol-1 requester cannot ask for less than everything, so the answer goes
+    out throttle_count records at a time, throttle_sleep seconds apart (the broker's queue
+    for a slow requester must not overflow). A newer request for the same response topic
+    replaces the answer in progress."""
+
+    def __init__(self, responder):
+        self.responder = responder
+        self.lock = threading.Lock()
+        self.pending = {}              # response topic -> newest request
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name='responder-protocol1',
+                                       daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.wake.set()
+        self.thread.join(10)
+
+    def submit(self, request):
+        with self.lock:
+            if request.response_topic not in self.pending and len(self.pending) >= MAX_NODES:
+                self.responder.faults(logging.WARNING, 'legacy-busy', 'responder: too many '
+                                      'protocol-1 requests; one dropped')
+                return
+            self.pending[request.response_topic] = request
+        self.wake.set()
+
+    def _run(self):
+        responder = self.responder
+        options = responder.options
+        sources = {}
+        active = {}                    # response topic -> [request, since]
+        try:
+            while not responder.stopping.is_set():
+                with self.lock:
+                    new, self.pending = self.pending, {}
+                for topic, request in new.items():
+                    active[topic] = [request, request.since]
+                if not active:
+                    self.wake.wait(1.0)
+                    self.wake.clear()
+                    continue
+                for topic in list(active):
+                    request, since = active[topic]
+                    try:
+                        source = responder._source(sources, request.binding.key)
+                        records = source.read_page(since, None, options.throttle_count)
+                        for record in records:
+                            responder.transport.publish(topic, protocol.encode_json(record),
+                                                        [('data_binding', request.binding.key)])
+                    except Exception as e:
+                        responder.faults(logging.ERROR, 'legacy', 'responder: protocol-1 '
+                                         'answer failed: %s: %s', type(e).__name__, e)
+                        records = []
+                    if len(records) < options.throttle_count:
+                        del active[topic]
+                        log.debug('responder: protocol-1 answer since %s to %s done',
+                                  request.since, topic)
+                    else:
+                        active[topic][1] = records[-1]['dateTime']
+                if active:
+                    responder.stopping.wait(options.throttle_sleep)
+        finally:
+            for source in sources.values():
+                source.close()
 
 
 class MQTTResponder(StdService):

@@ -19,7 +19,8 @@ from paho.mqtt.properties import Properties
 log = logging.getLogger(__name__)
 
 # CONNACK reason codes that mean "your credentials are not welcome"
-REFUSED_CODES = (134, 135, 138)   # bad user name or password, not authorized, banned
+REFUSED_CODES = (134, 135, 138)
+RECEIVE_MAXIMUM = 64   # bad user name or password, not authorized, banned
 
 
 def is_termination(exc):
@@ -91,9 +92,9 @@ class Transport:
             context = ssl.create_default_context(cafile=o.tls.ca_certs)
             if o.tls.certfile:
                 context.load_cert_chain(o.tls.certfile, o.tls.keyfile)
-            context.verify_mode = o.tls.certs_required
             if o.tls.certs_required == ssl.CERT_NONE:
-                context.check_hostname = False
+                context.check_hostname = False      # before verify_mode, or ssl refuses
+            context.verify_mode = o.tls.certs_required
             if o.tls.tls_version == 'tlsv1.3':
                 context.minimum_version = ssl.TLSVersion.TLSv1_3
             elif o.tls.tls_version == 'tlsv1.2':
@@ -119,6 +120,8 @@ class Transport:
         o = self.options
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = o.session_expiry_interval
+        # unacknowledged messages the broker may send us at once: bounds our memory
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client.connect_async(o.host, o.port, o.keepalive, bind_address=o.bind_address,
                                   clean_start=False, properties=properties)
         self.thread = threading.Thread(target=self._run, name='%s-mqtt' % self.name,
