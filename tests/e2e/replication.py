@@ -40,6 +40,7 @@ from pathlib import Path
 
 from tests.support.station import (ENGINE_RESTART, STARTED, UNRECOVERABLE, compare_databases,
                                    generate_records, seed_history)
+from tests.support.waiting import wait_until  # noqa: F401 (used here and re-exported)
 
 HERE = Path(__file__).resolve().parent
 SERVICES_SRC = HERE / 'station_services.py'
@@ -71,20 +72,6 @@ class KnownBug(AssertionError):
 def aligned_now():
     now = int(time.time())
     return now - now % INTERVAL
-
-
-def wait_until(predicate, timeout, what, interval=0.1, describe=None):
-    """Poll predicate() until it is truthy; return its value or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = ('\n' + describe()) if describe else ''
-            raise AssertionError('timed out after %.0f s waiting for %s%s'
-                                 % (timeout, what, extra))
-        time.sleep(interval)
 
 
 INJECTIONS = ('SignalAfterCommit', 'SigtermInResponder', 'SigtermInRequesterAck')

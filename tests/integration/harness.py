@@ -23,6 +23,7 @@ from tests.support.station import (compare_databases, make_station, seed_history
 from user.mqttreplicate import config as cfg
 from user.mqttreplicate import database
 from user.mqttreplicate.requester import Requester, Writer
+from tests.support.waiting import wait_until  # noqa: F401 (used here and re-exported)
 from user.mqttreplicate.responder import Responder
 
 DAY = 86400
@@ -38,18 +39,6 @@ PACKAGE_LOGGER = 'user.mqttreplicate'
 # ------------------------------------------------------------------------------------------------
 # waiting
 # ------------------------------------------------------------------------------------------------
-
-def wait_until(predicate, timeout=15.0, message='condition', interval=0.05):
-    """Poll predicate() until it is true; AssertionError after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out after %.0f s waiting for %s' % (timeout, message))
-        time.sleep(interval)
-
 
 # ------------------------------------------------------------------------------------------------
 # configuration

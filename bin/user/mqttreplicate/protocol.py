@@ -192,14 +192,12 @@ def decode_payload(payload, encoding):
 
 
 def decode_records(payload, encoding):
-    """A list of validated records from a batch payload (or a single record)."""
-    obj = decode_payload(payload, encoding)
-    if isinstance(obj, dict):
-        obj = [obj]
-    if not isinstance(obj, list):
-        raise ProtocolError('payload is a %s, not a list of records' % type(obj).__name__)
-    now = time.time()
-    return [validate_record(r, now) for r in obj]
+    """A list of validated records from a batch payload (or a single record); any bad
+    record refuses the whole payload."""
+    records, errors, _ = decode_batch(payload, encoding)
+    if errors:
+        raise ProtocolError(errors[0])
+    return records
 
 
 def decode_batch(payload, encoding):
