@@ -806,14 +806,33 @@ def test_describe_masks_password():
     assert 'Pa55-w0rd-XYZ' not in str(options)
 
 
-def test_shared_secret_is_refused_until_signing_exists():
-    """Signed messages (SPEC 5.7) are not implemented yet: accepting the option would let a
-    user believe messages are authenticated."""
-    with pytest.raises(cfg.ConfigError) as info:
-        cfg.parse_requester(requester_conf('shared_secret = hmac-key-QWERTY'))
-    text = str(info.value)
-    assert "'shared_secret'" in text and '[MQTTReplicate][Requester]' in text
-    assert 'hmac-key-QWERTY' not in text
+def test_shared_secret_is_accepted_and_masked():
+    """Signed messages (SPEC 5.7): the secret is read as it is written, and never shown."""
+    options = cfg.parse_requester(requester_conf('shared_secret = hmac-key-QWERTY'))
+    c = options.connection
+    assert c.shared_secret == 'hmac-key-QWERTY'
+    assert 'shared_secret=****' in c.describe()
+    for text in (c.describe(), repr(options), repr(c), str(options)):
+        assert 'hmac-key-QWERTY' not in text
+
+
+def test_shared_secret_is_inherited_by_both_roles():
+    config = both_roles(top='shared_secret = "0123456789abcdef, with a comma"')
+    for options in (cfg.parse_requester(config), cfg.parse_responder(config)):
+        assert options.connection.shared_secret == '0123456789abcdef, with a comma'
+        assert '0123456789abcdef' not in options.connection.describe()
+
+
+def test_shared_secret_of_a_role_overrides_the_inherited_one():
+    config = both_roles(top='shared_secret = top-secret', requester='shared_secret = mine')
+    assert cfg.parse_requester(config).connection.shared_secret == 'mine'
+    assert cfg.parse_responder(config).connection.shared_secret == 'top-secret'
+
+
+def test_empty_shared_secret_means_no_signing():
+    options = cfg.parse_requester(requester_conf('shared_secret = ""'))
+    assert options.connection.shared_secret is None
+    assert '****' not in options.connection.describe()
 
 
 def test_describe_without_secrets():

@@ -351,16 +351,6 @@ def _clientid(section: _Section, role, config_dict):
     return value
 
 
-def _no_secret_yet(section: _Section):
-    """Signed messages (SPEC 5.7) come in a later release; a user who sets a secret must not
-    believe the messages are authenticated."""
-    if section.string('shared_secret') is not None:
-        raise ConfigError("%s: signed messages are not supported by this version; remove "
-                          "the option (use TLS and broker passwords)"
-                          % section.where('shared_secret'))
-    return None
-
-
 def _parse_connection(section: _Section, role, config_dict):
     qos = dict(minimum=0, maximum=2)
     return ConnectionOptions(
@@ -384,7 +374,7 @@ def _parse_connection(section: _Section, role, config_dict):
         max_delay=section.integer('max_delay', 120, 1),
         compress=section.boolean('compress', True),
         max_message_bytes=section.integer('max_message_bytes', 262144, 4096),
-        shared_secret=_no_secret_yet(section),
+        shared_secret=section.string('shared_secret'),
         bind_address=section.string('bind_address', '') or '',
         tls=_parse_tls(section),
     )

@@ -4,8 +4,11 @@ Everything that crosses the broker is built and checked here, so the responder a
 requester agree by construction. See docs/protocol.md.
 """
 
+import hashlib
+import hmac
 import json
 import math
+import struct
 import time
 import uuid
 import zlib
@@ -31,6 +34,14 @@ MAX_KEY_LENGTH = 64
 
 class ProtocolError(ValueError):
     """A message that does not follow the protocol. The text says what was wrong."""
+
+
+class SignatureError(ProtocolError):
+    """A message without a valid signature (SPEC 5.7). kind is 'missing' or 'wrong'."""
+
+    def __init__(self, kind, text):
+        super().__init__(text)
+        self.kind = kind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,3 +270,72 @@ def int_property(props, name, default=None, minimum=0):
     if number < minimum:
         raise ProtocolError('user property %s=%d is less than %d' % (name, number, minimum))
     return number
+
+
+# ---------------------------------------------------------------------------------------------
+#  Signatures (SPEC 5.7)
+# ---------------------------------------------------------------------------------------------
+
+SIG = 'sig'                                  # the user property that carries the signature
+SIGNATURE_CONTEXT = b'MQTTReplicate-sig-1'   # first part of the signed bytes (domain, version)
+_LENGTH = struct.Struct('>I')                # MQTT packets are < 256 MiB: 4 bytes suffice
+
+
+def _as_bytes(value, what):
+    if value is None:
+        return b''
+    if isinstance(value, str):
+        return value.encode('utf-8')
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError('%s must be bytes or str, not %s' % (what, type(value).__name__))
+
+
+def canonical_form(payload, correlation, user_properties):
+    """The bytes a signature covers.
+
+    Parts, in order: SIGNATURE_CONTEXT, the payload, the CorrelationData (empty if none),
+    then the name and the value of every user property except sig, in the order they travel
+    (MQTT v5 brokers keep that order). Each part is preceded by its length (4 bytes, big
+    endian), so no two different messages have the same canonical form: moving bytes from
+    one part to the next, or from a name to its value, changes it. The topic is not covered
+    (a bridge may remap prefixes); neither are ResponseTopic nor MessageExpiryInterval (a
+    broker lowers the expiry in transit)."""
+    parts = [SIGNATURE_CONTEXT, _as_bytes(payload, 'payload'),
+             _as_bytes(correlation, 'correlation')]
+    for name, value in user_properties or ():
+        if name == SIG:
+            continue
+        parts.append(_as_bytes(name, 'user property name'))
+        parts.append(_as_bytes(value, 'user property value'))
+    return b''.join(_LENGTH.pack(len(part)) + part for part in parts)
+
+
+def _key(secret):
+    if isinstance(secret, str):
+        return secret.encode('utf-8')
+    return bytes(secret)
+
+
+def sign(secret, payload, correlation, user_properties):
+    """The signature of a message: hex HMAC-SHA256 of canonical_form() with the secret.
+    user_properties: (name, value) pairs as str, in the order they are sent."""
+    return hmac.new(_key(secret), canonical_form(payload, correlation, user_properties),
+                    hashlib.sha256).hexdigest()
+
+
+def check_signature(secret, payload, correlation, user_properties):
+    """Check the sig user property of a received message. Returns nothing if it is valid;
+    raises SignatureError ('missing' if there is no sig, 'wrong' if it does not match or
+    there are several). The comparison takes the same time wherever the signatures
+    differ."""
+    pairs = list(user_properties or ())
+    sigs = [value for name, value in pairs if name == SIG]
+    if not sigs:
+        raise SignatureError('missing', 'no signature')
+    if len(sigs) > 1:
+        raise SignatureError('wrong', '%d signatures' % len(sigs))
+    expected = sign(secret, payload, correlation, pairs).encode('ascii')
+    # bytes on both sides: compare_digest refuses str with non-ASCII characters
+    if not hmac.compare_digest(expected, _as_bytes(sigs[0], 'sig').lower()):
+        raise SignatureError('wrong', 'signature does not match')

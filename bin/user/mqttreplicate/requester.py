@@ -384,7 +384,8 @@ class Requester:
         self.transport = Transport(self.conn, subscriptions, self._on_message,
                                    on_connected=self._on_connected,
                                    will=(self.status_topics[0], self.offline),
-                                   manual_ack=True, name='requester')
+                                   manual_ack=True, name='requester',
+                                   on_rejected=self._on_unsigned)
 
     def add_replica(self, replica):
         self.replicas[replica.key] = replica
@@ -469,6 +470,10 @@ class Requester:
     def _reject(self, kind, text, *args):
         self.rejected += 1
         self.faults(logging.WARNING, kind, 'requester: rejected a message: ' + text, *args)
+
+    def _on_unsigned(self, message):
+        """A message without a valid signature: the transport logged and dropped it."""
+        self.rejected += 1
 
     def _on_responder_status(self, message, instance):
         """The responder's status: learn the primary's newest records; a responder that

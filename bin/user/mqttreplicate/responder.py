@@ -85,7 +85,8 @@ class Responder:
         self.offline = offline
         self.transport = Transport(self.conn, request_topics, self._on_message,
                                    on_connected=self._on_connected,
-                                   will=(self.status_topics[0], offline), name='responder')
+                                   will=(self.status_topics[0], offline), name='responder',
+                                   on_rejected=self._on_unsigned)
         self.ticker = None
         self.legacy = LegacyServer(self)
 
@@ -172,6 +173,12 @@ class Responder:
             self.counters['rejected'] += 1
         self.faults(logging.WARNING, 'reject-' + kind, 'responder: rejected a request: ' + text,
                     *args)
+
+    def _on_unsigned(self, message):
+        """A message without a valid signature: the transport logged and dropped it."""
+        with self.lock:
+            self.counters['rejected'] += 1
+        self.status_dirty.set()
 
     def _on_message(self, message):
         props = protocol.user_properties(message.properties)

@@ -4,6 +4,11 @@ thread.
 
 Nothing here knows about weather records. The responder and the requester give it the
 topics to subscribe, a message callback and a will, and call publish() and ack().
+
+With a shared_secret (SPEC 5.7) every message sent here is signed (user property sig: the
+last will, the retained final messages and everything publish() sends), and every message
+received is checked before the message callback sees it: one without a valid signature is
+acknowledged, counted, logged (at most once per kind and interval) and dropped.
 """
 
 import logging
@@ -15,6 +20,8 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from . import protocol
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +64,23 @@ class Transport:
     """One MQTT v5 client with its network loop in a background thread."""
 
     def __init__(self, options, subscriptions, on_message, on_connected=None, will=None,
-                 manual_ack=False, name='mqttreplicate'):
+                 manual_ack=False, name='mqttreplicate', on_rejected=None):
         """options: a config.ConnectionOptions.
         subscriptions: list of topic filters, subscribed with options.subscribe_qos on every
             connection.
-        on_message(message): called in the loop thread for every message.
+        on_message(message): called in the loop thread for every message (with a
+            shared_secret, for every message with a valid signature).
         on_connected(session_present): called in the loop thread after each connection.
-        will: (topic, payload) published retained by the broker if we vanish."""
+        will: (topic, payload) published retained by the broker if we vanish.
+        on_rejected(message): called in the loop thread for every message refused here (no
+            valid signature), after it was counted in rejected_signatures and acknowledged."""
         self.options = options
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.on_connected = on_connected
+        self.on_rejected = on_rejected
+        self.secret = options.shared_secret or None
+        self.rejected_signatures = 0   # messages received without a valid signature
         self.will = will
         self.manual_ack = manual_ack
         self.name = name
@@ -103,7 +116,15 @@ class Transport:
                 context.set_ciphers(o.tls.ciphers)
             client.tls_set_context(context)
         if self.will is not None:
-            client.will_set(self.will[0], self.will[1], qos=1, retain=True)
+            payload = self._payload_bytes(self.will[1])
+            properties = None
+            if self.secret is not None:
+                # MQTT v5 will properties carry user properties: the broker publishes them
+                # with the will, so the will is signed like everything else
+                properties = Properties(PacketTypes.WILLMESSAGE)
+                properties.UserProperty = [
+                    (protocol.SIG, protocol.sign(self.secret, payload, None, ()))]
+            client.will_set(self.will[0], payload, qos=1, retain=True, properties=properties)
         client.reconnect_delay_set(o.min_delay, max(o.min_delay, o.max_delay))
         client.max_inflight_messages_set(100)
         if o.log_mqtt:
@@ -112,6 +133,8 @@ class Transport:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
+        client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
         return client
 
     def start(self):
@@ -146,7 +169,7 @@ class Transport:
         if self.connected.is_set():
             for topic, payload in final_messages:
                 try:
-                    self.client.publish(topic, payload, qos=1, retain=True)
+                    self.publish(topic, payload, qos=1, retain=True)
                 except Exception as e:
                     if is_termination(e):
                         raise
@@ -200,6 +223,18 @@ class Transport:
         self.errors(logging.WARNING, 'connect', '%s: %s; retrying', self.name,
                     self.connect_error)
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            self.errors(logging.ERROR, 'subscribe', '%s: the broker refused a subscription '
+                        '(%s): check its ACL', self.name, ', '.join(refused))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        # Mosquitto acknowledges a publish its ACL denies with 135 "Not authorized"
+        if reason_code is not None and getattr(reason_code, 'is_failure', False):
+            self.errors(logging.ERROR, 'publish', '%s: the broker refused a message: %s; '
+                        'check its ACL', self.name, reason_code)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         was_connected = self.connected.is_set()
         self.connected.clear()
@@ -208,6 +243,8 @@ class Transport:
                         self.name, reason_code)
 
     def _on_message(self, client, userdata, message):
+        if self.secret is not None and not self._signed(message):
+            return
         try:
             self.on_message(message)
         except Exception as e:
@@ -217,14 +254,59 @@ class Transport:
             # unacknowledged, it would hold a slot of the broker's in-flight window for ever
             self.ack(message)
 
+    def _signed(self, message):
+        """True if the message carries a valid signature; otherwise acknowledge, count and
+        log it, and return False. Nothing else has looked at the message yet."""
+        properties = getattr(message, 'properties', None)
+        try:
+            protocol.check_signature(self.secret, message.payload,
+                                     getattr(properties, 'CorrelationData', None),
+                                     getattr(properties, 'UserProperty', None) or ())
+            return True
+        except protocol.SignatureError as e:
+            kind = e.kind
+        except Exception as e:         # e.g. properties of unexpected types: not signed by us
+            if is_termination(e):
+                raise
+            kind = 'wrong'
+        self.rejected_signatures += 1
+        self.errors(logging.WARNING, 'signature-' + kind,
+                    '%s: rejected a message without a valid signature on %s (%s signature)',
+                    self.name, message.topic, kind)
+        self.ack(message)
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(message)
+            except Exception as e:
+                if is_termination(e):
+                    raise
+                log.debug('%s: error counting a rejected message: %s', self.name, e)
+        return False
+
     # --- sending -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _payload_bytes(payload):
+        """The bytes paho would send for payload (so the signature covers exactly those)."""
+        if payload is None:
+            return b''
+        if isinstance(payload, str):
+            return payload.encode('utf-8')
+        if isinstance(payload, (int, float)) and not isinstance(payload, bool):
+            return str(payload).encode('ascii')
+        return bytes(payload)
 
     def publish(self, topic, payload, user_properties=(), correlation=None, response_topic=None,
                 expiry=None, qos=None, retain=False):
         """Queue a message. Thread safe. Returns the paho MQTTMessageInfo."""
         properties = Properties(PacketTypes.PUBLISH)
-        if user_properties:
-            properties.UserProperty = [(str(k), str(v)) for k, v in user_properties]
+        pairs = [(str(k), str(v)) for k, v in user_properties or ()]
+        if self.secret is not None:
+            payload = self._payload_bytes(payload)
+            pairs.append((protocol.SIG, protocol.sign(self.secret, payload, correlation,
+                                                      pairs)))
+        if pairs:
+            properties.UserProperty = pairs
         if correlation is not None:
             properties.CorrelationData = correlation
         if response_topic is not None:
