@@ -3,6 +3,7 @@
     python3 -m user.mqttreplicate [--config FILE] respond [--watch]
     python3 -m user.mqttreplicate [--config FILE] request [--once]
     python3 -m user.mqttreplicate [--config FILE] status
+    python3 -m user.mqttreplicate [--config FILE] verify [--days N | --all] [--repair]
 """
 
 import argparse
@@ -51,10 +52,14 @@ def parse_args(argv):
     request = commands.add_parser('request', help='catch up every binding and keep up')
     request.add_argument('--once', action='store_true', help='exit 0 once caught up')
     commands.add_parser('status', help='show instances, bindings, nodes and lags')
-    verify = commands.add_parser('verify', help='compare with the primary (not yet available)')
-    verify.add_argument('--days', type=int)
-    verify.add_argument('--all', action='store_true')
-    verify.add_argument('--repair', action='store_true')
+    verify = commands.add_parser('verify', help='compare with the primary day by day; exit 0 '
+                                 'if in sync, 1 if not')
+    span = verify.add_mutually_exclusive_group()
+    span.add_argument('--days', type=int, metavar='N',
+                      help='the last N days (default: verify_days)')
+    span.add_argument('--all', action='store_true', help='every record')
+    verify.add_argument('--repair', action='store_true',
+                        help='re-fetch the days that differ and replace them here')
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -252,6 +257,22 @@ def cmd_status(args, config_dict):
     return EXIT_OK
 
 
+def cmd_verify(args, config_dict):
+    from .verify import Verifier, VerifyError
+    options = cfg.parse_requester(config_dict)
+    if args.days is not None and args.days < 1:
+        raise UsageError('--days must be at least 1')
+    days = None if args.all else (args.days or options.verify_days or 7)
+    verifier = Verifier(options, config_dict, out=lambda text: print(text, flush=True))
+    try:
+        in_sync = verifier.run(days, args.repair)
+    except LookupError as e:
+        raise UsageError(str(e))
+    except VerifyError as e:
+        raise BrokerError(str(e))
+    return EXIT_OK if in_sync else EXIT_DIFFERENT
+
+
 def _when(ts):
     return time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts)) if ts else '-'
 
@@ -291,7 +312,7 @@ def main(argv=None):
             return cmd_request(args, config_dict)
         if args.command == 'status':
             return cmd_status(args, config_dict)
-        raise UsageError('verify is not available in this version')
+        return cmd_verify(args, config_dict)
     except (UsageError, cfg.ConfigError) as e:
         print('error: %s' % e, file=sys.stderr)
         return EXIT_USAGE

@@ -17,6 +17,8 @@ import weewx.accum
 import weewx.manager
 import weewx.units
 
+from . import protocol
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,40 @@ def _fetch_all(connection, sql, args=()):
         cursor.close()
 
 
+def _read_page(connection, select, columns, since, until, limit):
+    sql = select + ' WHERE dateTime > ?'
+    args = [since]
+    if until is not None:
+        sql += ' AND dateTime <= ?'
+        args.append(until)
+    sql += ' ORDER BY dateTime ASC LIMIT %d' % int(limit)
+    rows = _fetch_all(connection, sql, args)
+    return [{k: v for k, v in zip(columns, row) if v is not None} for row in rows]
+
+
+DIGEST_PAGE = 2000      # records read at once for a digest: memory stays bounded
+
+
+def digest_range(read_page, since, until, bucket, columns):
+    """protocol.digest_buckets of the records since < dateTime <= until, read in short,
+    fully fetched pages."""
+    def records():
+        last = since
+        while True:
+            page = read_page(last, until, DIGEST_PAGE)
+            yield from page
+            if len(page) < DIGEST_PAGE:
+                return
+            last = page[-1]['dateTime']
+    return protocol.digest_buckets(records(), columns, bucket)
+
+
+def archive_date(ts):
+    """The local archive day a record belongs to (a record at midnight ends the day before),
+    as WeeWX's daily summaries count days."""
+    return datetime.date.fromtimestamp(weeutil.weeutil.startOfArchiveDay(ts))
+
+
 class SourceDatabase:
     """The primary's side of one binding: short, fully fetched reads."""
 
@@ -54,22 +90,18 @@ class SourceDatabase:
     def newest(self):
         return self.manager.lastGoodStamp()
 
-    def count(self):
-        return _fetch_all(self.manager.connection,
-                          'SELECT COUNT(*) FROM %s' % self.table)[0][0]
-
     def read_page(self, since, until, limit):
         """Up to `limit` records with since < dateTime <= until, oldest first, None values
         left out."""
-        sql = self.select + ' WHERE dateTime > ?'
-        args = [since]
-        if until is not None:
-            sql += ' AND dateTime <= ?'
-            args.append(until)
-        sql += ' ORDER BY dateTime ASC LIMIT %d' % int(limit)
-        rows = _fetch_all(self.manager.connection, sql, args)
-        columns = self.columns
-        return [{k: v for k, v in zip(columns, row) if v is not None} for row in rows]
+        return _read_page(self.manager.connection, self.select, self.columns, since, until,
+                          limit)
+
+    def digest(self, since, until, bucket, columns):
+        return digest_range(self.read_page, since, until, bucket, columns)
+
+    def unit_system(self):
+        row = _fetch_all(self.manager.connection, 'SELECT usUnits FROM %s LIMIT 1' % self.table)
+        return row[0][0] if row else None
 
     def previous(self, timestamp):
         """dateTime of the newest record older than timestamp, or 0."""
@@ -165,6 +197,48 @@ class TargetDatabase:
                             self.name, ', '.join(new))
             record = {k: v for k, v in record.items() if k in self.column_set}
         return record
+
+    def read_page(self, since, until, limit):
+        select = 'SELECT %s FROM %s' % (', '.join(self.columns), self.table)
+        return _read_page(self.manager.connection, select, self.columns, since, until, limit)
+
+    def digest(self, since, until, bucket, columns):
+        return digest_range(self.read_page, since, until, bucket, columns)
+
+    def replace_range(self, first_exclusive, last_inclusive, records):
+        """Make the rows first_exclusive < dateTime <= last_inclusive exactly `records`
+        (prepared, all in that range): one transaction deletes the old rows and inserts
+        these; then the daily summaries of the days touched are rebuilt from the archive."""
+        self.finish_bulk()          # WeeWX rebuilds given days only from complete summaries
+        groups = {}
+        for record in records:
+            groups.setdefault(tuple(record), []).append(tuple(record.values()))
+        with weedb.Transaction(self.manager.connection) as cursor:
+            cursor.execute('DELETE FROM %s WHERE dateTime > ? AND dateTime <= ?' % self.table,
+                           (first_exclusive, last_inclusive))
+            for columns, rows in groups.items():
+                sql = 'INSERT INTO %s (%s) VALUES (%s)' % (self.table, ', '.join(columns),
+                                                          ', '.join('?' * len(columns)))
+                for row in rows:
+                    cursor.execute(sql, row)
+        if not self.has_summaries:
+            return
+        manager = self.manager
+        manager._sync()
+        if manager.last_timestamp is None:
+            return
+        start_d = archive_date(first_exclusive + 1)
+        stop_d = archive_date(last_inclusive)
+        with weedb.Transaction(manager.connection) as cursor:
+            # days left without records must lose their summaries too
+            first_day = time.mktime(start_d.timetuple())
+            after_day = time.mktime((stop_d + datetime.timedelta(days=1)).timetuple())
+            for key in manager.daykeys:
+                cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
+                               % (self.table, key), (first_day, after_day))
+            # the newest row may have come or gone: the summaries are complete either way
+            manager._write_metadata('lastUpdate', str(int(manager.last_timestamp)), cursor)
+        manager.backfill_day_summary(start_d=start_d, stop_d=stop_d, progress_fn=None)
 
     def existing(self, first, last):
         rows = _fetch_all(self.manager.connection,

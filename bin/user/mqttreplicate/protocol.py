@@ -247,6 +247,82 @@ def parse_since(payload):
 
 
 # ---------------------------------------------------------------------------------------------
+#  Digests (SPEC 5.5)
+# ---------------------------------------------------------------------------------------------
+
+MIN_BUCKET = 60                   # seconds
+MAX_BUCKET = 366 * 86400
+MAX_DIGEST_BUCKETS = 1000         # buckets one digest request may span
+
+
+def _canonical(value):
+    """A value as both sides see it: numbers as floats (SQLite gives 5.0 or 5 for the same
+    REAL depending on how it was stored), None as null, anything else as text."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return str(value)
+
+
+def digest_buckets(records, columns, bucket):
+    """[[bucket_start, count, hex sha256], ...] of records, oldest bucket first.
+
+    bucket_start = dateTime - dateTime % bucket; empty buckets are left out. Each record
+    restricted to columns (a missing column is null) is hashed as the compact JSON array of
+    its canonical values followed by a newline, in dateTime order. A list is sorted here; any
+    other iterable must come in dateTime order (so pages can be streamed through)."""
+    if isinstance(records, list):
+        records = sorted(records, key=lambda r: r['dateTime'])
+    result = []
+    start = count = sha = None
+    for record in records:
+        ts = record['dateTime']
+        if start is None or ts - ts % bucket != start:
+            if start is not None:
+                result.append([start, count, sha.hexdigest()])
+            start, count, sha = ts - ts % bucket, 0, hashlib.sha256()
+        count += 1
+        sha.update(json.dumps([_canonical(record.get(c)) for c in columns],
+                              separators=(',', ':')).encode('utf-8') + b'\n')
+    if start is not None:
+        result.append([start, count, sha.hexdigest()])
+    return result
+
+
+def differing_buckets(local, remote):
+    """Bucket starts whose count or digest differ (or that only one side has), in order."""
+    mine = {entry[0]: tuple(entry[1:]) for entry in local}
+    theirs = {entry[0]: tuple(entry[1:]) for entry in remote}
+    return sorted(start for start in set(mine) | set(theirs)
+                  if mine.get(start) != theirs.get(start))
+
+
+def parse_digest_request(payload):
+    """(since, until, bucket, columns) of an op=digest request. Raises ProtocolError."""
+    request = decode_payload(payload, None)
+    if not isinstance(request, dict):
+        raise ProtocolError('digest request is not a JSON object')
+    values = [request.get(name) for name in ('since', 'until', 'bucket')]
+    if not all(_is_number(v) and isinstance(v, int) and v >= 0 for v in values):
+        raise ProtocolError('digest since, until and bucket must be non-negative integers')
+    since, until, bucket = values
+    if until <= since:
+        raise ProtocolError('digest until %d is not after since %d' % (until, since))
+    if not MIN_BUCKET <= bucket <= MAX_BUCKET:
+        raise ProtocolError('digest bucket %d is not between %d and %d'
+                            % (bucket, MIN_BUCKET, MAX_BUCKET))
+    if (until - since) // bucket > MAX_DIGEST_BUCKETS:
+        raise ProtocolError('digest range spans more than %d buckets' % MAX_DIGEST_BUCKETS)
+    columns = request.get('columns')
+    if not isinstance(columns, list) or not 0 < len(columns) <= MAX_RECORD_KEYS:
+        raise ProtocolError('digest columns must be a list of 1 to %d names' % MAX_RECORD_KEYS)
+    for name in columns:
+        _check_name(name)
+    return since, until, bucket, columns
+
+
+# ---------------------------------------------------------------------------------------------
 #  Properties
 # ---------------------------------------------------------------------------------------------
 

@@ -366,8 +366,6 @@ class Requester:
         self.rejected = 0
         self.received = 0
         self.progress_count = 0
-        self.started = time.monotonic()
-        self.progress_callback = None
         self.response_topic = protocol.response_topic(self.conn.response_topic,
                                                       self.conn.clientid)
         # the responders' retained status: what the primary has, and when it comes back
@@ -455,8 +453,6 @@ class Requester:
 
     def progress(self, count):
         self.progress_count += count
-        if self.progress_callback is not None:
-            self.progress_callback(count)
         every = self.options.log_msg_count
         if every and self.progress_count % every < count:
             log.info('requester: %d records stored', self.progress_count)

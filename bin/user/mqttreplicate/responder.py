@@ -38,7 +38,7 @@ class Request:
     """One decoded request."""
 
     def __init__(self, binding, op, since, until, limit, response_topic, correlation, node,
-                 protocol_version, replace=False, expiry=None):
+                 protocol_version, replace=False, expiry=None, digest=None):
         self.binding = binding
         self.op = op
         self.since = since
@@ -50,6 +50,7 @@ class Request:
         self.protocol_version = protocol_version
         self.replace = replace
         self.expiry = expiry                    # seconds the requester waits for an answer
+        self.digest = digest                    # op=digest: (bucket, columns)
         self.received = time.monotonic()
 
     def expired(self):
@@ -69,7 +70,7 @@ class Responder:
         self.workers = []
         self.faults = RateLimitedLog(log)
         self.counters = {'requests': 0, 'pages': 0, 'records_sent': 0, 'live': 0,
-                         'rejected': 0, 'acks': 0}
+                         'rejected': 0, 'acks': 0, 'digests': 0}
         self.lock = threading.Lock()
         self.newest = {}           # binding key -> newest dateTime here
         self.published = {}        # binding key -> newest dateTime published live
@@ -207,11 +208,16 @@ class Responder:
             if version is None:
                 raise protocol.ProtocolError('protocol %r is not supported'
                                              % props.get('protocol'))
-            if op != protocol.OP_RECORDS:
-                raise protocol.ProtocolError('operation %r is not supported' % op)
-            since = protocol.parse_since(message.payload)
+            digest = None
             limit = protocol.int_property(props, 'limit', self.options.page_size, 1)
-            until = protocol.int_property(props, 'until', None)
+            if op == protocol.OP_DIGEST and version == 2:
+                since, until, bucket, columns = protocol.parse_digest_request(message.payload)
+                digest = (bucket, columns)
+            elif op == protocol.OP_RECORDS:
+                since = protocol.parse_since(message.payload)
+                until = protocol.int_property(props, 'until', None)
+            else:
+                raise protocol.ProtocolError('operation %r is not supported' % op)
         except protocol.ProtocolError as e:
             self._reject('malformed', '%s (binding %s)', e, key)
             return
@@ -221,7 +227,7 @@ class Responder:
         request = Request(binding, op, since, until, min(limit, self.options.page_size),
                           response_topic, correlation, props.get('node'), version,
                           props.get('replace') == '1',
-                          getattr(message.properties, 'MessageExpiryInterval', None))
+                          getattr(message.properties, 'MessageExpiryInterval', None), digest)
         if version == 1:
             self.legacy.submit(request)
         else:
@@ -326,6 +332,9 @@ class Responder:
                       request.node, request.since)
             return
         source = self._source(sources, request.binding.key)
+        if request.digest is not None:
+            self._serve_digest(request, source)
+            return
         records = source.read_page(request.since, request.until, request.limit)
         more = len(records) >= request.limit
         newest = source.newest()
@@ -353,6 +362,21 @@ class Responder:
         log.debug('responder: page of %d records (%d messages) for %s since %s to %s',
                   len(records), len(batches), request.node, request.since,
                   request.response_topic)
+
+    def _serve_digest(self, request, source):
+        """One message: the digest of the range, read in short pages (SPEC 5.5)."""
+        bucket, columns = request.digest
+        buckets = source.digest(request.since, request.until, bucket, columns)
+        payload, encoding = protocol.encode_batch(buckets, self.conn.compress)
+        self.transport.publish(request.response_topic, payload, [
+            ('data_binding', request.binding.key), ('protocol', protocol.PROTOCOL),
+            ('encoding', encoding), ('seq', 0), ('count', len(buckets)), ('end', 1),
+            ('more', 0), ('units', source.unit_system() or 0)],
+            correlation=request.correlation)
+        with self.lock:
+            self.counters['digests'] += 1
+        log.debug('responder: digest of %d buckets for %s (%s to %s)', len(buckets),
+                  request.node, request.since, request.until)
 
     def _oversize(self, record, size):
         self.faults(logging.ERROR, 'oversize', 'responder: record %s is %d bytes, more than '
