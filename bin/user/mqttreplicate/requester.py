@@ -118,6 +118,7 @@ class Replica:
         self.answered = False                  # the responder answered this catch-up
         self.unanswered = False                # the last catch-up got no answer at all
         self.refused = None                    # the responder's error, if it refused us
+        self.asked_at = 0.0                    # wall-clock time of the last catch-up request
         self.stored = 0
         self.ack_due = False
         self.last_ack = 0.0
@@ -199,6 +200,7 @@ class Replica:
         if not self.requester.transport.connected.is_set():
             return        # asked again on the next connection
         log.debug('requester: %s: catching up since %s', self.key, self.position)
+        self.asked_at = time.time()
         self.flow.start(self.position)
 
     def _catchup_done(self):
@@ -483,13 +485,21 @@ class Requester:
         except protocol.ProtocolError as e:
             self._reject('status', 'responder status on %s: %s', message.topic, e)
             return
+        # A responder that connected after our request was sent may never have seen it (a
+        # broker restart without persistence): ask again at once rather than wait.
+        connected = status.get('connected')
+        if not isinstance(connected, int) or isinstance(connected, bool):
+            connected = None
         for replica in self.replicas.values():
             if replica.binding.instance != instance:
                 continue
             newest = (bindings.get(replica.key) or {}).get('newest')
             if isinstance(newest, int) and not isinstance(newest, bool):
                 replica.primary_newest = max(replica.primary_newest or 0, newest)
-            if replica.unanswered:
+            missed = connected is not None and replica.catching_up and not replica.answered \
+                and connected >= replica.asked_at - 1
+            if replica.unanswered or missed:
+                log.info('requester: %s: the responder is back; asking again', replica.key)
                 replica.unanswered = False
                 replica.post(Item('connected'))
 

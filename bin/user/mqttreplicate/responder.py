@@ -89,6 +89,7 @@ class Responder:
                                    will=(self.status_topics[0], offline), name='responder',
                                    on_rejected=self._on_unsigned)
         self.ticker = None
+        self.connected_at = None       # when the current connection began (in the status)
         self.legacy = LegacyServer(self)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -157,6 +158,7 @@ class Responder:
     # --- requests (loop thread) --------------------------------------------------------------
 
     def _on_connected(self, session_present):
+        self.connected_at = int(time.time())
         self._queue(('connected',))
 
     def _queue(self, item):
@@ -399,7 +401,8 @@ class Responder:
                     nodes[node][key] = dict(ack, lag=max(lag, 0) if lag is not None else None)
             counters = dict(self.counters)
         return {'state': 'online', 'role': 'responder', 'version': VERSION,
-                'clientid': self.conn.clientid, 'time': int(now), 'bindings': bindings,
+                'clientid': self.conn.clientid, 'time': int(now),
+                'connected': self.connected_at, 'bindings': bindings,
                 'nodes': nodes, 'counters': counters}
 
     def _tick(self):
