@@ -105,10 +105,7 @@ class SourceDatabase:
 
     def previous(self, timestamp):
         """dateTime of the newest record older than timestamp, or 0."""
-        row = _fetch_all(self.manager.connection,
-                         'SELECT MAX(dateTime) FROM %s WHERE dateTime < ?' % self.table,
-                         (timestamp,))
-        return row[0][0] or 0 if row else 0
+        return previous_timestamp(self.manager, timestamp)
 
     def record_near(self, timestamp, delta):
         record = self.manager.getRecord(timestamp, max_delta=delta)
