@@ -115,6 +115,20 @@ def read_for_live(station, ts):
     return {k: v for k, v in record.items() if v is not None}, prev
 
 
+def stop_then_kill_broker(broker, node, total, more):
+    """During a catch-up: stop the broker and start it again, let `more` records come, then
+    kill it (SIGKILL) and start it again. Checks the catch-up was still going both times."""
+    wait_until(lambda: node.requester.progress_count >= 1500, 30, 'the first pages')
+    broker.stop()
+    at_stop = node.requester.progress_count
+    broker.start()
+    wait_until(lambda: node.requester.progress_count >= at_stop + more, 30, 'more pages')
+    broker.kill()
+    at_kill = node.requester.progress_count
+    broker.start()
+    assert at_stop < at_kill < total, 'the catch-up ended before the broker went away'
+
+
 def assert_same(primary, secondary, **kwargs):
     """The two stations' wx_binding databases are equal row by row (archive and daily
     summaries)."""

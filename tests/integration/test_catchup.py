@@ -6,7 +6,8 @@ summaries)."""
 import pytest
 import weewx.manager
 
-from tests.integration.harness import (KEY, START, STEP, assert_same, error_lines, wait_until)
+from tests.integration.harness import (KEY, START, STEP, assert_same, error_lines,
+                                       stop_then_kill_broker, wait_until)
 from tests.support.mqtt import user_properties
 from tests.support.station import generate_records, seed_history
 
@@ -107,15 +108,7 @@ def test_broker_restart_in_the_middle_of_a_catchup(rig, make_broker, caplog):
     rig.start_responder(primary)
     node = rig.start_requester(secondary)
 
-    wait_until(lambda: node.requester.progress_count >= 1500, 30, 'the first pages')
-    broker.stop()
-    at_stop = node.requester.progress_count
-    broker.start()
-    wait_until(lambda: node.requester.progress_count >= at_stop + 3000, 30, 'more pages')
-    broker.kill()
-    at_kill = node.requester.progress_count
-    broker.start()
-    assert at_stop < at_kill < 12000, 'the catch-up ended before the broker went away'
+    stop_then_kill_broker(broker, node, 12000, more=3000)
 
     node.wait_caught_up(60)
     node.stop()

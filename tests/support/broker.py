@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from tests.support.processes import kill_group
+
 HOST = '127.0.0.1'
 
 DEFAULT_USERS = {'primary': 'primary-pw', 'secondary': 'secondary-pw'}
@@ -425,13 +427,7 @@ class Broker:
             os.kill(self.proc.pid, signal.SIGCONT)
 
     def _killpg(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            try:
-                self.proc.kill()
-            except ProcessLookupError:
-                pass
+        kill_group(self.proc)
 
     def _close_console(self) -> None:
         if self._console is not None:

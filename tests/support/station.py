@@ -43,6 +43,8 @@ from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 import configobj
 
+from tests.support.processes import kill_group
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = REPO_ROOT / 'bin' / 'user' / 'mqttreplicate'
 PYTHON = sys.executable
@@ -142,13 +144,7 @@ class StationProcess:
     def kill9(self) -> Optional[int]:
         """SIGKILL the process and its process group at once (a crash: no shutdown code runs)."""
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                try:
-                    self.proc.kill()
-                except ProcessLookupError:
-                    pass
+            kill_group(self.proc)
             self.proc.wait(30)
         self._close()
         return self.proc.returncode
