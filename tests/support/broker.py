@@ -63,11 +63,34 @@ def find_mosquitto_passwd() -> Optional[str]:
     return None
 
 
+def _ephemeral_range():
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = HOST) -> int:
-    """A TCP port on host that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port on host that is free right now, outside the kernel's ephemeral range.
+
+    A client that keeps reconnecting to a port nobody listens on (a broker stopped, or not
+    started yet) can be given that very port as its own source port and connect to itself
+    (TCP simultaneous open); the port is then taken when the broker starts. Ports outside
+    the ephemeral range are never handed out as source ports."""
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(20000, 32768) if not low <= p <= high] or \
+        [p for p in range(10000, 65536) if not low <= p <= high]
+    for _ in range(200):
+        port = secrets.choice(candidates)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise BrokerError('no free port outside the ephemeral range on %s' % host)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
