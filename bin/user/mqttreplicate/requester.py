@@ -18,6 +18,7 @@ from . import config as cfg
 from . import database
 from . import protocol
 from .transport import RateLimitedLog, Transport, is_termination
+from .verify import AutoVerifier
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class Item:
     __slots__ = ('kind', 'records', 'props', 'correlation', 'message', 'replica', 'acked')
 
     def __init__(self, kind, records=None, props=None, correlation=None, message=None):
-        self.kind = kind               # 'batch', 'live', 'legacy', 'connected'
+        self.kind = kind               # 'batch', 'live', 'legacy', 'connected', 'verify'
         self.records = records
         self.props = props or {}
         self.correlation = correlation
@@ -123,6 +124,8 @@ class Replica:
         self.ack_due = False
         self.last_ack = 0.0
         self.primary_newest = None
+        self.acknowledged = None               # our newest record, as the responder knows it
+        self.verifier = AutoVerifier(self)
 
     # --- loop thread -------------------------------------------------------------------------
 
@@ -160,6 +163,8 @@ class Replica:
             self._on_live(item)
         elif item.kind == 'legacy':
             self._on_legacy(item)
+        elif item.kind == 'verify':
+            self.verifier.on_answer(item)
 
     def idle(self):
         """Called when the inbox was quiet for a while: timeouts and acks."""
@@ -185,6 +190,8 @@ class Replica:
                 log.warning('requester: %s: no answer for %.0f s; asking again since %s',
                             self.key, quiet, self.position)
                 self.start_catchup()
+        else:
+            self.verifier.tick()
         self.flush_ack()
 
     @property
@@ -193,6 +200,7 @@ class Replica:
 
     def start_catchup(self):
         self.catching_up = True
+        self.verifier.cancel()
         self.refused = None
         self.answered = False
         self.pages = {}
@@ -215,6 +223,7 @@ class Replica:
             self._on_live(item)
         if not self.catching_up and not self.unanswered and not self.refused:
             self.caught_up.set()
+            self.verifier.schedule()
         self.ack_due = True        # tell the responder where we are, even if nothing came
         self.flush_ack(force=True)
 
@@ -407,16 +416,28 @@ class Requester:
 
     # --- sending (any thread) ----------------------------------------------------------------
 
-    def send_request(self, binding, since, until=None):
-        correlation = protocol.new_correlation()
-        props = [('data_binding', binding.key), ('protocol', protocol.PROTOCOL),
-                 ('node', self.conn.clientid), ('op', protocol.OP_RECORDS),
-                 ('limit', self.options.page_size)]
+    def send_request(self, binding, since, until=None, replace=False):
+        """Ask for a page of records newer than since; the correlation of the answer."""
+        props = [('op', protocol.OP_RECORDS), ('limit', self.options.page_size)]
         if until is not None:
             props.append(('until', until))
+        if replace:
+            props.append(('replace', 1))
+        return self._ask(binding, str(int(since)).encode('ascii'), props)
+
+    def send_digest(self, binding, since, until, bucket, columns):
+        """Ask for the digest of since < dateTime <= until (SPEC 5.5)."""
+        return self._ask(binding, protocol.encode_json(
+            {'since': since, 'until': until, 'bucket': bucket, 'columns': columns}),
+            [('op', protocol.OP_DIGEST)])
+
+    def _ask(self, binding, payload, props):
+        correlation = protocol.new_correlation()
         self.transport.publish(protocol.request_topic(self.conn.request_topic, binding.instance),
-                               str(int(since)).encode('ascii'), props, correlation=correlation,
-                               response_topic=self.response_topic,
+                               payload, [('data_binding', binding.key),
+                                         ('protocol', protocol.PROTOCOL),
+                                         ('node', self.conn.clientid)] + props,
+                               correlation=correlation, response_topic=self.response_topic,
                                expiry=max(int(self.options.page_timeout), 1))
         return correlation
 
@@ -446,7 +467,10 @@ class Requester:
                 bindings[replica.key] = {'newest': replica.position,
                                          'primary_newest': replica.primary_newest,
                                          'lag': lag, 'stored': replica.stored,
-                                         'catching_up': replica.catching_up}
+                                         'acknowledged': replica.acknowledged,
+                                         'catching_up': replica.catching_up,
+                                         'verified': replica.verifier.verified,
+                                         'repaired': replica.verifier.repaired}
             status = {'state': 'online', 'role': 'requester', 'version': VERSION,
                       'clientid': self.conn.clientid, 'instance': instance,
                       'time': int(time.time()), 'bindings': bindings,
@@ -482,6 +506,10 @@ class Requester:
             if not isinstance(status, dict) or status.get('state') != 'online':
                 return
             bindings = status.get('bindings') or {}
+            nodes = status.get('nodes') or {}
+            mine = (nodes.get(self.conn.clientid) or {}) if isinstance(nodes, dict) else {}
+            if not isinstance(bindings, dict) or not isinstance(mine, dict):
+                raise protocol.ProtocolError('bindings or nodes is not an object')
         except protocol.ProtocolError as e:
             self._reject('status', 'responder status on %s: %s', message.topic, e)
             return
@@ -490,18 +518,38 @@ class Requester:
         connected = status.get('connected')
         if not isinstance(connected, int) or isinstance(connected, bool):
             connected = None
+        changed = False
         for replica in self.replicas.values():
             if replica.binding.instance != instance:
                 continue
-            newest = (bindings.get(replica.key) or {}).get('newest')
-            if isinstance(newest, int) and not isinstance(newest, bool):
+            newest = _field(bindings, replica.key, 'newest')
+            if newest is not None:
                 replica.primary_newest = max(replica.primary_newest or 0, newest)
+            acknowledged = _field(mine, replica.key, 'last')
+            if acknowledged != replica.acknowledged:
+                replica.acknowledged = acknowledged
+                changed = True
             missed = connected is not None and replica.catching_up and not replica.answered \
                 and connected >= replica.asked_at - 1
             if replica.unanswered or missed:
                 log.info('requester: %s: the responder is back; asking again', replica.key)
                 replica.unanswered = False
                 replica.post(Item('connected'))
+        if changed:
+            self.publish_status()     # what the primary knows of us is part of our status
+
+    def _on_verify_answer(self, message, replica, props, correlation):
+        """A message of the answer to a verification (a digest or a page of records)."""
+        self.transport.ack(message)
+        try:
+            payload = protocol.decode_payload(message.payload, props.get('encoding'))
+            numbers = {name: protocol.int_property(props, name, None)
+                       for name in ('seq', 'end', 'more', 'last', 'units')}
+        except protocol.ProtocolError as e:
+            self._reject('malformed', '%s (answer to a verification of %s)', e, replica.key)
+            return
+        numbers['error'] = props.get('error')
+        replica.post(Item('verify', payload, numbers, correlation))
 
     def _on_message(self, message):
         instance = self.responder_status.get(message.topic)
@@ -518,6 +566,10 @@ class Requester:
             self.transport.ack(message)
             return
         is_live = message.topic != self.response_topic
+        correlation = getattr(message.properties, 'CorrelationData', None)
+        if not is_live and replica.verifier.expects(correlation):
+            self._on_verify_answer(message, replica, props, correlation)
+            return
         if is_live and protocol.instance_of(message.topic, self.conn.archive_topic) \
                 != replica.binding.instance:
             self._reject('topic', 'binding %s on topic %s', key, message.topic)
@@ -554,7 +606,6 @@ class Requester:
             replica.post(Item('legacy', records, message=message))
             return
         self.transport.ack(message)
-        correlation = getattr(message.properties, 'CorrelationData', None)
         if numbers['seq'] is None or (numbers['count'] is not None
                                       and numbers['count'] != sent):
             self._reject('malformed', 'page message with seq %s, count %s and %d records '
@@ -566,6 +617,13 @@ class Requester:
         if numbers['end']:
             replica.flow.on_end(correlation, numbers['more'], numbers['last'])
         replica.post(Item('batch', records, numbers, correlation))
+
+
+def _field(entries, key, name):
+    """entries[key][name] if it is a plain int, else None (the status is not trusted)."""
+    entry = entries.get(key)
+    value = entry.get(name) if isinstance(entry, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Writer:
