@@ -24,6 +24,48 @@ time.tzset()
 
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.station import StationFactory  # noqa: E402
+from tests.support.reliability import FaultTable  # noqa: E402
+
+FAULT_TABLE = FaultTable()
+
+
+# ------------------------------------------------------------------------------------------------
+# The fault table of docs/reliability.md
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fault_report(request):
+    """fault_report(fault, checked, *, lost, duplicates, restarts=None, locked=0): one row of
+    docs/reliability.md's fault table. Call it once, with measured figures, before asserting
+    on them (restarts=None where no weewxd primary runs)."""
+    def report(fault, checked, **figures):
+        FAULT_TABLE.record(request.node.nodeid, fault, checked, **figures)
+    return report
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == 'call' or (report.when == 'setup' and not report.passed):
+        FAULT_TABLE.outcome(item.nodeid, report.passed)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    error = FAULT_TABLE.finish()
+    if error:
+        session.config._mqttreplicate_fault_table_error = error
+        if session.exitstatus == 0:
+            session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FAULT_TABLE.rows:
+        terminalreporter.write_line('fault table (%d faults) written to build/reliability.md'
+                                    % len(FAULT_TABLE.rows))
+    error = getattr(terminalreporter.config, '_mqttreplicate_fault_table_error', None)
+    if error:
+        terminalreporter.write_line('ERROR: ' + error, red=True)
 
 
 # ------------------------------------------------------------------------------------------------
