@@ -190,6 +190,11 @@ class RequesterNode:
         wait_until(self.caught_up, timeout, 'the requester to catch up (stored %d)'
                    % self.requester.progress_count)
 
+    def wait_verified(self, timeout=20.0):
+        """Wait until every binding's own verification after its catch-up is done."""
+        wait_until(lambda: all(r.verifier.verified for r in self.requester.replicas.values()),
+                   timeout, 'the requester\'s verification')
+
     def idle(self):
         """Nothing being caught up and the inbox empty."""
         self.check_writer()

@@ -122,6 +122,8 @@ def test_documented_acl_confines_each_requester(rig, make_broker, caplog):
     assert node1.clientid == 'station1' and node2.clientid == 'station2'
     node1.wait_caught_up(15)
     node2.wait_caught_up(15)
+    node1.wait_verified()           # its own requests done before we count the control's
+    node2.wait_verified()
 
     # One live record in each instance.
     ts = START + WEEWX_COUNT * STEP
