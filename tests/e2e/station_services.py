@@ -32,6 +32,14 @@ SigtermInRequesterAck (any group, on a secondary)
     Fault injection: when ``[E2E] sigterm_in_requester_ack`` is true, sends SIGTERM to its own
     weewxd the first time the engine thread publishes the requester's status, which it does
     inside Requester.send_ack after storing records.
+
+FailingReads (any group, on a primary)
+    Fault injection: makes the responder's reads of a page fail. ``[E2E] failing_reads`` is
+    a comma-separated list of exception names (``OperationalError`` -- weedb's -- or any
+    builtin, e.g. ``RuntimeError``): after ``[E2E] failing_reads_after`` calls (default 0) of
+    ``user.mqttreplicate.database.SourceDatabase.read_page`` went through, the next calls
+    raise those exceptions, one each, in that order (log: ``e2e: read_page call <n> raises
+    <name>``); every later call works.
 """
 
 import logging
@@ -176,3 +184,35 @@ class SigtermInRequesterAck(StdService):
             return original(self_)
 
         requester.Requester.publish_status = publish_status
+
+
+class FailingReads(StdService):
+    def __init__(self, engine, config_dict):
+        super().__init__(engine, config_dict)
+        import builtins
+        import threading
+        import weedb
+        from user.mqttreplicate import database
+        options = _options(config_dict)
+        names = [n.strip() for n in str(options.get('failing_reads', '')).split(',')
+                 if n.strip()]
+        if not names:
+            return
+        after = int(options.get('failing_reads_after', 0))
+        kinds = [weedb.OperationalError if n == 'OperationalError' else getattr(builtins, n)
+                 for n in names]
+        original = database.SourceDatabase.read_page
+        lock = threading.Lock()
+        calls = [0]
+
+        def read_page(source, since, until, limit):
+            with lock:
+                n = calls[0]
+                calls[0] += 1
+            if after <= n < after + len(kinds):
+                kind = kinds[n - after]
+                log.info('e2e: read_page call %d raises %s', n, kind.__name__)
+                raise kind('e2e: injected failure of read_page call %d' % n)
+            return original(source, since, until, limit)
+
+        database.SourceDatabase.read_page = read_page

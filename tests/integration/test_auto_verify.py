@@ -65,19 +65,22 @@ def test_damage_done_while_stopped_is_repaired_after_the_catchup(rig, broker, ca
     assert error_lines(caplog) == []
 
 
-def test_a_day_imported_on_the_primary_reaches_a_running_secondary(rig, broker, caplog,
-                                                                   monkeypatch):
-    """Days 0, 1, 3 and 4 replicated; day 2 imported on the primary afterwards. The daily
-    verification brings it over while live records keep arriving."""
+def test_a_day_imported_on_the_primary_reaches_every_running_secondary(rig, broker, caplog,
+                                                                       monkeypatch):
+    """Days 0, 1, 3 and 4 replicated to two secondaries; day 2 imported on the primary
+    afterwards. The daily verification brings it to both while live records keep
+    arriving."""
     monkeypatch.setattr(verify, 'VERIFY_INTERVAL', 2.0)
     primary = rig.primary(broker, count=2 * PER_DAY)
     seed_history(primary, START + 3 * DAY, 2 * PER_DAY)
     responder = rig.start_responder(primary)
-    secondary = rig.secondary(broker, page_size=500)
-    node = rig.start_requester(secondary)
-    node.wait_caught_up(30)
-    wait_until(lambda: node.replica.verifier.verified, 20, 'the first verification')
-    assert_same(primary, secondary)
+    secondaries = [rig.secondary(broker, name='secondary%d' % i, page_size=500)
+                   for i in (1, 2)]
+    nodes = [rig.start_requester(secondary) for secondary in secondaries]
+    for node, secondary in zip(nodes, secondaries):
+        node.wait_caught_up(30)
+        node.wait_verified()
+        assert_same(primary, secondary)
 
     seed_history(primary, START + 2 * DAY, PER_DAY)        # out of order, summaries rebuilt
     newest = START + 5 * DAY - STEP
@@ -86,10 +89,11 @@ def test_a_day_imported_on_the_primary_reaches_a_running_secondary(rig, broker, 
         record, prev = read_for_live(primary, ts)
         responder.publish_live(responder.bindings[KEY], record, prev)
         newest = ts
-    wait_until(lambda: node.replica.verifier.repaired >= 1 and same(primary, secondary), 30,
-               'the imported day')
-    node.wait_position(newest)
-    assert_same(primary, secondary)
+    for node, secondary in zip(nodes, secondaries):
+        wait_until(lambda: node.replica.verifier.repaired >= 1 and same(primary, secondary),
+                   30, 'the imported day on %s' % secondary.name)
+        node.wait_position(newest)
+        assert_same(primary, secondary)
     assert error_lines(caplog) == []
 
 

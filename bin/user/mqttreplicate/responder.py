@@ -291,8 +291,9 @@ class Responder:
                     else:
                         self._serve(item, sources)
                 except Exception as e:
-                    self.faults(logging.ERROR, 'worker', 'responder: request failed: %s: %s',
-                                type(e).__name__, e)
+                    # one line per kind of failure: a new kind is never hidden by an old one
+                    self.faults(logging.ERROR, 'worker-' + type(e).__name__,
+                                'responder: request failed: %s: %s', type(e).__name__, e)
                     log.debug('traceback', exc_info=True)
                     for source in sources.values():
                         source.close()

@@ -26,8 +26,8 @@ from . import protocol
 log = logging.getLogger(__name__)
 
 # CONNACK reason codes that mean "your credentials are not welcome"
-REFUSED_CODES = (134, 135, 138)
-RECEIVE_MAXIMUM = 64   # bad user name or password, not authorized, banned
+REFUSED_CODES = (134, 135, 138)   # bad user name or password, not authorized, banned
+RECEIVE_MAXIMUM = 64
 
 
 def is_termination(exc):
@@ -198,6 +198,11 @@ class Transport:
             self.refused = reason_code.value in REFUSED_CODES
             self.connect_error = 'the broker at %s:%d refused the connection: %s' % (
                 self.options.host, self.options.port, reason_code)
+            if self.refused:
+                self.connect_error += (" (as user '%s', client id '%s': check the options "
+                                       "'username' and 'password' of [MQTTReplicate] and the "
+                                       "broker's password file and ACL)"
+                                       % (self.options.username or '', self.options.clientid))
             self.errors(logging.ERROR, 'connect', '%s: %s', self.name, self.connect_error)
             return
         self.connect_error = None
