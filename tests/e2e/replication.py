@@ -6,7 +6,8 @@
     sec = rep.start_secondary()                         # MQTTReplicate driver
     rep.wait_caught_up(sec)                             # 'caught up' in the secondary's log
     rep.wait_live(n=20)                                 # live records after the catch-up
-    rep.finish(pri, sec)                                # hold, stop, drain, compare, logs
+    rep.finish(pri, [sec], fault=fault)                 # hold, drain, mutual knowledge,
+                                                        # stop, measure, compare, logs
 
 The primary runs weewx's Simulator in generator mode: it starts where the seeded history ends
 (``resume = True``), ``history_end`` before now, and produces ~80 archive records a second,
@@ -38,6 +39,8 @@ import shutil
 import time
 from pathlib import Path
 
+from tests.support.measure import end_to_end, settling
+from tests.support.mutual import wait_mutual_knowledge
 from tests.support.station import (ENGINE_RESTART, STARTED, UNRECOVERABLE, compare_databases,
                                    generate_records, seed_history)
 from tests.support.waiting import wait_until  # noqa: F401 (used here and re-exported)
@@ -279,22 +282,32 @@ class Replication:
         wait_until(lambda: self.in_sync(station), timeout, 'the secondary to drain',
                    describe=lambda: self.describe_sync(station))
 
-    def finish(self, primary_proc, secondary_procs, stations=None):
-        """Hold and stop the primary, let the secondaries drain, stop them, compare, check
-        the logs.  Returns the primary's newest record."""
-        held = self.hold(primary_proc)
-        assert primary_proc.stop() == -15, primary_proc.describe()
-        assert self.primary.last_timestamp() == held
+    def finish(self, primary_proc, secondary_procs, stations=None, fault=None):
+        """Hold the primary, let the secondaries drain, wait for mutual knowledge (both
+        sides' statuses show what the other has), stop everything, then compare and check
+        the logs. fault: a tests.support.measure.Fault, whose row of the fault table gets
+        this run's figures (measured once everything stopped, or when the settling fails),
+        before anything is asserted on them. Returns the primary's newest record."""
         stations = stations or [self.secondary]
-        for st in stations:
-            self.wait_in_sync(st)
-        for proc in secondary_procs:
-            proc.stop()
+        with settling(lambda: self.figures(stations), fault) as figures:
+            held = self.hold(primary_proc)
+            for st in stations:
+                self.wait_in_sync(st)
+            wait_mutual_knowledge(self.broker, self.primary, stations)
+            assert primary_proc.stop() == -15, primary_proc.describe()
+            for proc in secondary_procs:
+                proc.stop()
+        figures.assert_clean()
+        assert self.primary.last_timestamp() == held
         for st in stations:
             self.assert_equal(st)
             assert_clean_secondary_log(st)
         assert_clean_primary_log(self.primary)
         return held
+
+    def figures(self, stations=None):
+        """What the run lost, doubled, restarted and locked (tests.support.measure)."""
+        return end_to_end(self.primary, stations or [self.secondary], self.bindings)
 
     def assert_equal(self, station=None):
         st = station or self.secondary

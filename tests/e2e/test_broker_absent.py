@@ -7,11 +7,15 @@ import pytest
 
 from tests.e2e.replication import (PRIMARY_CONNECTED, SECONDARY_CONNECTED, STARTING_ANYWAY,
                                    wait_until)
+from tests.support.measure import Fault
 
 pytestmark = pytest.mark.e2e
 
 
-def test_broker_starts_late(replication):
+def test_broker_starts_late(replication, fault_report):
+    fault = Fault(fault_report, 'no broker when both stations start',
+                  'the primary archives normally (no blocking connect); replication starts '
+                  'with the broker')
     rep = replication(broker_started=False,
                       requester_options={'startup_max_tries': '1',
                                          'startup_wait_before_retry': '2'})
@@ -38,7 +42,7 @@ def test_broker_starts_late(replication):
     newest = rep.secondary.last_timestamp()
     rep.wait_live(since=newest, n=20)
 
-    held = rep.finish(pri, [sec])
+    held = rep.finish(pri, [sec], fault=fault)
     assert rep.secondary.last_timestamp() == held
 
     # Nothing fatal on the primary while the broker was missing: one engine, warnings only.

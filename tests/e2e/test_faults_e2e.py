@@ -2,11 +2,12 @@
 tests/support/proxy.py): the secondary's connection cut in the middle of a page of its
 start-up catch-up and in the middle of live traffic, stalled for a while, and the primary's
 connection cut while it publishes. The primary never notices (no restart, no error), the
-secondary ends equal to it."""
+secondary ends equal to it, and each side's status shows what the other has."""
 
 import pytest
 
 from tests.e2e.replication import CATCHING_UP, MAIN_KEY, wait_until
+from tests.support.measure import Fault
 from tests.support.proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +32,14 @@ def cut_and_reconnect(proc, proxy, armed_bytes=None, direction='down'):
                'a reconnection', describe=proc.describe)
 
 
-def test_connections_cut_during_catchup_and_live(replication):
+@pytest.mark.slow
+def test_connections_cut_during_catchup_and_live(replication, fault_report):
+    fault = Fault(fault_report,
+                  "weewxd secondary's connection cut twice in the middle of pages of a "
+                  '20,000-record start-up catch-up, twice during live records (once inside a '
+                  "message), stalled during live records; the weewxd primary's connection cut "
+                  'once',
+                  'clean logs on both; 4 + 1 cuts; equal')
     rep = replication(requester_options={'page_size': '1000', 'page_timeout': '5'})
     sec_proxy = TcpProxy(rep.broker.host, rep.broker.port)
     pri_proxy = TcpProxy(rep.broker.host, rep.broker.port)
@@ -67,7 +75,7 @@ def test_connections_cut_during_catchup_and_live(replication):
         rep.wait_live(since=rep.secondary.last_timestamp(), n=20)
         assert pri.alive() and sec.alive()
 
-        rep.finish(pri, [sec])
+        rep.finish(pri, [sec], fault=fault)
         assert sec_proxy.cuts == 4 and pri_proxy.cuts == 1
     finally:
         sec_proxy.stop()

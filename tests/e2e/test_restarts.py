@@ -1,15 +1,20 @@
-"""Either side stops and comes back while the other keeps going: nothing lost, nothing doubled."""
+"""Either side stops and comes back while the other keeps going: nothing lost, nothing doubled,
+and each side's status shows what the other has."""
 
 import time
 
 import pytest
 
 from tests.e2e.replication import CATCHING_UP, INTERVAL, MAIN_KEY, wait_until
+from tests.support.measure import Fault
 
 pytestmark = pytest.mark.e2e
 
 
-def test_secondary_restarts_while_primary_produces(replication):
+def test_secondary_restarts_while_primary_produces(replication, fault_report):
+    fault = Fault(fault_report,
+                  'weewxd secondary stopped (SIGTERM) and restarted twice while the primary '
+                  'produces', 'equal')
     rep = replication()
     rep.seed(days=3)
     pri = rep.start_primary()
@@ -34,12 +39,15 @@ def test_secondary_restarts_while_primary_produces(replication):
     position, _ = rep.wait_caught_up(sec)
     rep.wait_live(since=position, n=10)
 
-    rep.finish(pri, [sec])
+    rep.finish(pri, [sec], fault=fault)
 
 
 @pytest.mark.slow
-def test_secondary_killed_during_catch_up(replication):
+def test_secondary_killed_during_catch_up(replication, fault_report):
     """kill -9 twice while a 60,000-record backlog is being stored in bulk."""
+    fault = Fault(fault_report,
+                  'weewxd secondary killed with `kill -9` twice during a 60,000-record catch-up '
+                  '(bulk rows in, summaries not yet rebuilt)', 'clean logs; equal')
     rep = replication()
     rep.seed(count=60000)
     pri = rep.start_primary()
@@ -66,10 +74,15 @@ def test_secondary_killed_during_catch_up(replication):
     position, _ = rep.wait_caught_up(sec, timeout=90)
     assert position > rep.history_end
     rep.wait_live(since=position, n=20)
-    rep.finish(pri, [sec])
+    rep.finish(pri, [sec], fault=fault)
 
 
-def test_primary_restarts_while_secondary_runs(replication):
+def test_primary_restarts_while_secondary_runs(replication, fault_report):
+    fault = Fault(fault_report,
+                  'weewxd primary restarted (SIGTERM); later `kill -9` right after committing a '
+                  'record, before publishing it',
+                  'the unpublished record reaches the secondary after the restart; equal '
+                  '(restarts: engine restarts, not the ones the test makes)')
     rep = replication()
     rep.seed(days=3)
     pri = rep.start_primary()
@@ -114,5 +127,5 @@ def test_primary_restarts_while_secondary_runs(replication):
     rep.wait_live(since=killed_at, n=20)
     newest = killed_at
 
-    rep.finish(pri, [sec])
+    rep.finish(pri, [sec], fault=fault)
     assert rep.secondary.last_timestamp() >= newest + 20 * INTERVAL

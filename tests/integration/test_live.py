@@ -11,7 +11,9 @@ import weewx.manager
 from tests.integration.harness import (BINDING, KEY, START, STEP, add_to_primary,
                                        assert_same, configure, error_lines, new_record,
                                        read_for_live, wait_until)
+from tests.support.measure import Fault, in_process
 from tests.support.mqtt import user_properties
+from tests.support.mutual import wait_mutual_knowledge
 from tests.support.station import generate_records, seed_history
 from user.mqttreplicate.responder import MQTTResponder
 
@@ -45,7 +47,10 @@ def records_requests(monitor, quiet=0.3):
             if user_properties(m).get('op', 'records') == 'records']
 
 
-def test_live_records_are_stored_and_a_hole_is_filled(rig, broker, caplog):
+def test_live_records_are_stored_and_a_hole_is_filled(rig, broker, caplog, fault_report):
+    fault = Fault(fault_report,
+                  'live record missing (hole), record imported out of order on the primary',
+                  'hole found through `prev` and requested; old record stored with its summary')
     # The primary lacks one old record (it will be imported later, out of order).
     primary = rig.station('primary')
     missing = START + 100 * STEP
@@ -86,8 +91,12 @@ def test_live_records_are_stored_and_a_hole_is_filled(rig, broker, caplog):
     # secondary's newest record, so it is simply stored, daily summary included.
     add_to_primary(primary, [new_record(missing)])
     assert publish(responder, primary, missing) == missing - STEP
-    wait_until(lambda: secondary.count_records() == COUNT + 8, 5, 'the imported record')
-    wait_until(node.idle, 5, 'the writer to finish')
+    with fault.settling(lambda: in_process(primary, secondary, caplog,
+                                           stored=node.replica.stored)) as figures:
+        wait_until(lambda: secondary.count_records() == COUNT + 8, 5, 'the imported record')
+        wait_until(node.idle, 5, 'the writer to finish')
+    wait_mutual_knowledge(broker, primary, [secondary])
+    figures.assert_clean()
     assert_same(primary, secondary)
     assert error_lines(caplog) == []
 
@@ -136,7 +145,11 @@ def test_live_records_from_the_service(rig, broker, caplog):
     assert error_lines(caplog) == []
 
 
-def test_duplicates_and_reordering_are_harmless(rig, broker, caplog):
+def test_duplicates_and_reordering_are_harmless(rig, broker, caplog, fault_report):
+    fault = Fault(fault_report,
+                  'QoS 1 duplicates, out-of-order live records, every catch-up page delivered '
+                  'again',
+                  "stored count = primary's; no rejection; no error line")
     caplog.set_level(logging.DEBUG, logger='user.mqttreplicate')
     capture = rig.client(broker)
     capture.subscribe('replicate/response/#')
@@ -160,7 +173,11 @@ def test_duplicates_and_reordering_are_harmless(rig, broker, caplog):
     for message in pages:
         capture.publish(message.topic, message.payload, qos=1, properties=message.properties)
     time.sleep(0.5)
-    wait_until(node.idle, 10, 'the writer to finish')
+    with fault.settling(lambda: in_process(primary, secondary, caplog,
+                                           stored=node.replica.stored)) as figures:
+        wait_until(node.idle, 10, 'the writer to finish')
+    wait_mutual_knowledge(broker, primary, [secondary])
+    figures.assert_clean()
 
     assert node.replica.stored == COUNT + 3
     assert secondary.count_records() == COUNT + 3

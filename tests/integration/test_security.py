@@ -9,7 +9,9 @@ import pytest
 from tests.integration.harness import (KEY, START, assert_same, error_lines,
                                        new_record, wait_until)
 from tests.support.broker import make_certs
+from tests.support.measure import Fault, in_process
 from tests.support.mqtt import user_properties
+from tests.support.mutual import wait_mutual_knowledge
 
 pytestmark = pytest.mark.integration
 
@@ -96,8 +98,11 @@ def test_tls_wrong_ca(rig, tls_broker, tmp_path):
     assert secondary.count_records() == 0
 
 
-def test_shared_secret_signs_and_rejects_forgeries(rig, broker, caplog):
+def test_shared_secret_signs_and_rejects_forgeries(rig, broker, caplog, fault_report):
     """SPEC 5.7 (more in test_signing.py): pages carry sig; an unsigned forgery is dropped."""
+    fault = Fault(fault_report,
+                  'a well-formed but unsigned live record (a forgery), with a shared_secret',
+                  'pages signed; the forgery dropped and counted; nothing stored')
     primary = rig.primary(broker, count=200, shared_secret='s3cret')
     secondary = rig.secondary(broker, shared_secret='s3cret')
     pages = rig.client(broker)
@@ -114,9 +119,15 @@ def test_shared_secret_signs_and_rejects_forgeries(rig, broker, caplog):
     forged['outTemp'] = 999.0
     attacker.publish('replicate/archive/weewx', json.dumps(forged).encode('utf-8'),
                      user_properties={'data_binding': KEY, 'protocol': '2', 'prev': last})
-    time.sleep(1.0)
+    with fault.settling(lambda: in_process(primary, secondary, caplog,
+                                           stored=node.replica.stored)) as figures:
+        time.sleep(1.0)
     stored_forgery = secondary.last_timestamp() != last
     answers = pages.drain(0.2)
     signed = bool(answers) and all('sig' in user_properties(m) for m in answers)
+    wait_mutual_knowledge(broker, primary, [secondary])
+    node.stop()
+    figures.assert_clean()
     assert not stored_forgery and signed and node.requester.rejected == 1
     assert responder.is_alive()
+    assert_same(primary, secondary)

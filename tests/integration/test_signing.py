@@ -12,7 +12,9 @@ import pytest
 from tests.integration.harness import (KEY, START, STEP, JsonWatcher, add_to_primary,
                                        assert_same, error_lines, new_record, read_for_live,
                                        retained_json, wait_until)
+from tests.support.measure import Fault, in_process
 from tests.support.mqtt import user_properties
+from tests.support.mutual import wait_mutual_knowledge
 
 from user.mqttreplicate import config as cfg
 from user.mqttreplicate import protocol
@@ -104,7 +106,12 @@ def test_same_secret_replicates_and_signs_everything(rig, broker, caplog):
     assert not any(SECRET in r.getMessage() for r in caplog.records)
 
 
-def test_forged_live_records_and_pages_are_rejected(rig, broker, caplog):
+def test_forged_live_records_and_pages_are_rejected(rig, broker, caplog, fault_report):
+    fault = Fault(fault_report,
+                  'forged live records (unsigned, signed with another secret, a genuine '
+                  "signature on a tampered payload) and a forged page, with a shared_secret",
+                  'one log line per kind and a counter; nothing stored; the next genuine record '
+                  'is stored; the status counts the rejections')
     primary, secondary = signed_pair(rig, broker, count=200)
     last = START + 199 * STEP
     spy = rig.client(broker)
@@ -159,23 +166,35 @@ def test_forged_live_records_and_pages_are_rejected(rig, broker, caplog):
     # Nothing else changed: the next genuine record is stored, and the requester's status
     # counts the rejections.
     publish_live(responder, primary, last + STEP)
-    node.wait_position(last + STEP, timeout=5)
+    with fault.settling(lambda: in_process(primary, secondary, caplog,
+                                           stored=node.replica.stored)) as figures:
+        node.wait_position(last + STEP, timeout=5)
     with secondary.open_manager('wx_binding') as manager:
         assert manager.getRecord(last + STEP)['outTemp'] != 999.0
     watcher = JsonWatcher(rig.client(broker))
     watcher.client.subscribe('replicate/status/weewx/%s' % node.clientid)
+    # (a status published before the record was stored may count them too: wait for both)
     status = watcher.wait('replicate/status/weewx/%s' % node.clientid,
-                          lambda s: s.get('rejected') == 4, timeout=5)
-    assert status['bindings'][KEY]['newest'] == last + STEP
+                          lambda s: s.get('bindings', {}).get(KEY, {}).get('newest')
+                          == last + STEP, timeout=5)
+    assert status['rejected'] == 4
+    wait_mutual_knowledge(broker, primary, [secondary])
     node.stop()
+    figures.assert_clean()
     assert_same(primary, secondary)
     assert responder.counters['rejected'] == 0
     assert error_lines(caplog) == []
 
 
-def test_responder_refuses_unsigned_requests(rig, broker, caplog):
+def test_responder_refuses_unsigned_requests(rig, broker, caplog, fault_report):
     """Requests without a valid signature (a protocol-1 peer cannot sign at all) get no
-    answer, are counted in the responder's counters and its retained status."""
+    answer, are counted in the responder's counters and its retained status. A requester
+    with the secret is served as usual."""
+    fault = Fault(fault_report,
+                  'unsigned requests (protocol 1 and 2), a request signed with another secret, '
+                  'a forged ack, with a shared_secret',
+                  'no answer; counted in the counters and the retained status; one log line '
+                  'per kind; a requester with the secret still served')
     primary = rig.primary(broker, count=50, shared_secret=SECRET)
     responder = rig.start_responder(primary)
     attacker = rig.client(broker, client_id='attacker')
@@ -215,6 +234,16 @@ def test_responder_refuses_unsigned_requests(rig, broker, caplog):
     assert all(line.startswith('responder: ' + REJECTED_TEXT + 'replicate/request/weewx')
                for line in signature_lines(caplog))
     assert responder.is_alive()
+
+    secondary = rig.secondary(broker, shared_secret=SECRET, page_size=20)
+    node = rig.start_requester(secondary)
+    with fault.settling(lambda: in_process(primary, secondary, caplog,
+                                           stored=node.replica.stored)) as figures:
+        node.wait_caught_up(15)
+    wait_mutual_knowledge(broker, primary, [secondary])
+    node.stop()
+    figures.assert_clean()
+    assert_same(primary, secondary)
     assert error_lines(caplog) == []
 
 

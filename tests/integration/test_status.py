@@ -4,6 +4,8 @@ import pytest
 
 from tests.integration.harness import (KEY, START, STEP, JsonWatcher, assert_same,
                                        error_lines, retained_json)
+from tests.support.measure import Fault, in_process
+from tests.support.mutual import wait_mutual_knowledge
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +44,12 @@ def test_acks_and_retained_status(rig, broker, caplog):
     assert own['clientid'] == clientid
     assert own['bindings'][KEY]['newest'] == newest
     assert own['bindings'][KEY]['lag'] == 0
+    # and each knows what the other has: the primary's newest record, acknowledged
+    wait_mutual_knowledge(broker, primary, [secondary])
+    own = retained_json(broker, mine)
+    assert own['bindings'][KEY]['acknowledged'] == newest
+    assert own['bindings'][KEY]['primary_newest'] == newest
+    assert own['bindings'][KEY]['catching_up'] is False
 
     # Clean stops leave "offline" behind, retained.
     node.stop()
@@ -52,9 +60,11 @@ def test_acks_and_retained_status(rig, broker, caplog):
     assert error_lines(caplog) == []
 
 
-def test_last_wills_after_kill9(rig, broker):
+def test_last_wills_after_kill9(rig, broker, caplog, fault_report):
     """Both roles, run from the command line and killed with SIGKILL: the broker publishes
-    their wills, retained {"state": "offline"}."""
+    their wills, retained {"state": "offline"}. Started again, they know each other again."""
+    fault = Fault(fault_report, 'both roles killed with SIGKILL',
+                  'retained `{"state": "offline"}` wills; started again, equal')
     primary = rig.primary(broker, count=50, clientid='will-primary')
     secondary = rig.secondary(broker, clientid='will-secondary')
     watcher = JsonWatcher(rig.client(broker))
@@ -67,17 +77,33 @@ def test_last_wills_after_kill9(rig, broker):
     mine = 'replicate/status/weewx/will-secondary'
     try:
         # online, and the secondary has acknowledged everything
-        watcher.wait(RESPONDER_STATUS,
-                     lambda s: s.get('state') == 'online'
-                     and ((s.get('nodes') or {}).get('will-secondary') or {}).get(KEY, {})
-                     .get('last') == START + 49 * STEP, timeout=30)
+        status = watcher.wait(RESPONDER_STATUS,
+                              lambda s: s.get('state') == 'online'
+                              and ((s.get('nodes') or {}).get('will-secondary') or {})
+                              .get(KEY, {}).get('last') == START + 49 * STEP, timeout=30)
         watcher.wait(mine, lambda s: s.get('state') == 'online', timeout=10)
     finally:
         request.kill9()
         respond.kill9()
+    stored = [status['nodes']['will-secondary'][KEY]['count']]    # the requester's counter
     watcher.wait(mine, lambda s: s.get('state') == 'offline', timeout=10)
     assert retained_json(broker, mine)['state'] == 'offline'
     assert retained_json(broker, RESPONDER_STATUS)['state'] == 'offline'
+
+    # Both again: nothing new to replicate, and each knows what the other has.
+    respond = primary.start_cli('respond')
+    respond.wait_for_output('responding for', timeout=30)
+    request = secondary.start_cli('request')
+    try:
+        with fault.settling(lambda: in_process(
+                primary, secondary, caplog, stored=sum(stored),
+                primary_output=respond.output_text(since_start=False))) as figures:
+            statuses = wait_mutual_knowledge(broker, primary, [secondary])
+            stored.append(statuses[RESPONDER_STATUS]['nodes']['will-secondary'][KEY]['count'])
+    finally:
+        request.stop()
+        respond.stop()
+    figures.assert_clean()
     assert_same(primary, secondary)
 
 

@@ -281,21 +281,25 @@ def print_status(statuses, prefix):
     if not statuses:
         print('no status published under %s/#' % prefix)
         return
-    rows = [('topic', 'state', 'binding', 'newest', 'node', 'acked', 'lag s')]
+    rows = [('topic', 'state', 'binding', 'newest', 'node', 'acked', 'lag s', 'verified')]
     for topic in sorted(statuses):
         status = statuses[topic]
         state = status.get('state', '?')
         bindings = status.get('bindings') or {}
         if not bindings:
-            rows.append((topic, state, '', '', '', '', ''))
+            rows.append((topic, state, '', '', '', '', '', ''))
         for key, info in sorted(bindings.items()):
-            rows.append((topic, state, key, _when((info or {}).get('newest')), '', '',
-                         str((info or {}).get('lag', '')) if info.get('lag') is not None
-                         else ''))
+            info = info or {}
+            # a requester's binding: what the primary has acknowledged, when it last verified
+            acked = _when(info['acknowledged']) if info.get('acknowledged') else ''
+            verified = _when(info['verified']) if info.get('verified') else ''
+            lag = str(info['lag']) if info.get('lag') is not None else ''
+            rows.append((topic, state, key, _when(info.get('newest')), '', acked, lag,
+                         verified))
         for node, acks in sorted((status.get('nodes') or {}).items()):
             for key, ack in sorted(acks.items()):
                 rows.append((topic, state, key, '', node, _when(ack.get('last')),
-                             str(ack.get('lag', ''))))
+                             str(ack.get('lag', '')), ''))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print('  '.join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
