@@ -17,6 +17,7 @@ import pytest
 from tests.e2e.replication import (INTERVAL, PRIMARY_CONNECTED, Replication,
                                    assert_clean_secondary_log, log_lines)
 from tests.support.measure import Fault, end_to_end, timestamps
+from tests.support.mutual import wait_mutual_knowledge
 from tests.support.station import ENGINE_RESTART, STARTED, UNRECOVERABLE
 
 pytestmark = pytest.mark.e2e
@@ -58,9 +59,11 @@ def primary_log_problems(station, allowed_errors):
 
 
 def settle(rep, pri, sec):
-    """Hold the primary between two records, let the secondary drain, stop both."""
+    """Hold the primary between two records, let the secondary drain, wait until both
+    sides' statuses show what the other has, stop both."""
     held = rep.hold(pri)
     rep.wait_in_sync()
+    wait_mutual_knowledge(rep.broker, rep.primary, [rep.secondary])
     assert pri.stop() == -15, pri.describe()
     assert sec.stop() == -15, sec.describe()
     return held
