@@ -7,6 +7,8 @@ import sqlite3
 import time
 import zlib
 
+import weewx.manager
+
 import pytest
 
 from tests.integration.harness import DAY, KEY, START, STEP, assert_same, wait_until
@@ -188,4 +190,50 @@ def test_replace_range_on_an_opened_manager(rig, broker):
             store.replace_range(start - 1, start + DAY - 1, day)
         store.close()
         assert manager.connection is not None                 # not closed: not ours
+    assert_same(primary, secondary)
+
+
+@pytest.mark.parametrize('crash', ['before the rebuild', 'during the rebuild'])
+def test_a_crash_in_the_middle_of_a_repair_leaves_summaries_that_get_rebuilt(rig, broker,
+                                                                              monkeypatch,
+                                                                              crash):
+    """The rows are replaced and the summaries of their days deleted in one transaction,
+    which also marks the summaries incomplete from that day on: a crash before the rebuild
+    (or in its middle) is healed the next time the database is opened, and by weewxd's own
+    start-up backfill."""
+    from user.mqttreplicate import database
+    primary = rig.primary(broker, count=4 * PER_DAY)
+    secondary = rig.station('secondary')
+    seed_history(secondary, START, 4 * PER_DAY)
+    con = sqlite3.connect(str(secondary.db_path()))
+    with con:                                   # day 1 differs, summaries included
+        con.execute('DELETE FROM archive WHERE dateTime > ? AND dateTime <= ?',
+                    (START + DAY, START + DAY + 7200))
+    con.close()
+    with primary.open_manager() as source:
+        day1 = [{k: v for k, v in r.items() if v is not None}
+                for r in source.genBatchRecords(START + DAY - 1, START + 2 * DAY - 1)]
+    real_set = weewx.manager.DaySummaryManager._set_day_summary
+    calls = []
+
+    def crashing(self, *args, **kwargs):
+        calls.append(1)
+        if crash == 'before the rebuild' or len(calls) > 1:
+            raise KeyboardInterrupt('crash')
+        return real_set(self, *args, **kwargs)
+
+    monkeypatch.setattr(weewx.manager.DaySummaryManager, '_set_day_summary', crashing)
+    store = database.TargetDatabase(secondary.manager_dict())
+    with pytest.raises(KeyboardInterrupt):
+        store.replace_range(START + DAY - 1, START + 2 * DAY - 1,
+                            [store.prepare(r) for r in day1])
+    store.manager.close()
+    monkeypatch.setattr(weewx.manager.DaySummaryManager, '_set_day_summary', real_set)
+    with pytest.raises(AssertionError):
+        assert_same(primary, secondary)         # the summaries of day 1 are not there
+
+    store = database.TargetDatabase(secondary.manager_dict())
+    assert store.summaries_pending
+    store.finish_bulk()                         # as a replica does before its first store
+    store.close()
     assert_same(primary, secondary)

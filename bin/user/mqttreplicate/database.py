@@ -204,13 +204,23 @@ class TargetDatabase:
 
     def replace_range(self, first_exclusive, last_inclusive, records):
         """Make the rows first_exclusive < dateTime <= last_inclusive exactly `records`
-        (prepared, all in that range): one transaction deletes the old rows and inserts
-        these; then the daily summaries of the days touched are rebuilt from the archive."""
-        self.finish_bulk()          # WeeWX rebuilds given days only from complete summaries
+        (prepared, all in that range, one per dateTime), then rebuild the daily summaries of
+        the days touched from the archive.
+
+        One transaction replaces the rows, deletes those days' summaries and marks the
+        summaries complete only up to the first of them; the rebuild then marks them
+        complete again. A crash in between leaves summaries that WeeWX (at weewxd's start)
+        and TargetDatabase (at open) know to rebuild, never wrong ones."""
+        self.finish_bulk()          # only a range is rebuilt: everything else must be done
         groups = {}
         for record in records:
             groups.setdefault(tuple(record), []).append(tuple(record.values()))
-        with weedb.Transaction(self.manager.connection) as cursor:
+        manager = self.manager
+        start_d = archive_date(first_exclusive + 1)
+        after_d = archive_date(last_inclusive) + datetime.timedelta(days=1)
+        first_day = int(time.mktime(start_d.timetuple()))
+        after_day = int(time.mktime(after_d.timetuple()))
+        with weedb.Transaction(manager.connection) as cursor:
             cursor.execute('DELETE FROM %s WHERE dateTime > ? AND dateTime <= ?' % self.table,
                            (first_exclusive, last_inclusive))
             for columns, rows in groups.items():
@@ -218,24 +228,23 @@ class TargetDatabase:
                                                           ', '.join('?' * len(columns)))
                 for row in rows:
                     cursor.execute(sql, row)
+            if self.has_summaries:
+                # days left without records must lose their summaries too
+                for key in manager.daykeys:
+                    cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
+                                   % (self.table, key), (first_day, after_day))
+                manager._write_metadata('lastUpdate', str(first_day), cursor)
         if not self.has_summaries:
             return
-        manager = self.manager
         manager._sync()
         if manager.last_timestamp is None:
             return
-        start_d = archive_date(first_exclusive + 1)
-        stop_d = archive_date(last_inclusive)
-        with weedb.Transaction(manager.connection) as cursor:
-            # days left without records must lose their summaries too
-            first_day = time.mktime(start_d.timetuple())
-            after_day = time.mktime((stop_d + datetime.timedelta(days=1)).timetuple())
-            for key in manager.daykeys:
-                cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
-                               % (self.table, key), (first_day, after_day))
-            # the newest row may have come or gone: the summaries are complete either way
-            manager._write_metadata('lastUpdate', str(int(manager.last_timestamp)), cursor)
-        manager.backfill_day_summary(start_d=start_d, stop_d=stop_d, progress_fn=None)
+        if manager.last_timestamp <= first_day:
+            # nothing from the first day on: the summaries are complete as they are
+            with weedb.Transaction(manager.connection) as cursor:
+                manager._write_metadata('lastUpdate', str(int(manager.last_timestamp)), cursor)
+            return
+        backfill_day_summary(manager, (start_d, after_d))
 
     def existing(self, first, last):
         rows = _fetch_all(self.manager.connection,
@@ -300,8 +309,12 @@ class TargetDatabase:
 TRANCHE_DAYS = 5
 
 
-def backfill_day_summary(manager):
+def backfill_day_summary(manager, days=None):
     """What DaySummaryManager.backfill_day_summary() does, about three times faster.
+
+    days: (first date, date after the last) to rebuild only those days (whose summaries were
+    deleted), then mark the summaries complete; by default, from metadata lastUpdate to the
+    newest record.
 
     WeeWX's version hands every record to its day accumulator with all ~115 columns, most of
     them None. Adding a None value only creates the statistics of its type, so here the first
@@ -311,13 +324,16 @@ def backfill_day_summary(manager):
     needed = ('_set_day_summary', '_read_metadata', '_write_metadata', '_get_backfill_range',
               '_calc_weight')
     if not all(hasattr(manager, name) for name in needed):
-        return manager.backfill_day_summary(progress_fn=None)
+        return manager.backfill_day_summary(progress_fn=None)      # from lastUpdate on
     if manager.first_timestamp is None:
         return 0, 0
     last_daily_ts = weeutil.weeutil.to_int(manager._read_metadata('lastUpdate'))
-    first_d, last_d = manager._get_backfill_range(last_daily_ts, None, None, None)
-    if first_d is None:
-        return 0, 0
+    if days is None:
+        first_d, last_d = manager._get_backfill_range(last_daily_ts, None, None, None)
+        if first_d is None:
+            return 0, 0
+    else:
+        first_d, last_d = days
     columns = list(manager.sqlkeys)
     select = 'SELECT %s FROM %s WHERE dateTime > ? AND dateTime <= ? ORDER BY dateTime ASC' \
         % (', '.join(columns), manager.table_name)
@@ -359,4 +375,8 @@ def backfill_day_summary(manager):
             if last_daily_ts:
                 manager._write_metadata('lastUpdate', str(int(last_daily_ts)), cursor)
         mark_d = stop_d
+    if days is not None:
+        # the days after the range were complete before: so is everything now
+        with weedb.Transaction(manager.connection) as cursor:
+            manager._write_metadata('lastUpdate', str(int(manager.last_timestamp)), cursor)
     return nrecs, ndays
