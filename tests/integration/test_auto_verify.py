@@ -182,7 +182,8 @@ def test_a_forged_or_bad_repair_page_replaces_nothing(rig, broker, caplog, monke
     monkeypatch.setattr(protocol, 'split_batches', corrupt)
     monkeypatch.setattr(verify, 'RETRY_INTERVAL', 3600.0)
     node = rig.start_requester(secondary)
-    wait_until(lambda: log_lines(caplog, 'not repaired'), 30, 'the bad repair page')
+    wait_until(lambda: log_lines(caplog, 'bad answer to the verification'), 30,
+               'the bad repair page')
     assert secondary.count_records() == before and node.replica.verifier.repaired == 0
     monkeypatch.setattr(protocol, 'split_batches', real_split)
     node.replica.verifier.next_time = 0                      # the retry, now

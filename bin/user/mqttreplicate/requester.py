@@ -374,6 +374,7 @@ class Requester:
         self.config_dict = config_dict
         self.replicas = {}
         self.faults = RateLimitedLog(log)
+        self.status_lock = threading.Lock()
         self.rejected = 0
         self.received = 0
         self.progress_count = 0
@@ -416,23 +417,23 @@ class Requester:
 
     # --- sending (any thread) ----------------------------------------------------------------
 
-    def send_request(self, binding, since, until=None, replace=False):
+    def send_request(self, binding, since, until=None, replace=False, correlation=None):
         """Ask for a page of records newer than since; the correlation of the answer."""
         props = [('op', protocol.OP_RECORDS), ('limit', self.options.page_size)]
         if until is not None:
             props.append(('until', until))
         if replace:
             props.append(('replace', 1))
-        return self._ask(binding, str(int(since)).encode('ascii'), props)
+        return self._ask(binding, str(int(since)).encode('ascii'), props, correlation)
 
-    def send_digest(self, binding, since, until, bucket, columns):
+    def send_digest(self, binding, since, until, bucket, columns, correlation=None):
         """Ask for the digest of since < dateTime <= until (SPEC 5.5)."""
         return self._ask(binding, protocol.encode_json(
             {'since': since, 'until': until, 'bucket': bucket, 'columns': columns}),
-            [('op', protocol.OP_DIGEST)])
+            [('op', protocol.OP_DIGEST)], correlation)
 
-    def _ask(self, binding, payload, props):
-        correlation = protocol.new_correlation()
+    def _ask(self, binding, payload, props, correlation=None):
+        correlation = correlation or protocol.new_correlation()
         self.transport.publish(protocol.request_topic(self.conn.request_topic, binding.instance),
                                payload, [('data_binding', binding.key),
                                          ('protocol', protocol.PROTOCOL),
@@ -456,6 +457,12 @@ class Requester:
             log.debug('requester: ack not sent: %s', e)
 
     def publish_status(self):
+        # Called from the loop thread and from the threads that own the bindings: the lock
+        # makes sure an older picture is never published after a newer one.
+        with self.status_lock:
+            self._publish_status()
+
+    def _publish_status(self):
         for instance, topic in zip(self.options.instances, self.status_topics):
             bindings = {}
             for replica in self.ordered():
@@ -569,6 +576,10 @@ class Requester:
         correlation = getattr(message.properties, 'CorrelationData', None)
         if not is_live and replica.verifier.expects(correlation):
             self._on_verify_answer(message, replica, props, correlation)
+            return
+        if not is_live and replica.verifier.expected(correlation):
+            log.debug('requester: %s: late answer to a verification ignored', key)
+            self.transport.ack(message)
             return
         if is_live and protocol.instance_of(message.topic, self.conn.archive_topic) \
                 != replica.binding.instance:

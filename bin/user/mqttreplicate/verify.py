@@ -5,6 +5,7 @@ It uses an MQTT client of its own (client id `<clientid>-verify`, answers on its
 response topic) and its own database connections, so a running driver is not disturbed.
 """
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -14,7 +15,7 @@ import weedb
 
 from . import database
 from . import protocol
-from .transport import Transport
+from .transport import Transport, is_termination
 
 log = logging.getLogger(__name__)
 
@@ -221,26 +222,38 @@ class AutoVerifier:
 
     A state machine driven by the replica on the thread that owns the binding's database
     (the engine thread for `main` under weewxd, so a repair never races the engine's own
-    daily-summary updates); answers reach it through the replica's inbox."""
+    daily-summary updates); answers reach it through the replica's inbox.
+
+    It is careful, as it runs unattended: a day is replaced only by exactly the records the
+    primary's digest counted, and never by fewer records than this station has (a primary
+    restored from an old backup, or pointed at the wrong database, must not empty its
+    secondaries: `verify --repair` does that on request). Anything unexpected in an answer
+    changes nothing and the verification is tried again later."""
 
     def __init__(self, replica):
         self.replica = replica
         options = replica.requester.options
-        # one digest request covers the whole window
-        self.days = min(options.verify_days, protocol.MAX_DIGEST_BUCKETS - 1)
+        self.days = options.verify_days
+        if self.days >= protocol.MAX_DIGEST_BUCKETS:
+            log.warning('requester: %s: verify_days %d is more than one verification can '
+                        'cover; verifying the last %d days', replica.key, self.days,
+                        protocol.MAX_DIGEST_BUCKETS - 1)
+            self.days = protocol.MAX_DIGEST_BUCKETS - 1
         self.timeout = options.page_timeout
         self.due = False
         self.next_time = None          # monotonic time of the next daily verification
         self.correlation = None        # of the request being answered; None when idle
+        self.old = collections.deque(maxlen=16)     # correlations given up or answered
         self.phase = None              # 'digest' or 'records'
         self.parts = {}                # seq -> decoded payload of the answer so far
-        self.end_seq = None            # seq of the answer's last message, once seen
+        self.end = None                # properties of the answer's last message, once seen
         self.asked_at = 0.0
         self.since = self.until = None
         self.columns = None
         self.dates_only = False        # unit systems differ: compare dateTime only
-        self.differing = []            # bucket starts still to repair
-        self.records = []              # the primary's records of the bucket being fetched
+        self.repairs = []              # [(bucket start, records the primary counted)]
+        self.page_since = None         # since of the page being fetched
+        self.records = {}              # dateTime -> the primary's record, of the bucket
         self.verified = None           # wall-clock time of the last complete verification
         self.repaired = 0              # days repaired since start
 
@@ -252,16 +265,28 @@ class AutoVerifier:
         """Is this the answer we wait for? (loop thread)"""
         return correlation is not None and correlation == self.correlation
 
+    def expected(self, correlation):
+        """Was this the answer to a request given up or answered already? (loop thread)"""
+        return correlation is not None and correlation in self.old
+
     def schedule(self):
         """Verify at the next quiet moment (after a catch-up)."""
         self.due = True
 
     def cancel(self):
         """A catch-up starts: what is being compared may change; verify again after it."""
+        if self.correlation is not None:
+            self.due = True
+        self._forget()
+
+    def _forget(self):
+        if self.correlation is not None:
+            self.old.append(self.correlation)
         self.correlation = None
         self.parts = {}
-        self.differing = []
-        self.records = []
+        self.end = None
+        self.repairs = []
+        self.records = {}
 
     def tick(self):
         """Called when the replica is idle: start a due verification, give up a silent one."""
@@ -269,10 +294,8 @@ class AutoVerifier:
         replica = self.replica
         if self.correlation is not None:
             if now - self.asked_at > self.timeout:
-                replica.faults(logging.WARNING, 'verify', 'requester: %s: no answer to the '
-                               'verification for %.0f s; trying again in %.0f min', self.key,
-                               now - self.asked_at, RETRY_INTERVAL / 60)
-                self._finish(RETRY_INTERVAL, complete=False)
+                self._give_up('no answer to the verification for %.0f s'
+                              % (now - self.asked_at))
             return
         if self.next_time is not None and now >= self.next_time:
             self.due = True
@@ -280,28 +303,56 @@ class AutoVerifier:
                 or not replica.position or not replica.requester.transport.connected.is_set():
             return
         self.due = False
-        self.since, self.until = window(replica.position, self.days)
-        self._ask_digest()
+        until = replica.position
+        if replica.primary_newest:
+            # what the primary does not have (yet) is not compared
+            until = min(until, replica.primary_newest)
+        self.since, self.until = window(until, self.days)
+        self.dates_only = False
+        self._guarded(self._ask_digest)
+
+    def _give_up(self, why):
+        self.replica.faults(logging.WARNING, 'verify', 'requester: %s: %s; verifying again '
+                            'in %.0f min', self.key, why, RETRY_INTERVAL / 60)
+        self._finish(RETRY_INTERVAL, complete=False)
+
+    def _guarded(self, action, *args):
+        """Run a step; a failure (the database locked by a report, say) is logged and the
+        verification tried again later, never raised into the engine."""
+        try:
+            action(*args)
+        except Exception as e:
+            if is_termination(e):
+                raise
+            log.debug('traceback', exc_info=True)
+            self._give_up('the verification failed: %s: %s' % (type(e).__name__, e))
 
     # --- asking ------------------------------------------------------------------------------
 
     def _ask_digest(self):
         store = self.replica.store
         self.columns = ['dateTime'] if self.dates_only else list(store.columns)
-        self._ask('digest', lambda: self.replica.requester.send_digest(
-            self.replica.binding, self.since, self.until, BUCKET, self.columns))
+        self._ask('digest', self.replica.requester.send_digest, self.since, self.until,
+                  BUCKET, self.columns)
 
     def _ask_records(self, since):
-        last = min(self.differing[0] + BUCKET - 1, self.until)
-        self._ask('records', lambda: self.replica.requester.send_request(
-            self.replica.binding, since, last, replace=True))
+        self.page_since = since
+        self._ask('records', self.replica.requester.send_request, since, self._bucket_end(),
+                  True)
 
-    def _ask(self, phase, send):
+    def _bucket_end(self):
+        return min(self.repairs[0][0] + BUCKET - 1, self.until)
+
+    def _ask(self, phase, send, *args):
+        if self.correlation is not None:
+            self.old.append(self.correlation)
         self.phase = phase
         self.parts = {}
-        self.end_seq = None
+        self.end = None
         self.asked_at = time.monotonic()
-        self.correlation = send()
+        # known before the request leaves, so its answer is never taken for a stranger's
+        self.correlation = protocol.new_correlation()
+        send(self.replica.binding, *args, correlation=self.correlation)
 
     # --- answers -----------------------------------------------------------------------------
 
@@ -309,25 +360,47 @@ class AutoVerifier:
         """One message of an answer (the replica's owning thread)."""
         if item.correlation != self.correlation:
             return                     # an answer to a request given up
+        self._guarded(self._on_message, item)
+
+    def _on_message(self, item):
         props = item.props
         if props.get('error'):
-            self.replica.faults(logging.WARNING, 'verify', 'requester: %s: the responder '
-                                'refused the verification: %s', self.key, props['error'])
-            self._finish(RETRY_INTERVAL, complete=False)
+            self._give_up('the responder refused the verification: %s' % props['error'])
             return
         seq = props.get('seq') or 0
         self.parts.setdefault(seq, item.records)
         if props.get('end'):
-            self.end_seq = seq
-        if self.end_seq is None or len(self.parts) <= self.end_seq:
+            self.end = props
+        last_seq = None if self.end is None else (self.end.get('seq') or 0)
+        if last_seq is None or sorted(self.parts) != list(range(last_seq + 1)):
+            if last_seq is not None and max(self.parts) > last_seq:
+                self._give_up('an answer has a message after its last one')
             return
         payloads = [self.parts[s] for s in sorted(self.parts)]
-        self.parts = {}
-        self.end_seq = None
-        if self.phase == 'digest':
-            self._on_digest(payloads[0], props)
-        else:
-            self._on_records(payloads, props)
+        end, self.parts, self.end = self.end, {}, None
+        try:
+            if self.phase == 'digest':
+                self._on_digest(payloads[0], end)
+            else:
+                self._on_records(payloads, end)
+        except protocol.ProtocolError as e:
+            self._give_up('bad answer to the verification: %s' % e)
+
+    def _remote_buckets(self, buckets):
+        """The primary's digest, checked: [start, count, hex] with start a bucket start in
+        the window, counts positive."""
+        if not isinstance(buckets, list):
+            raise protocol.ProtocolError('the digest is not a list')
+        remote = {}
+        for entry in buckets:
+            if not (isinstance(entry, list) and len(entry) == 3
+                    and all(_plain_int(v) for v in entry[:2]) and isinstance(entry[2], str)
+                    and entry[0] % BUCKET == 0 and self.since < entry[0] + BUCKET
+                    and entry[0] <= self.until and entry[1] > 0):
+                raise protocol.ProtocolError('digest entry %.60r is not [bucket start, count, '
+                                             'digest] within the range asked for' % (entry,))
+            remote[entry[0]] = entry
+        return remote
 
     def _on_digest(self, buckets, props):
         store = self.replica.store
@@ -337,55 +410,79 @@ class AutoVerifier:
             self.dates_only = True     # converted values never match exactly
             self._ask_digest()
             return
-        remote = [b for b in buckets if isinstance(b, list) and len(b) == 3] \
-            if isinstance(buckets, list) else []
-        local = store.digest(self.since, self.until, BUCKET, self.columns)
-        self.differing = protocol.differing_buckets(local, remote)
-        if not self.differing:
-            log.info('requester: %s: verified %s to %s: in sync', self.key,
-                     when(self.since + 1), when(self.until))
+        remote = self._remote_buckets(buckets)
+        local = {entry[0]: entry for entry in
+                 store.digest(self.since, self.until, BUCKET, self.columns)}
+        differing = protocol.differing_buckets(list(local.values()), list(remote.values()))
+        self.repairs = []
+        for start in differing:
+            theirs = remote.get(start, [start, 0])[1]
+            ours = local.get(start, [start, 0])[1]
+            if theirs < ours:
+                self.replica.faults(
+                    logging.WARNING, 'verify-fewer', 'requester: %s: %s has %d records '
+                    'here but %d on the primary; left as it is (`verify --repair` makes it '
+                    'the primary\'s copy)', self.key, when(start)[:10], ours, theirs)
+            else:
+                self.repairs.append((start, theirs))
+        if not self.repairs:
+            if not differing:
+                log.info('requester: %s: verified %s to %s: in sync', self.key,
+                         when(self.since + 1), when(self.until))
             self._finish(VERIFY_INTERVAL)
             return
         log.warning('requester: %s: %d day(s) differ from the primary (%s); fetching them '
-                    'again', self.key, len(self.differing),
-                    ', '.join(when(start)[:10] for start in self.differing[:5])
-                    + (', ...' if len(self.differing) > 5 else ''))
-        self.records = []
-        self._ask_records(self.differing[0] - 1)
+                    'again', self.key, len(self.repairs),
+                    ', '.join(when(start)[:10] for start, _ in self.repairs[:5])
+                    + (', ...' if len(self.repairs) > 5 else ''))
+        self.records = {}
+        self._ask_records(self.repairs[0][0] - 1)
 
     def _on_records(self, payloads, props):
-        try:
-            for batch in payloads:
-                if not isinstance(batch, list):
-                    raise protocol.ProtocolError('a page is not a list of records')
-                self.records.extend(protocol.validate_record(r) for r in batch)
-        except protocol.ProtocolError as e:
-            # a partial day must not replace a whole one
-            self.replica.faults(logging.WARNING, 'verify', 'requester: %s: bad record in '
-                                'the repair of %s: %s; not repaired', self.key,
-                                when(self.differing[0]), e)
-            self._finish(RETRY_INTERVAL, complete=False)
+        start, counted = self.repairs[0]
+        last = self._bucket_end()
+        for batch in payloads:
+            if not isinstance(batch, list):
+                raise protocol.ProtocolError('a page is not a list of records')
+            for record in batch:
+                record = protocol.validate_record(record)
+                if not self.page_since < record['dateTime'] <= last:
+                    raise protocol.ProtocolError('record %s is outside the range asked for'
+                                                 % record['dateTime'])
+                self.records[record['dateTime']] = record      # a duplicate counts once
+        if len(self.records) > counted:
+            raise protocol.ProtocolError('more records for %s than the digest counted (%d)'
+                                         % (when(start)[:10], counted))
+        if props.get('more'):
+            following = props.get('last')
+            if following is None or not self.page_since < following <= last:
+                raise protocol.ProtocolError('a page ends with more=1 and last=%s' % following)
+            self._ask_records(following)
             return
-        if props.get('more') and props.get('last') is not None:
-            self._ask_records(props['last'])
+        if len(self.records) != counted:
+            # the primary's copy changed since its digest (or the answer is short)
+            self._give_up('%s: %d records fetched, %d in the digest'
+                          % (when(start)[:10], len(self.records), counted))
             return
-        start = self.differing.pop(0)
-        stored = repair_bucket(self.replica.store, self.key, start, self.until, self.records)
-        self.records = []
+        self.repairs.pop(0)
+        stored = repair_bucket(self.replica.store, self.key, start, self.until,
+                               [self.records[ts] for ts in sorted(self.records)])
+        self.records = {}
         self.repaired += 1
         log.info('requester: %s: repaired %s: %d records from the primary', self.key,
                  when(start)[:10], stored)
-        if self.differing:
-            self._ask_records(self.differing[0] - 1)
+        if self.repairs:
+            self._ask_records(self.repairs[0][0] - 1)
         else:
             self._finish(VERIFY_INTERVAL)
 
     def _finish(self, again_in, complete=True):
-        self.correlation = None
-        self.parts = {}
-        self.differing = []
-        self.records = []
+        self._forget()
         self.next_time = time.monotonic() + again_in
         if complete:
             self.verified = int(time.time())
         self.replica.ack_due = True    # the status tells when we last verified
+
+
+def _plain_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
