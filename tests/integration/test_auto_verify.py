@@ -190,3 +190,31 @@ def test_a_forged_or_bad_repair_page_replaces_nothing(rig, broker, caplog, monke
     wait_until(lambda: node.replica.verifier.repaired == 1, 30, 'the repair')
     assert_same(primary, secondary)
     assert responder.counters['rejected'] == 0
+
+
+def test_days_the_primary_has_fewer_records_of_are_left_alone(rig, broker, caplog):
+    """Rows gone from the primary (a restored backup, a wrong database): the automatic
+    verification must not empty its secondaries. It warns; `verify --repair` makes the day
+    the primary's copy when asked to."""
+    caplog.set_level(logging.INFO, logger='user.mqttreplicate')
+    primary = rig.primary(broker, count=3 * PER_DAY)
+    rig.start_responder(primary)
+    secondary = rig.secondary(broker)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(30)
+    node.wait_verified()
+    node.stop()
+    con = sqlite3.connect(str(primary.db_path()))
+    with con:
+        con.execute('DELETE FROM archive WHERE dateTime > ? AND dateTime <= ?',
+                    (START + DAY + 3600, START + DAY + 7200))
+    con.close()
+    before = secondary.count_records()
+
+    node = rig.start_requester(secondary)
+    node.wait_verified()
+    assert secondary.count_records() == before and node.replica.verifier.repaired == 0
+    assert len(log_lines(caplog, 'left as it is')) == 1
+    result = secondary.run_cli('--connect-timeout', '10', 'verify', '--repair', timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert secondary.count_records() == before - 12
