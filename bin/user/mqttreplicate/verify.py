@@ -39,7 +39,8 @@ def repair_bucket(store, key, start, until, records):
     """Make the bucket starting at `start` (up to `until`) exactly the primary's `records`:
     replaced in one transaction, daily summaries rebuilt. The number of records stored."""
     last = min(start + BUCKET - 1, until)
-    prepared = [store.prepare(r, key) for r in records if start <= r['dateTime'] <= last]
+    unique = {r['dateTime']: r for r in records if start <= r['dateTime'] <= last}
+    prepared = [store.prepare(unique[ts], key) for ts in sorted(unique)]
     store.replace_range(start - 1, last, prepared)
     return len(prepared)
 
@@ -120,12 +121,16 @@ class Verifier:
                               [('op', protocol.OP_RECORDS), ('limit', self.options.page_size),
                                ('until', until), ('replace', 1)])
             for _, batch in parts:
-                for record in batch if isinstance(batch, list) else []:
-                    records.append(protocol.validate_record(record))
+                if not isinstance(batch, list):
+                    raise protocol.ProtocolError('a page is not a list of records')
+                records.extend(protocol.validate_record(record) for record in batch)
             props = parts[-1][0]
             if not protocol.int_property(props, 'more', 0):
                 return records
-            since = protocol.int_property(props, 'last', since)
+            following = protocol.int_property(props, 'last', None)
+            if following is None or not since < following <= until:
+                raise protocol.ProtocolError('a page ends with more=1 and last=%s' % following)
+            since = following
 
     def oldest(self, binding):
         """dateTime of the primary's oldest record, or None."""
