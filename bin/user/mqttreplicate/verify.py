@@ -400,7 +400,7 @@ class AutoVerifier:
         for entry in buckets:
             if not (isinstance(entry, list) and len(entry) == 3
                     and all(_plain_int(v) for v in entry[:2]) and isinstance(entry[2], str)
-                    and entry[0] % BUCKET == 0 and self.since < entry[0] + BUCKET
+                    and entry[0] % BUCKET == 0 and self.since < entry[0] + BUCKET - 1
                     and entry[0] <= self.until and entry[1] > 0):
                 raise protocol.ProtocolError('digest entry %.60r is not [bucket start, count, '
                                              'digest] within the range asked for' % (entry,))
