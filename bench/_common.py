@@ -8,6 +8,7 @@ They reuse the test support (tests/support), so they run from the repository roo
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,15 @@ def make_pair(root, records, start=None, **requester_options):
         done += n
     print('seeded %d records in %.0f s' % (records, time.monotonic() - t0), flush=True)
     return broker, primary, secondary
+
+
+def tear_down(root, broker, stations, keep=False):
+    """Stop every process of the stations and the broker; remove the work directory."""
+    for station in stations:
+        station.kill_all()
+    broker.stop()
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def cli_env():

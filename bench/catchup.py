@@ -81,11 +81,7 @@ def main():
         if args.mode in ('weewxd', 'both'):
             under_weewxd(broker, primary, secondary, args.records)
     finally:
-        for station in (primary, secondary):
-            station.kill_all()
-        broker.stop()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+        c.tear_down(root, broker, (primary, secondary), args.keep)
 
 
 if __name__ == '__main__':

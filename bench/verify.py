@@ -10,7 +10,6 @@ was deleted on the secondary, and the responder's peak memory.
 
 import argparse
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -78,11 +77,7 @@ def main():
         if responder is not None:
             responder.terminate()
             responder.wait(10)
-        for station in (primary, secondary):
-            station.kill_all()
-        broker.stop()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+        c.tear_down(root, broker, (primary, secondary), args.keep)
 
 
 if __name__ == '__main__':
