@@ -127,6 +127,11 @@ def _check_name(key):
 INT_MIN, INT_MAX = -2 ** 63, 2 ** 63 - 1     # what a database column holds
 
 
+def plain_int(value):
+    """A non-negative integer a database column holds (not a bool): a timestamp, a count."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT_MAX
+
+
 def _is_number(value):
     if isinstance(value, bool):
         return False

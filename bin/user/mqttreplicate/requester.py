@@ -523,7 +523,7 @@ class Requester:
         # A responder that connected after our request was sent may never have seen it (a
         # broker restart without persistence): ask again at once rather than wait.
         connected = status.get('connected')
-        if not isinstance(connected, int) or isinstance(connected, bool):
+        if not protocol.plain_int(connected):
             connected = None
         changed = False
         for replica in self.replicas.values():
@@ -634,7 +634,7 @@ def _field(entries, key, name):
     """entries[key][name] if it is a plain int, else None (the status is not trusted)."""
     entry = entries.get(key)
     value = entry.get(name) if isinstance(entry, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if protocol.plain_int(value) else None
 
 
 class Writer:

@@ -29,11 +29,6 @@ QUEUE_SIZE = 100             # pending requests; more are dropped (the requester
 MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
 
 
-def _plain_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) \
-        and 0 <= value <= protocol.INT_MAX
-
-
 class Request:
     """One decoded request."""
 
@@ -256,8 +251,9 @@ class Responder:
             for key, value in acks.items():
                 if key not in self.bindings:
                     continue
-                if not isinstance(value, dict) or not _plain_int(value.get('last')) \
-                        or not (value.get('count') is None or _plain_int(value.get('count'))):
+                count = value.get('count') if isinstance(value, dict) else None
+                if not isinstance(value, dict) or not protocol.plain_int(value.get('last')) \
+                        or not (count is None or protocol.plain_int(count)):
                     raise protocol.ProtocolError('ack of %s is not {"last": int, "count": int}'
                                                  % key)
                 entries[key] = {'last': value['last'], 'count': value.get('count'),

@@ -1,8 +1,10 @@
-"""Verify and repair (SPEC 5.5), standalone: compare a range of each binding with the
-primary through digests, and re-fetch the buckets that differ.
+"""Verify and repair (SPEC 5.5): compare a range of each binding with the primary through
+digests, and re-fetch the buckets that differ.
 
-It uses an MQTT client of its own (client id `<clientid>-verify`, answers on its own
-response topic) and its own database connections, so a running driver is not disturbed.
+Verifier is the `verify` command: an MQTT client of its own (client id `<clientid>-verify`,
+answers on its own response topic) and its own database connections, so a running driver
+is not disturbed. AutoVerifier is the requester's own verification after every catch-up
+and once a day, run by a replica on the thread that owns its database.
 """
 
 import collections
@@ -399,7 +401,7 @@ class AutoVerifier:
         remote = {}
         for entry in buckets:
             if not (isinstance(entry, list) and len(entry) == 3
-                    and all(_plain_int(v) for v in entry[:2]) and isinstance(entry[2], str)
+                    and all(protocol.plain_int(v) for v in entry[:2]) and isinstance(entry[2], str)
                     and entry[0] % BUCKET == 0 and self.since < entry[0] + BUCKET - 1
                     and entry[0] <= self.until and entry[1] > 0):
                 raise protocol.ProtocolError('digest entry %.60r is not [bucket start, count, '
@@ -487,7 +489,3 @@ class AutoVerifier:
         if complete:
             self.verified = int(time.time())
         self.replica.ack_due = True    # the status tells when we last verified
-
-
-def _plain_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
