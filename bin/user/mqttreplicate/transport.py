@@ -1,6 +1,11 @@
 """A thin, typed wrapper over paho-mqtt 2: MQTT v5, asynchronous connect, reconnect with
-back-off, persistent session, TLS, credentials, last will, and loop_forever in a background
-thread.
+back-off, persistent session, TLS, credentials, last will, and loop_forever in paho's own
+background thread (loop_start).
+
+One writer per socket: paho writes to the socket from the thread that calls publish() unless
+its own loop thread runs (client.py _packet_queue). With loop_start() every other thread
+only queues a packet and wakes the loop, so the loop thread is the only one that ever
+writes; two threads never interleave their bytes on one (TLS) socket.
 
 Nothing here knows about weather records. The responder and the requester give it the
 topics to subscribe, a message callback and a will, and call publish() and ack().
@@ -147,24 +152,29 @@ class Transport:
         properties.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client.connect_async(o.host, o.port, o.keepalive, bind_address=o.bind_address,
                                   clean_start=False, properties=properties)
-        self.thread = threading.Thread(target=self._run, name='%s-mqtt' % self.name,
-                                       daemon=True)
-        self.thread.start()
+        self._start_loop()
 
-    def _run(self):
-        while not self.stopping.is_set():
-            try:
-                self.client.loop_forever(retry_first_connection=True)
-            except Exception as e:    # paho gave up on something; log and carry on
-                self.errors(logging.ERROR, 'loop', '%s: MQTT network loop failed: %s: %s',
-                            self.name, type(e).__name__, e)
-                self.stopping.wait(self.options.min_delay)
-            else:
-                if not self.stopping.is_set():
-                    self.stopping.wait(self.options.min_delay)
+    def _start_loop(self):
+        # paho's loop_forever(retry_first_connection=True) in paho's thread
+        self.client.loop_start()
+        self.thread = getattr(self.client, '_thread', None)
+        if self.thread is not None:
+            self.thread.name = '%s-mqtt' % self.name
+
+    def revive(self):
+        """Restart the network loop if it ended although nobody stopped it (an exception
+        escaped paho). True if it runs. Called now and then by the role's own monitor."""
+        if self.stopping.is_set() or self.is_alive():
+            return not self.stopping.is_set()
+        self.errors(logging.ERROR, 'loop', '%s: the MQTT network loop stopped; restarting it',
+                    self.name)
+        self.client.loop_stop()          # resets paho's thread state (the thread is gone)
+        self._start_loop()
+        return True
 
     def stop(self, final_messages=()):
-        """Publish final (retained) messages if connected, disconnect, and join the thread."""
+        """Publish final (retained) messages if connected, disconnect, and join the thread.
+        The loop thread sends what was queued before the DISCONNECT, in order."""
         self.stopping.set()
         if self.connected.is_set():
             for topic, payload in final_messages:
@@ -184,6 +194,8 @@ class Transport:
             self.thread.join(10)
             if self.thread.is_alive():
                 log.warning('%s: MQTT thread did not stop within 10 s', self.name)
+            else:
+                self.client.loop_stop()
 
     def is_alive(self):
         return self.thread is not None and self.thread.is_alive()
