@@ -1,4 +1,4 @@
-"""Unit tests of user.mqttreplicate.config: the [MQTTReplicate] stanza parsed into dataclasses.
+"""Unit tests of user.mqttreplicate.config: the [Replicator] stanza parsed into dataclasses.
 
 No broker, no network, no WeeWX station: every test builds a configobj.ConfigObj in memory.
 """
@@ -14,8 +14,8 @@ import pytest
 from user.mqttreplicate import config as cfg
 from user.mqttreplicate.config import ConfigError
 
-REQ = '[MQTTReplicate][Requester]'
-RESP = '[MQTTReplicate][Responder]'
+REQ = '[Replicator][Requester]'
+RESP = '[Replicator][Responder]'
 CONFIG_LOGGER = 'user.mqttreplicate.config'
 
 
@@ -29,9 +29,9 @@ def conf(text, **top):
 
 def requester_conf(options='', top='', instance='weewx', binding='wx_binding', extra='',
                    **root):
-    """[MQTTReplicate] with a requester of one main binding; options go into [[Requester]]."""
+    """[Replicator] with a requester of one main binding; options go into [[Requester]]."""
     return conf('''
-        [MQTTReplicate]
+        [Replicator]
             driver = user.mqttreplicate
         %s
             [[Requester]]
@@ -46,7 +46,7 @@ def requester_conf(options='', top='', instance='weewx', binding='wx_binding', e
 
 def responder_conf(options='', top='', enable='true', **root):
     return conf('''
-        [MQTTReplicate]
+        [Replicator]
         %s
             [[Responder]]
                 enable = %s
@@ -135,7 +135,7 @@ def test_documented_default_values():
 
 def test_binding_defaults():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Requester]]
                 [[[weewx]]]
                     [[[[wx_binding]]]]
@@ -156,7 +156,7 @@ def test_binding_defaults():
 
 def test_responder_enable_defaults_to_false():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Responder]]
                 [[[weewx]]]
                     [[[[wx_binding]]]]
@@ -167,7 +167,7 @@ def test_responder_enable_defaults_to_false():
 
 def test_responder_disabled_without_bindings_is_fine():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Responder]]
                 enable = false
         ''')
@@ -178,7 +178,7 @@ def test_responder_disabled_without_bindings_is_fine():
 
 def test_responder_enabled_without_bindings_is_refused():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Responder]]
                 enable = true
         ''')
@@ -188,7 +188,7 @@ def test_responder_enabled_without_bindings_is_refused():
 
 def test_requester_without_bindings_is_refused():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Requester]]
                 host = broker
         ''')
@@ -208,12 +208,12 @@ def test_secondary_data_binding_and_initialize_are_read():
 
 
 # ---------------------------------------------------------------------------------------------
-#  Inheritance from [MQTTReplicate]
+#  Inheritance from [Replicator]
 # ---------------------------------------------------------------------------------------------
 
 def both_roles(top='', requester='', responder=''):
     return conf('''
-        [MQTTReplicate]
+        [Replicator]
         %s
             [[Requester]]
         %s
@@ -290,7 +290,7 @@ def test_role_section_overrides_inherited_options():
 
 
 def test_role_options_are_also_inherited():
-    """Role options (not only connection options) may be set once in [MQTTReplicate]."""
+    """Role options (not only connection options) may be set once in [Replicator]."""
     config = both_roles(top='page_size = 77')
     assert cfg.parse_requester(config).page_size == 77
     assert cfg.parse_responder(config).page_size == 77
@@ -300,7 +300,7 @@ def test_tls_section_in_top_level_is_inherited(tmp_path):
     ca = tmp_path / 'ca.pem'
     ca.write_text('dummy')
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[tls]]
                 ca_certs = %s
             [[Requester]]
@@ -322,7 +322,7 @@ def test_role_tls_section_replaces_top_level_tls(tmp_path):
     ca = tmp_path / 'ca.pem'
     ca.write_text('dummy')
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[tls]]
                 ca_certs = %s
                 certs_required = none
@@ -444,7 +444,7 @@ def test_catchup_bad_choice(text):
 
 def test_type_choices():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Requester]]
                 [[[weewx]]]
                     [[[[a]]]]
@@ -458,21 +458,21 @@ def test_type_choices():
 
 def test_bad_type_names_binding_section():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Requester]]
                 [[[weewx]]]
                     [[[[wx_binding]]]]
                         type = primary
         ''')
     message = error_of(cfg.parse_requester, config)
-    assert message.startswith("option 'type' in section [MQTTReplicate][Requester][weewx]"
+    assert message.startswith("option 'type' in section [Replicator][Requester][weewx]"
                               "[wx_binding]")
     assert 'primary' in message
 
 
 def test_bad_initialize_names_binding_section():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Requester]]
                 [[[weewx]]]
                     [[[[wx_binding]]]]
@@ -481,14 +481,14 @@ def test_bad_initialize_names_binding_section():
         ''')
     message = error_of(cfg.parse_requester, config)
     assert "'initialize'" in message
-    assert '[MQTTReplicate][Requester][weewx][wx_binding]' in message
+    assert '[Replicator][Requester][weewx][wx_binding]' in message
 
 
 @pytest.mark.parametrize('parse', [cfg.parse_requester, cfg.parse_responder])
 def test_more_than_one_main_binding_is_refused(parse):
     role = 'Requester' if parse is cfg.parse_requester else 'Responder'
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[%s]]
                 enable = true
                 [[[weewx]]]
@@ -499,14 +499,14 @@ def test_more_than_one_main_binding_is_refused(parse):
                         type = main
         ''' % role)
     message = error_of(parse, config)
-    assert '[MQTTReplicate][%s]' % role in message
+    assert '[Replicator][%s]' % role in message
     assert 'main' in message
     assert 'weewx/wx_binding' in message and 'other/other_binding' in message
 
 
 def test_no_main_binding_is_allowed():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Requester]]
                 [[[weewx]]]
                     [[[[extra]]]]
@@ -518,30 +518,30 @@ def test_no_main_binding_is_allowed():
 def test_missing_top_section():
     config = configobj.ConfigObj({'Station': {'station_type': 'Simulator'}})
     for parse in (cfg.parse_requester, cfg.parse_responder):
-        assert error_of(parse, config) == 'section [MQTTReplicate] is missing'
+        assert error_of(parse, config) == 'section [Replicator] is missing'
 
 
 def test_missing_role_section():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             host = localhost
         ''')
     assert error_of(cfg.parse_requester, config) == \
-        'section [MQTTReplicate][Requester] is missing'
+        'section [Replicator][Requester] is missing'
     assert error_of(cfg.parse_responder, config) == \
-        'section [MQTTReplicate][Responder] is missing'
+        'section [Replicator][Responder] is missing'
 
 
 def test_has_role():
     config = both_roles()
     assert cfg.has_role(config, 'Requester') and cfg.has_role(config, 'Responder')
-    assert not cfg.has_role(conf('[MQTTReplicate]\n    host = x'), 'Requester')
+    assert not cfg.has_role(conf('[Replicator]\n    host = x'), 'Requester')
     assert not cfg.has_role(configobj.ConfigObj(), 'Requester')
     assert not cfg.has_role(None, 'Requester')
 
 
 def test_role_given_as_scalar_is_a_config_error():
-    config = configobj.ConfigObj({'MQTTReplicate': {'Requester': 'yes'}})
+    config = configobj.ConfigObj({'Replicator': {'Requester': 'yes'}})
     with pytest.raises(ConfigError):
         cfg.parse_requester(config)
 
@@ -552,7 +552,7 @@ def test_role_given_as_scalar_is_a_config_error():
 
 def _requester_with_tls(tls_options):
     return conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Requester]]
                 [[[tls]]]
         %s
@@ -574,7 +574,7 @@ def test_tls_is_reserved_not_an_instance(tmp_path):
 
 def test_tls_section_alone_is_no_instance():
     config = conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[Requester]]
                 [[[tls]]]
                     enable = false
@@ -611,7 +611,7 @@ def test_certs_required_wins_over_alias():
 @pytest.mark.parametrize('option', ['certs_required', 'cert_reqs'])
 def test_bad_certs_required(option):
     message = error_of(cfg.parse_requester, _requester_with_tls('%s = sometimes' % option))
-    assert '[MQTTReplicate][Requester][tls]' in message
+    assert '[Replicator][Requester][tls]' in message
     assert 'sometimes' in message
     assert 'none, optional, required' in message
 
@@ -619,7 +619,7 @@ def test_bad_certs_required(option):
 def test_missing_ca_file_is_refused(tmp_path):
     missing = tmp_path / 'nowhere' / 'ca.pem'
     message = error_of(cfg.parse_requester, _requester_with_tls('ca_certs = %s' % missing))
-    assert message == "option 'ca_certs' in section [MQTTReplicate][Requester][tls]: " \
+    assert message == "option 'ca_certs' in section [Replicator][Requester][tls]: " \
                       "file '%s' does not exist" % missing
 
 
@@ -670,12 +670,12 @@ def test_tls_options_are_read(tmp_path):
 
 def test_bad_tls_version():
     message = error_of(cfg.parse_requester, _requester_with_tls('tls_version = ssl2'))
-    assert "'tls_version'" in message and '[MQTTReplicate][Requester][tls]' in message
+    assert "'tls_version'" in message and '[Replicator][Requester][tls]' in message
 
 
 def test_bad_tls_enable():
     message = error_of(cfg.parse_requester, _requester_with_tls('enable = kinda'))
-    assert "'enable'" in message and '[MQTTReplicate][Requester][tls]' in message
+    assert "'enable'" in message and '[Replicator][Requester][tls]' in message
 
 
 def test_tls_version_spelling_of_existing_mqtt_extensions_is_accepted():
@@ -690,11 +690,11 @@ def test_tls_version_spelling_of_existing_mqtt_extensions_is_accepted():
 @pytest.mark.parametrize('instance', ['a/b', 'a+b', 'a#b', '+', '#'])
 @pytest.mark.parametrize('role', ['Requester', 'Responder'])
 def test_instance_names_with_topic_characters_are_refused(instance, role):
-    config = configobj.ConfigObj({'MQTTReplicate': {role: {
+    config = configobj.ConfigObj({'Replicator': {role: {
         'enable': 'true', instance: {'wx_binding': {'type': 'main'}}}}})
     parse = cfg.parse_requester if role == 'Requester' else cfg.parse_responder
     message = error_of(parse, config)
-    assert message == 'section [MQTTReplicate][%s][%s]: an instance name cannot contain ' \
+    assert message == 'section [Replicator][%s][%s]: an instance name cannot contain ' \
                       '/, + or #' % (role, instance)
 
 
@@ -704,7 +704,7 @@ TOPIC_OPTIONS = ['request_topic', 'response_topic', 'archive_topic', 'status_top
 @pytest.mark.parametrize('option', TOPIC_OPTIONS)
 @pytest.mark.parametrize('value', ['a/+/b', '+', 'a/#', '#', 'replicate/request/', 'x+y'])
 def test_topic_prefixes_with_wildcards_or_trailing_slash_are_refused(option, value):
-    config = configobj.ConfigObj({'MQTTReplicate': {'Requester': {
+    config = configobj.ConfigObj({'Replicator': {'Requester': {
         option: value, 'weewx': {'wx_binding': {'type': 'main'}}}}})
     message = error_of(cfg.parse_requester, config)
     assert message.startswith("option '%s' in section %s: '%s'" % (option, REQ, value))
@@ -772,7 +772,7 @@ def test_configured_clientid_is_used():
 
 @pytest.mark.parametrize('clientid', ['a/b', 'a+b', 'a#b'])
 def test_configured_clientid_with_topic_characters_is_refused(clientid):
-    config = configobj.ConfigObj({'MQTTReplicate': {'Requester': {
+    config = configobj.ConfigObj({'Replicator': {'Requester': {
         'clientid': clientid, 'weewx': {'wx_binding': {'type': 'main'}}}}})
     message = error_of(cfg.parse_requester, config)
     assert "'clientid'" in message
@@ -845,7 +845,7 @@ def test_describe_shows_tls_without_secrets(tmp_path):
     ca = tmp_path / 'ca.pem'
     ca.write_text('x')
     config = _requester_with_tls('ca_certs = %s' % ca)
-    config['MQTTReplicate']['Requester']['password'] = 'TopSecret99'
+    config['Replicator']['Requester']['password'] = 'TopSecret99'
     text = cfg.parse_requester(config).connection.describe()
     assert 'tls=(' in text and str(ca) in text
     assert 'TopSecret99' not in text
@@ -881,11 +881,11 @@ def test_throttle_defaults_of_the_responder():
 def test_ignored_option_in_binding_section_is_logged(caplog):
     caplog.set_level(logging.INFO, logger=CONFIG_LOGGER)
     config = requester_conf(extra='')
-    config['MQTTReplicate']['Requester']['weewx']['wx_binding']['throttle_count'] = '3'
+    config['Replicator']['Requester']['weewx']['wx_binding']['throttle_count'] = '3'
     cfg.parse_requester(config)
     messages = [r.getMessage() for r in caplog.records if r.name == CONFIG_LOGGER]
     assert any('throttle_count' in m and 'ignored' in m
-               and '[MQTTReplicate][Requester][weewx][wx_binding]' in m for m in messages)
+               and '[Replicator][Requester][weewx][wx_binding]' in m for m in messages)
 
 
 def test_no_ignored_log_without_ignored_options(caplog):
@@ -946,7 +946,7 @@ def test_requester_options_are_read():
 
 def _many_bindings(role):
     return conf('''
-        [MQTTReplicate]
+        [Replicator]
             [[%s]]
                 enable = true
                 [[[zeta]]]
@@ -981,4 +981,137 @@ def test_non_finite_real_is_refused(value):
 def test_bad_inherited_value_names_the_section_it_is_in():
     config = both_roles(top='port = abc')
     message = error_of(cfg.parse_requester, config)
-    assert message == "option 'port' in section [MQTTReplicate]: 'abc' is not an integer"
+    assert message == "option 'port' in section [Replicator]: 'abc' is not an integer"
+
+
+# ---------------------------------------------------------------------------------------------
+#  The stanza's name: [Replicator], or [MQTTReplicate] of the earlier extension
+# ---------------------------------------------------------------------------------------------
+
+def renamed(config, name):
+    """The same configuration with its [Replicator] stanza named `name` instead."""
+    config.rename('Replicator', name)
+    return config
+
+
+def _without_section(options):
+    """A parsed role with its connection's `section` set to the default, for comparing."""
+    return dataclasses.replace(options, connection=dataclasses.replace(
+        options.connection, section='Replicator'))
+
+
+EXAMPLES = {
+    'requester': lambda: requester_conf('page_size = 77\nusername = bob', top='port = 1884'),
+    'responder': lambda: responder_conf('batch_size = 12', top='host = primary.lan'),
+    'both': lambda: both_roles(top='keepalive = 30\nshared_secret = k', requester='verify_days = 2',
+                               responder='workers = 3'),
+}
+
+
+@pytest.mark.parametrize('example', sorted(EXAMPLES))
+def test_the_earlier_stanza_is_read_unchanged(example):
+    for parse in (cfg.parse_requester, cfg.parse_responder):
+        new = EXAMPLES[example]()
+        if not cfg.has_role(new, 'Requester' if parse is cfg.parse_requester else 'Responder'):
+            continue
+        legacy = renamed(EXAMPLES[example](), 'MQTTReplicate')
+        from_new, from_legacy = parse(new), parse(legacy)
+        assert from_new.connection.section == 'Replicator'
+        assert from_legacy.connection.section == 'MQTTReplicate'
+        assert _without_section(from_legacy) == from_new
+
+
+def test_stanza_name():
+    assert cfg.stanza_name(requester_conf()) == 'Replicator'
+    assert cfg.stanza_name(renamed(requester_conf(), 'MQTTReplicate')) == 'MQTTReplicate'
+    assert cfg.stanza_name(conf('[Station]\n    station_type = Simulator')) == 'Replicator'
+    assert cfg.stanza_name(configobj.ConfigObj()) == 'Replicator'
+    assert cfg.stanza_name(None) == 'Replicator'
+    both = requester_conf()
+    both['MQTTReplicate'] = {'host': 'x'}
+    assert cfg.stanza_name(both) == 'Replicator'
+
+
+# Broken configurations, written with [Replicator]: each error must name the stanza in use.
+BROKEN = {
+    'bad integer in the role': (cfg.parse_requester, lambda: requester_conf('page_size = many')),
+    'bad inherited value': (cfg.parse_responder, lambda: both_roles(top='port = abc')),
+    'bad real': (cfg.parse_requester, lambda: requester_conf('loop_interval = soon')),
+    'bad boolean': (cfg.parse_responder, lambda: responder_conf(enable='maybe')),
+    'missing role': (cfg.parse_requester, lambda: conf('[Replicator]\n    host = x')),
+    'role as an option': (cfg.parse_responder,
+                          lambda: configobj.ConfigObj({'Replicator': {'Responder': 'yes'}})),
+    'no binding': (cfg.parse_requester, lambda: conf('[Replicator]\n    [[Requester]]')),
+    'bad type': (cfg.parse_requester, lambda: conf('''
+        [Replicator]
+            [[Requester]]
+                [[[weewx]]]
+                    [[[[wx_binding]]]]
+                        type = primary
+        ''')),
+    'instance name': (cfg.parse_requester, lambda: configobj.ConfigObj(
+        {'Replicator': {'Requester': {'a/b': {'wx_binding': {'type': 'main'}}}}})),
+    'bad tls version': (cfg.parse_requester, lambda: _requester_with_tls('tls_version = ssl2')),
+    'two mains': (cfg.parse_responder, lambda: _two_mains()),
+    'bad topic': (cfg.parse_requester, lambda: requester_conf('archive_topic = a/#')),
+    'stanza as an option': (cfg.parse_requester,
+                            lambda: configobj.ConfigObj({'Replicator': 'yes'})),
+}
+
+
+def _two_mains():
+    return conf('''
+        [Replicator]
+            [[Responder]]
+                enable = true
+                [[[weewx]]]
+                    [[[[wx_binding]]]]
+                        type = main
+                [[[other]]]
+                    [[[[other_binding]]]]
+                        type = main
+        ''')
+
+
+@pytest.mark.parametrize('case', sorted(BROKEN))
+def test_errors_name_the_stanza_in_use(case):
+    parse, make = BROKEN[case]
+    message = error_of(parse, make())
+    assert '[Replicator' in message and 'MQTTReplicate' not in message, message
+    legacy = error_of(parse, renamed(make(), 'MQTTReplicate'))
+    assert legacy == message.replace('[Replicator', '[MQTTReplicate'), legacy
+    assert 'Replicator]' not in legacy.replace('MQTTReplicate', ''), legacy
+
+
+@pytest.mark.parametrize('extra', [
+    {},                                         # an empty [MQTTReplicate] next to [Replicator]
+    {'host': 'old.lan', 'Requester': {'weewx': {'wx_binding': {'type': 'main'}}},
+     'Responder': {'enable': 'true', 'weewx': {'wx_binding': {'type': 'main'}}}},
+])
+def test_both_stanzas_are_an_error_naming_both(extra):
+    config = both_roles()
+    config['MQTTReplicate'] = extra
+    for parse in (cfg.parse_requester, cfg.parse_responder):
+        message = error_of(parse, config)
+        assert '[Replicator]' in message and '[MQTTReplicate]' in message, message
+        assert message.startswith('sections [Replicator] and [MQTTReplicate] are both present')
+
+
+def test_has_role_of_the_earlier_stanza_and_of_both():
+    legacy = renamed(both_roles(), 'MQTTReplicate')
+    assert cfg.has_role(legacy, 'Requester') and cfg.has_role(legacy, 'Responder')
+    only_host = conf('[MQTTReplicate]\n    host = x')
+    assert not cfg.has_role(only_host, 'Responder')
+    # Both present: the role counts if either has it, so that parsing reports the conflict
+    # instead of the role being skipped without a word.
+    config = conf('[Replicator]\n    host = x')
+    config['MQTTReplicate'] = {'Responder': {'enable': 'true'}}
+    assert cfg.has_role(config, 'Responder')
+    assert not cfg.has_role(config, 'Requester')
+    assert 'both present' in error_of(cfg.parse_responder, config)
+
+
+def test_describe_names_the_stanza():
+    legacy = renamed(requester_conf(), 'MQTTReplicate')
+    assert 'section=MQTTReplicate' in cfg.parse_requester(legacy).connection.describe()
+    assert 'section=Replicator' in cfg.parse_requester(requester_conf()).connection.describe()

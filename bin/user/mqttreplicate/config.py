@@ -1,8 +1,10 @@
 """Configuration of MQTTReplicate: parsed once, at the edge, into typed objects.
 
-The stanza looks like this::
+The stanza is [Replicator], as the design card names it.  A station that runs the earlier
+extension has its stanza as [MQTTReplicate]; that one is read unchanged when there is no
+[Replicator] (both at once is an error naming both).  It looks like this::
 
-    [MQTTReplicate]
+    [Replicator]
         driver = user.mqttreplicate
         host = localhost            # connection options here are inherited by both roles
         [[Requester]]
@@ -30,9 +32,13 @@ from typing import Optional, Tuple
 
 log = logging.getLogger(__name__)
 
-SECTION = 'MQTTReplicate'
+STANZA = 'Replicator'              # the stanza's name: the installer writes it
+LEGACY_STANZA = 'MQTTReplicate'    # the earlier extension's name, still read
+STANZAS = (STANZA, LEGACY_STANZA)
+# The default name; the one a station uses is stanza_name(config_dict).
+SECTION = STANZA
 
-# Options of the connection, shared by both roles and inheritable from [MQTTReplicate].
+# Options of the connection, shared by both roles and inheritable from the stanza.
 CONNECTION_OPTIONS = (
     'host', 'port', 'keepalive', 'username', 'password', 'clientid', 'log_mqtt',
     'subscribe_qos', 'publish_qos', 'request_topic', 'response_topic', 'archive_topic',
@@ -102,6 +108,7 @@ class ConnectionOptions:
     shared_secret: Optional[str] = dataclasses.field(default=None, repr=False)
     bind_address: str = ''
     tls: TLSOptions = TLSOptions()
+    section: str = STANZA          # the stanza these options came from, for log lines
 
     def describe(self):
         """The effective options as one line, secrets masked."""
@@ -351,10 +358,11 @@ def _clientid(section: _Section, role, config_dict):
     return value
 
 
-def _parse_connection(section: _Section, role, config_dict):
+def _parse_connection(section: _Section, role, config_dict, stanza):
     qos = dict(minimum=0, maximum=2)
     return ConnectionOptions(
         role=role,
+        section=stanza,
         clientid=_clientid(section, role, config_dict),
         host=section.string('host', 'localhost'),
         port=section.integer('port', 1883, 1, 65535),
@@ -408,19 +416,48 @@ def _parse_bindings(section: _Section, role):
     return tuple(bindings)
 
 
-def _role_section(config_dict, role_name):
-    top = config_dict.get(SECTION)
-    if top is None:
-        raise ConfigError("section [%s] is missing" % SECTION)
-    parent = _Section(top, SECTION)
+def _present(config_dict):
+    """The stanza names of STANZAS that config_dict has, in the order of STANZAS."""
+    if not config_dict or not hasattr(config_dict, 'keys'):
+        return []
+    return [name for name in STANZAS if name in config_dict]
+
+
+def stanza_name(config_dict):
+    """The name of the stanza this station uses: 'Replicator' when weewx.conf has it,
+    else 'MQTTReplicate' when it has that one (the earlier extension's), else 'Replicator'.
+
+    Never raises: with both present it answers 'Replicator' (and parse_requester and
+    parse_responder refuse the configuration)."""
+    present = _present(config_dict)
+    return present[0] if present else STANZA
+
+
+def _stanza(config_dict):
+    """(name, section) of the stanza in use. Raises ConfigError."""
+    present = _present(config_dict)
+    if len(present) > 1:
+        raise ConfigError("sections [%s] and [%s] are both present: keep one of them "
+                          "([%s] is read only when there is no [%s])"
+                          % (STANZA, LEGACY_STANZA, LEGACY_STANZA, STANZA))
+    if not present:
+        raise ConfigError("section [%s] is missing" % STANZA)
+    name = present[0]
+    top = config_dict[name]
     if not _is_section(top):
-        raise ConfigError("[%s] must be a section" % SECTION)
+        raise ConfigError("[%s] must be a section" % name)
+    return name, top
+
+
+def _role_section(config_dict, role_name):
+    name, top = _stanza(config_dict)
+    parent = _Section(top, name)
     role_dict = top.get(role_name)
     if role_dict is None:
-        raise ConfigError("section [%s][%s] is missing" % (SECTION, role_name))
+        raise ConfigError("section [%s][%s] is missing" % (name, role_name))
     if not _is_section(role_dict):
-        raise ConfigError("[%s][%s] must be a section, not an option" % (SECTION, role_name))
-    return _Section(role_dict, '%s][%s' % (SECTION, role_name), parent)
+        raise ConfigError("[%s][%s] must be a section, not an option" % (name, role_name))
+    return name, _Section(role_dict, '%s][%s' % (name, role_name), parent)
 
 
 def _warn_ignored(section: _Section, used=()):
@@ -435,15 +472,15 @@ def _warn_ignored(section: _Section, used=()):
 
 
 def parse_requester(config_dict) -> RequesterOptions:
-    """Parse [MQTTReplicate][[Requester]]. Raises ConfigError."""
-    section = _role_section(config_dict, 'Requester')
+    """Parse [Replicator][[Requester]] (or [MQTTReplicate][[Requester]]). Raises ConfigError."""
+    stanza, section = _role_section(config_dict, 'Requester')
     _warn_ignored(section)
     bindings = _parse_bindings(section, 'requester')
     if not bindings:
         raise ConfigError("section [%s] names no instance with a binding to replicate"
                           % section.path)
     return RequesterOptions(
-        connection=_parse_connection(section, 'requester', config_dict),
+        connection=_parse_connection(section, 'requester', config_dict, stanza),
         bindings=bindings,
         loop_interval=section.real('loop_interval', 2.5, 0.1),
         archive_interval=section.integer('archive_interval', 300, 60),
@@ -458,8 +495,8 @@ def parse_requester(config_dict) -> RequesterOptions:
 
 
 def parse_responder(config_dict) -> ResponderOptions:
-    """Parse [MQTTReplicate][[Responder]]. Raises ConfigError."""
-    section = _role_section(config_dict, 'Responder')
+    """Parse [Replicator][[Responder]] (or [MQTTReplicate][[Responder]]). Raises ConfigError."""
+    stanza, section = _role_section(config_dict, 'Responder')
     _warn_ignored(section, used=('throttle_count', 'throttle_sleep'))
     bindings = _parse_bindings(section, 'responder')
     enable = section.boolean('enable', False)
@@ -470,7 +507,7 @@ def parse_responder(config_dict) -> ResponderOptions:
     if workers is None:
         workers = section.integer('max_responder_threads', 1, 1, 16)
     return ResponderOptions(
-        connection=_parse_connection(section, 'responder', config_dict),
+        connection=_parse_connection(section, 'responder', config_dict, stanza),
         bindings=bindings,
         enable=enable,
         delta=section.integer('delta', 60, 0),
@@ -483,5 +520,11 @@ def parse_responder(config_dict) -> ResponderOptions:
 
 
 def has_role(config_dict, role_name):
-    top = config_dict.get(SECTION) if config_dict else None
-    return top is not None and _is_section(top) and _is_section(top.get(role_name))
+    """True if the stanza in use has a [[role_name]] section.  Never raises: with both
+    [Replicator] and [MQTTReplicate] present it is True if either has the role, so that
+    parsing the role reports the conflict instead of the role being skipped quietly."""
+    for name in _present(config_dict):
+        top = config_dict[name]
+        if _is_section(top) and _is_section(top.get(role_name)):
+            return True
+    return False
