@@ -1,4 +1,5 @@
-"""Unit tests of transport.RateLimitedLog with a fake monotonic clock (no broker, no sleeping)."""
+"""Unit tests of faults.RateLimitedLog (used by transport) with a fake monotonic clock
+(no broker, no sleeping)."""
 
 import logging
 import threading
@@ -6,7 +7,7 @@ import types
 
 import pytest
 
-from user.mqttreplicate import config, transport
+from user.mqttreplicate import config, faults, transport
 
 LOGGER = 'tests.unit.ratelimit'
 
@@ -24,9 +25,9 @@ class FakeClock:
 
 @pytest.fixture
 def clock(monkeypatch):
-    """Replace the time module seen by transport with one whose monotonic() we drive."""
+    """Replace the time module seen by faults with one whose monotonic() we drive."""
     fake = FakeClock()
-    monkeypatch.setattr(transport, 'time', types.SimpleNamespace(monotonic=fake))
+    monkeypatch.setattr(faults, "time", types.SimpleNamespace(monotonic=fake))
     return fake
 
 

@@ -18,6 +18,7 @@ import weewx.manager
 import weewx.units
 
 from . import protocol
+from .faults import is_termination
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,13 @@ class SourceDatabase:
         self.select = 'SELECT %s FROM %s' % (', '.join(self.columns), self.table)
 
     def close(self):
-        self.manager.close()
+        """Close the connection; one that already failed may fail again here: never raises."""
+        try:
+            self.manager.close()
+        except Exception as e:
+            if is_termination(e):
+                raise
+            log.debug('closing %s: %s: %s', self.table, type(e).__name__, e)
 
     def newest(self):
         return self.manager.lastGoodStamp()
@@ -301,9 +308,19 @@ class TargetDatabase:
         """Store one record with its daily summary. Returns True if stored, False if it was
         there already."""
         self.finish_bulk()
-        if self.existing(record['dateTime'], record['dateTime']):
+        ts = record['dateTime']
+        if self.existing(ts, ts):
             return False
-        return self.manager.addRecord(record, log_success=False) > 0
+        last_update = weeutil.weeutil.to_int(self.manager._read_metadata('lastUpdate')) \
+            if self.has_summaries else None
+        stored = self.manager.addRecord(record, log_success=False) > 0
+        if stored and last_update and ts < last_update:
+            # WeeWX moved lastUpdate back to this older record, which would make the next
+            # start rebuild every day since; its own day is updated, the others were and
+            # are complete
+            with weedb.Transaction(self.manager.connection) as cursor:
+                self.manager._write_metadata('lastUpdate', str(last_update), cursor)
+        return stored
 
 
 TRANCHE_DAYS = 5

@@ -11,6 +11,7 @@ import logging
 import queue
 import time
 
+import weeutil.weeutil
 import weewx
 import weewx.drivers
 import weewx.engine
@@ -18,7 +19,7 @@ import weewx.engine
 from . import DRIVER_NAME, VERSION
 from . import config as cfg
 from . import database
-from .requester import Replica, Requester, Writer
+from .requester import INBOX_SIZE, Replica, Requester, Writer
 from .transport import is_termination
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
         self.units = database.engine_units(config_dict)
         self.writer = None
         self.main = None
+        self.heartbeat = HeartbeatUnits(self.options.archive_interval)
         others = [b for b in self.options.bindings if not b.is_main]
         try:
             if others:
@@ -60,8 +62,8 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
             main = self.options.main_binding
             if main is not None:
                 database.manager_dict(config_dict, main.secondary_data_binding)
-                self.main = Replica(self.requester, main, queue.Queue(), self._open_main,
-                                    deliver=self._dispatch)
+                self.main = Replica(self.requester, main, queue.Queue(INBOX_SIZE),
+                                    self._open_main, deliver=self._dispatch)
                 self.requester.add_replica(self.main)
         except LookupError as e:
             raise weewx.engine.InitializationError('MQTTReplicate: %s' % e)
@@ -80,6 +82,14 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
         return database.TargetDatabase(None, manager=manager, preferred_units=self.units)
 
     def _dispatch(self, record):
+        """Hand a record to the engine, as a hardware archive record. StdArchive merges
+        the heartbeats' accumulators into the record's day, which fails if their unit
+        system is not the record's: until the heartbeats have caught up with a new unit
+        system (an empty database's first records), records are stored directly."""
+        if not self.heartbeat.compatible(record['usUnits']):
+            self.heartbeat.warn_once(record['usUnits'])
+            self.main.store.store_one(record)
+            return
         self.engine.dispatchEvent(weewx.Event(weewx.NEW_ARCHIVE_RECORD, record=record,
                                               origin='hardware'))
 
@@ -135,6 +145,10 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
             if self.main.unanswered:
                 log.warning('driver: no answer to the catch-up; starting anyway')
                 return
+            if self.main.refused:
+                log.warning('driver: the catch-up of %s was refused (see above); starting '
+                            'without it', self.main.key)
+                return
         log.info('driver: %s caught up at %s (%d records)', self.main.key, self.main.position,
                  self.main.stored)
         yield from ()
@@ -147,9 +161,11 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
                 self._serve_main(self.options.loop_interval)
             else:
                 time.sleep(self.options.loop_interval)
-            units = (self.main.store.unit_system() if self.main is not None else None) \
-                or self.units or weewx.US
-            yield {'dateTime': int(time.time()), 'usUnits': units, HEARTBEAT_KEY: 1}
+            now = int(time.time())
+            units = self.heartbeat.units(now, lambda: (
+                self.main.store.unit_system() if self.main is not None else None)
+                or self.units or weewx.US)
+            yield {'dateTime': now, 'usUnits': units, HEARTBEAT_KEY: 1}
 
     def genArchiveRecords(self, lastgood_ts):
         """Records are dispatched as they arrive; nothing is left for the engine to pull,
@@ -172,3 +188,37 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
                 self.writer.stop()
             if self.main is not None:
                 self.main.close()
+
+
+class HeartbeatUnits:
+    """The unit system of the heartbeat loop packets: the main database's, chosen once per
+    archive interval. StdArchive's accumulator of an interval refuses packets of another
+    unit system, so it may change only when a new interval begins (an empty database learns
+    its unit system from the first record stored)."""
+
+    def __init__(self, interval):
+        self.interval = interval
+        self.period = None             # start of the interval of the last heartbeat
+        self.current = None            # unit system of that interval's heartbeats
+        self.previous = None           # and of the interval before (StdArchive keeps it)
+        self.warned = False
+
+    def units(self, now, choose):
+        period = weeutil.weeutil.startOfInterval(now, self.interval)
+        if period != self.period:
+            self.previous = self.current if self.period is not None \
+                and period - self.period <= self.interval else None
+            self.period = period
+            self.current = choose()
+        return self.current
+
+    def compatible(self, units):
+        """Can a record of this unit system meet the engine's accumulators?"""
+        return all(u is None or u == units for u in (self.current, self.previous))
+
+    def warn_once(self, units):
+        if not self.warned:
+            self.warned = True
+            log.info('driver: records in unit system %s are stored directly until the '
+                     "engine's heartbeats (unit system %s) change over at the next archive "
+                     'interval', units, self.current)

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 ACK_INTERVAL = 1.0       # acknowledge stored records at most this often
 PIPELINE = 2             # pages outstanding at most (one being stored, one in flight)
 MAX_HELD_LIVE = 2000     # live records kept aside during a catch-up (the newest ones)
+INBOX_SIZE = 1000        # items waiting for the thread that owns a database (SPEC 6.1)
+POST_TIMEOUT = 10.0      # the loop thread waits this long for room in an inbox, then drops
+MAX_LEGACY = 20000       # protocol-1 records received and not stored yet
 
 
 class Item:
@@ -48,20 +51,31 @@ class PageFlow:
         self.send = send               # send(since, until) -> correlation
         self.lock = threading.Lock()
         self.outstanding = []          # correlations requested and not consumed yet
+        self.since = {}                # correlation -> since it asked for
+        self.ended = set()             # correlations whose end message was seen
         self.deferred = None           # since of the next page, waiting for room
         self.until = None
 
+    def _ask(self, since):
+        correlation = self.send(since, self.until)
+        self.outstanding.append(correlation)
+        self.since[correlation] = since
+
     def start(self, since, until=None):
         with self.lock:
-            self.outstanding = []
-            self.deferred = None
+            self._reset()
             self.until = until
-            self.outstanding.append(self.send(since, until))
+            self._ask(since)
 
     def stop(self):
         with self.lock:
-            self.outstanding = []
-            self.deferred = None
+            self._reset()
+
+    def _reset(self):
+        self.outstanding = []
+        self.since = {}
+        self.ended = set()
+        self.deferred = None
 
     def is_current(self, correlation):
         with self.lock:
@@ -74,22 +88,33 @@ class PageFlow:
 
     def on_end(self, correlation, more, last):
         """A page's last message arrived (loop thread): ask for the next one if there is
-        room."""
+        room. Returns False for an end that cannot be right: more=1 with a `last` that is
+        missing or does not advance past the page's since (or beyond until). A repeated
+        end (a QoS 1 duplicate) asks for nothing."""
         with self.lock:
-            if correlation not in self.outstanding or not more:
-                return
+            if correlation not in self.outstanding or correlation in self.ended:
+                return True
+            if more and (last is None or last <= self.since[correlation]
+                         or (self.until is not None and last > self.until)):
+                return False
+            self.ended.add(correlation)
+            if not more:
+                return True
             if len(self.outstanding) < PIPELINE:
-                self.outstanding.append(self.send(last, self.until))
+                self._ask(last)
             else:
                 self.deferred = last
+            return True
 
     def consumed(self, correlation):
         """The owning thread stored a whole page."""
         with self.lock:
             if correlation in self.outstanding:
                 self.outstanding.remove(correlation)
+                self.since.pop(correlation, None)
+                self.ended.discard(correlation)
             if self.deferred is not None and len(self.outstanding) < PIPELINE:
-                self.outstanding.append(self.send(self.deferred, self.until))
+                self._ask(self.deferred)
                 self.deferred = None
 
 
@@ -116,10 +141,14 @@ class Replica:
         self.held_live = collections.deque(maxlen=MAX_HELD_LIVE)
         self.last_progress = time.monotonic()
         self.legacy = False                    # the responder speaks protocol 1
+        self.legacy_records = collections.deque()   # protocol-1 records not stored yet
+        self.legacy_lock = threading.Lock()
+        self.legacy_partial = False            # records of this round were dropped here
+        self.legacy_new = 0                    # records this protocol-1 round stored
+        self.legacy_newest = None              # held back to go through the engine last
         self.answered = False                  # the responder answered this catch-up
         self.unanswered = False                # the last catch-up got no answer at all
         self.refused = None                    # the responder's error, if it refused us
-        self.asked_at = 0.0                    # wall-clock time of the last catch-up request
         self.stored = 0
         self.ack_due = False
         self.last_ack = 0.0
@@ -133,8 +162,40 @@ class Replica:
         return self.requester.send_request(self.binding, since, until)
 
     def post(self, item):
+        """Hand an item to the owning thread. Waits a while for room (the inbox is bounded);
+        an item that finds none is dropped: a page that misses a message is asked for
+        again, a live record's hole is found by the next one's prev."""
         item.replica = self
-        self.inbox.put(item)
+        try:
+            self.inbox.put(item, timeout=POST_TIMEOUT)
+            return True
+        except queue.Full:
+            self.requester.count('dropped')
+            self.faults(logging.WARNING, 'inbox-full', 'requester: %s: %d items wait for the '
+                        'database; one dropped (it will be asked for again)', self.key,
+                        self.inbox.maxsize)
+            if item.message is not None:
+                self.requester.transport.ack(item.message)
+            return False
+
+    def post_legacy(self, records):
+        """Keep protocol-1 records for the owning thread (loop thread; never waits, so the
+        broker never has to queue what an old responder floods). Once records had to be
+        dropped, the rest of the round is dropped too: what is kept is always the oldest
+        part, and the next round asks again from the newest record stored."""
+        with self.legacy_lock:
+            if self.legacy_partial or len(self.legacy_records) + len(records) > MAX_LEGACY:
+                self.legacy_partial = True
+                return
+            wake = not self.legacy_records
+            self.legacy_records.extend(records)
+        if wake:
+            item = Item('legacy')
+            item.replica = self
+            try:
+                self.inbox.put_nowait(item)
+            except queue.Full:
+                pass          # the owning thread finds the records at its next idle()
 
     # --- owning thread -----------------------------------------------------------------------
 
@@ -173,10 +234,9 @@ class Replica:
         options = self.requester.options
         if self.catching_up:
             patience = options.startup_max_tries * options.startup_wait_before_retry
+            self._store_legacy()
             if self.legacy and quiet >= patience:
-                log.info('requester: %s: no more protocol-1 records for %.0f s; caught up',
-                         self.key, quiet)
-                self._catchup_done()
+                self._legacy_round_done(quiet)
             elif not self.answered and quiet >= patience \
                     and self.requester.transport.connected.is_set():
                 # No responder (or a protocol-1 one with nothing to send). Carry on live;
@@ -204,17 +264,43 @@ class Replica:
         self.refused = None
         self.answered = False
         self.pages = {}
+        self._store_legacy()
+        with self.legacy_lock:
+            self.legacy_partial = False
+        self.legacy_new = 0
         self.last_progress = time.monotonic()
         if not self.requester.transport.connected.is_set():
             return        # asked again on the next connection
         log.debug('requester: %s: catching up since %s', self.key, self.position)
-        self.asked_at = time.time()
         self.flow.start(self.position)
+
+    def _legacy_round_done(self, quiet):
+        """A protocol-1 answer has no end: it is over when nothing came for a while. It is
+        complete only if it brought nothing new; otherwise (or if records were dropped
+        here) ask again from the newest record stored."""
+        with self.legacy_lock:
+            partial = self.legacy_partial
+        if self.legacy_newest is not None:
+            newest, self.legacy_newest = self.legacy_newest, None
+            if self._deliver_one(newest):
+                self.legacy_new += 1
+        if partial or self.legacy_new:
+            log.info('requester: %s: protocol-1 answer of %d new records%s; asking again '
+                     'since %s', self.key, self.legacy_new,
+                     ' (some dropped here)' if partial else '', self.position)
+            self.start_catchup()
+            return
+        log.info('requester: %s: no new protocol-1 records for %.0f s; caught up at %s',
+                 self.key, quiet, self.position)
+        self._catchup_done()
 
     def _catchup_done(self):
         self.catching_up = False
         self.flow.stop()
         self.pages = {}
+        if self.legacy_newest is not None:
+            newest, self.legacy_newest = self.legacy_newest, None
+            self._deliver_one(newest)
         self.store.finish_bulk()
         # In dateTime order: deliveries reordered by reconnections close their own holes.
         held = sorted(self.held_live, key=lambda i: i.records[0]['dateTime'])
@@ -260,7 +346,12 @@ class Replica:
             self.flow.consumed(correlation)
             if current.props.get('error'):
                 self.refused = current.props['error']
-                log.error('requester: %s: the responder refused: %s', self.key, self.refused)
+                self.faults(logging.ERROR, 'refused-' + self.key,
+                            "requester: %s: the responder refused the catch-up: %s; check "
+                            "that the primary's [[Responder]] has the instance [[[%s]]] with "
+                            "the binding [[[[%s]]]] (names as in this station's "
+                            "[[Requester]]) and that enable = true", self.key, self.refused,
+                            self.binding.instance, self.binding.name)
                 self._catchup_done()
             elif not current.props.get('more'):
                 log.debug('requester: %s: caught up at %s', self.key, self.position)
@@ -300,10 +391,12 @@ class Replica:
         if ts <= self.position and self.store.existing(ts, ts):
             log.debug('requester: %s: record %s is already here', self.key, ts)
             return False
-        if self.deliver is not None:
+        if self.deliver is not None and ts > self.position:
             self.store.finish_bulk()
             self.deliver(record)
         else:
+            # The engine sees records strictly in dateTime order: an older one (a
+            # protocol-1 redelivery, a primary whose clock stepped back) is stored here.
             if not self.store.store_one(record):
                 return False
         self.stored += 1
@@ -339,22 +432,52 @@ class Replica:
         self.flush_ack()
 
     def _on_legacy(self, item):
-        """A protocol-1 record (no correlation): store it, note the time."""
+        """Protocol-1 records arrived (post_legacy): store them."""
+        self._store_legacy()
+
+    def _store_legacy(self):
+        """Store the protocol-1 records received so far: in bulk (the newest held back for
+        the engine) or, with catchup = engine, one by one."""
+        with self.legacy_lock:
+            records = list(self.legacy_records)
+            self.legacy_records.clear()
+        if not records:
+            return
         if not self.catching_up:
-            self.requester.rejected += 1
+            self.requester.count('rejected')
             self.faults(logging.WARNING, 'legacy',
-                        'requester: %s: protocol-1 answer while not catching up; ignored',
-                        self.key)
-            self.requester.transport.ack(item.message)
+                        'requester: %s: %d protocol-1 records while not catching up; ignored',
+                        self.key, len(records))
             return
         self.legacy = True
         self.answered = True
+        self.unanswered = False
         self.last_progress = time.monotonic()
-        try:
-            for record in item.records:
-                self._deliver_one(record)
-        finally:
-            self.requester.transport.ack(item.message)
+        if self.legacy_newest is not None:
+            records.append(self.legacy_newest)
+            self.legacy_newest = None
+        unique = {r['dateTime']: r for r in records}
+        records = [unique[ts] for ts in sorted(unique)]
+        if self.deliver is not None and self.requester.options.catchup == 'engine':
+            for record in records:
+                if self._deliver_one(record):
+                    self.legacy_new += 1
+            return
+        if self.deliver is not None:
+            records, self.legacy_newest = records[:-1], records[-1]
+        newer = [r for r in records if r['dateTime'] > self.position]
+        older = [r for r in records if r['dateTime'] <= self.position]
+        for record in older:               # rare: stored one by one, in place
+            if self._deliver_one(record):
+                self.legacy_new += 1
+        if newer:
+            prepared = [self.store.prepare(r, self.key) for r in newer]
+            count = self.store.store_bulk(prepared)
+            self.stored += count
+            self.legacy_new += count
+            self.position = max(self.position, prepared[-1]['dateTime'])
+            self.requester.progress(count)
+            self.ack_due = True
 
     def flush_ack(self, force=False):
         now = time.monotonic()
@@ -375,9 +498,12 @@ class Requester:
         self.replicas = {}
         self.faults = RateLimitedLog(log)
         self.status_lock = threading.Lock()
-        self.rejected = 0
+        self.counter_lock = threading.Lock()
+        self.rejected = 0            # messages (or parts of them) refused
+        self.dropped = 0             # items dropped for want of room in an inbox
         self.received = 0
         self.progress_count = 0
+        self.responder_connected = {}    # instance -> `connected` of the responder's status
         self.response_topic = protocol.response_topic(self.conn.response_topic,
                                                       self.conn.clientid)
         # the responders' retained status: what the primary has, and when it comes back
@@ -484,11 +610,18 @@ class Requester:
                       'rejected': self.rejected}
             self.transport.publish(topic, protocol.encode_json(status), qos=1, retain=True)
 
+    def count(self, name, n=1):
+        """Add n to the counter `name` (rejected, dropped); any thread."""
+        with self.counter_lock:
+            setattr(self, name, getattr(self, name) + n)
+
     def progress(self, count):
-        self.progress_count += count
+        with self.counter_lock:
+            self.progress_count += count
+            total = self.progress_count
         every = self.options.log_msg_count
-        if every and self.progress_count % every < count:
-            log.info('requester: %d records stored', self.progress_count)
+        if every and total % every < count:
+            log.info('requester: %d records stored', total)
 
     # --- receiving (loop thread) -------------------------------------------------------------
 
@@ -497,12 +630,12 @@ class Requester:
             replica.post(Item('connected'))
 
     def _reject(self, kind, text, *args):
-        self.rejected += 1
+        self.count('rejected')
         self.faults(logging.WARNING, kind, 'requester: rejected a message: ' + text, *args)
 
     def _on_unsigned(self, message):
         """A message without a valid signature: the transport logged and dropped it."""
-        self.rejected += 1
+        self.count('rejected')
 
     def _on_responder_status(self, message, instance):
         """The responder's status: learn the primary's newest records; a responder that
@@ -521,10 +654,18 @@ class Requester:
             self._reject('status', 'responder status on %s: %s', message.topic, e)
             return
         # A responder that connected after our request was sent may never have seen it (a
-        # broker restart without persistence): ask again at once rather than wait.
+        # broker restart without persistence): ask again at once rather than wait. Only the
+        # responder's own clock is compared with itself: its `connected` changed since the
+        # last status we saw, or this is the first status we see and it is not the retained
+        # one (a retained status was there before we subscribed, so before we asked).
         connected = status.get('connected')
         if not protocol.plain_int(connected):
             connected = None
+        seen = self.responder_connected.get(instance)
+        reconnected = connected is not None and connected != seen \
+            and not (seen is None and message.retain)
+        if connected is not None:
+            self.responder_connected[instance] = connected
         changed = False
         for replica in self.replicas.values():
             if replica.binding.instance != instance:
@@ -536,8 +677,7 @@ class Requester:
             if acknowledged != replica.acknowledged:
                 replica.acknowledged = acknowledged
                 changed = True
-            missed = connected is not None and replica.catching_up and not replica.answered \
-                and connected >= replica.asked_at - 1
+            missed = reconnected and replica.catching_up and not replica.answered
             if replica.unanswered or missed:
                 log.info('requester: %s: the responder is back; asking again', replica.key)
                 replica.unanswered = False
@@ -598,7 +738,7 @@ class Requester:
             return
         numbers['error'] = props.get('error')
         if errors:
-            self.rejected += 1          # messages with something rejected
+            self.count('rejected')      # messages with something rejected
             self.faults(logging.WARNING, 'record',
                         'requester: rejected %d of %d records (binding %s, topic %s): %s',
                         len(errors), sent, key, message.topic, errors[0])
@@ -612,11 +752,12 @@ class Requester:
             # acknowledged once stored
             replica.post(Item('live', records, numbers, message=message))
             return
-        if props.get('protocol') != protocol.PROTOCOL:
-            # acknowledged once stored
-            replica.post(Item('legacy', records, message=message))
-            return
         self.transport.ack(message)
+        if props.get('protocol') != protocol.PROTOCOL:
+            # Acknowledged at once: an old responder floods its whole answer, and what the
+            # broker cannot queue for us it drops. A record lost here is asked for again.
+            replica.post_legacy(records)
+            return
         if numbers['seq'] is None or (numbers['count'] is not None
                                       and numbers['count'] != sent):
             self._reject('malformed', 'page message with seq %s, count %s and %d records '
@@ -625,8 +766,11 @@ class Requester:
         if not replica.flow.is_current(correlation):
             log.debug('requester: %s: discarded a message of an old request', key)
             return
-        if numbers['end']:
-            replica.flow.on_end(correlation, numbers['more'], numbers['last'])
+        if numbers['end'] and not replica.flow.on_end(correlation, numbers['more'],
+                                                      numbers['last']):
+            self._reject('malformed', 'a page ends with more=1 and last=%s, which does not '
+                         'advance (binding %s)', numbers['last'], key)
+            return
         replica.post(Item('batch', records, numbers, correlation))
 
 
@@ -642,7 +786,7 @@ class Writer:
 
     def __init__(self, requester, name='requester-writer'):
         self.requester = requester
-        self.inbox = queue.Queue()
+        self.inbox = queue.Queue(INBOX_SIZE)
         self.replicas = []
         self.stopping = threading.Event()
         self.failed = None
@@ -664,7 +808,10 @@ class Writer:
 
     def stop(self):
         self.stopping.set()
-        self.inbox.put(None)
+        try:
+            self.inbox.put_nowait(None)    # wakes the thread at once; else within a second
+        except queue.Full:
+            pass
         self.thread.join(30)
 
     def is_alive(self):

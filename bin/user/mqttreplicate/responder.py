@@ -27,6 +27,7 @@ STATUS_INTERVAL = 1.0        # publish status at most this often
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
 MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
+LEGACY_TRIES = 5             # reads of one protocol-1 answer part before it is given up
 
 
 class Request:
@@ -118,7 +119,11 @@ class Responder:
         log.info('responder: stopped (%s)', self._counter_text())
 
     def is_alive(self):
-        return self.transport.is_alive()
+        """True while every thread of the responder runs: the MQTT loop, the workers, the
+        status ticker and the protocol-1 server."""
+        threads = self.workers + [self.ticker, self.legacy.thread]
+        return self.transport.is_alive() and all(t is not None and t.is_alive()
+                                                 for t in threads)
 
     def _counter_text(self):
         return ', '.join('%s %d' % kv for kv in sorted(self.counters.items()))
@@ -403,21 +408,36 @@ class Responder:
                 'nodes': nodes, 'counters': counters}
 
     def _tick(self):
+        """Publish the status when it changed, queue the periodic refresh, and keep the MQTT
+        loop running. A failure is logged and the next tick tries again: status publishing
+        must never end silently."""
         last_refresh = time.monotonic()
         while not self.stopping.wait(STATUS_INTERVAL):
-            if time.monotonic() - last_refresh > REFRESH_INTERVAL:
-                last_refresh = time.monotonic()
-                self._queue(('refresh',))
-            if self.status_dirty.is_set() and self.transport.connected.is_set():
-                self.status_dirty.clear()
-                status = self.status()
-                for instance, topic in zip(self.options.instances, self.status_topics):
-                    mine = dict(status)
-                    mine['instance'] = instance
-                    mine['bindings'] = {k: v for k, v in status['bindings'].items()
-                                        if k.startswith(instance + '/')}
-                    self.transport.publish(topic, json.dumps(mine).encode('utf-8'), qos=1,
-                                           retain=True)
+            try:
+                self.transport.revive()
+                if time.monotonic() - last_refresh > REFRESH_INTERVAL:
+                    last_refresh = time.monotonic()
+                    self._queue(('refresh',))
+                if self.status_dirty.is_set() and self.transport.connected.is_set():
+                    self.status_dirty.clear()
+                    self._publish_status()
+            except Exception as e:
+                if is_termination(e):
+                    raise
+                self.faults(logging.ERROR, 'ticker-' + type(e).__name__,
+                            'responder: status not published: %s: %s', type(e).__name__, e)
+                log.debug('traceback', exc_info=True)
+                self.status_dirty.set()        # try again at the next tick
+
+    def _publish_status(self):
+        status = self.status()
+        for instance, topic in zip(self.options.instances, self.status_topics):
+            mine = dict(status)
+            mine['instance'] = instance
+            mine['bindings'] = {k: v for k, v in status['bindings'].items()
+                                if k.startswith(instance + '/')}
+            self.transport.publish(topic, json.dumps(mine).encode('utf-8'), qos=1,
+                                   retain=True)
 
 
 class LegacyServer:
@@ -455,40 +475,60 @@ class LegacyServer:
         responder = self.responder
         options = responder.options
         sources = {}
-        active = {}                    # response topic -> [request, since]
+        active = {}                    # response topic -> [request, since, failures]
         try:
             while not responder.stopping.is_set():
                 with self.lock:
                     new, self.pending = self.pending, {}
                 for topic, request in new.items():
-                    active[topic] = [request, request.since]
+                    active[topic] = [request, request.since, 0]
                 if not active:
                     self.wake.wait(1.0)
                     self.wake.clear()
                     continue
                 for topic in list(active):
-                    request, since = active[topic]
-                    try:
-                        source = responder._source(sources, request.binding.key)
-                        records = source.read_page(since, None, options.throttle_count)
-                        for record in records:
-                            responder.transport.publish(topic, protocol.encode_json(record),
-                                                        [('data_binding', request.binding.key)])
-                    except Exception as e:
-                        responder.faults(logging.ERROR, 'legacy', 'responder: protocol-1 '
-                                         'answer failed: %s: %s', type(e).__name__, e)
-                        records = []
-                    if len(records) < options.throttle_count:
-                        del active[topic]
-                        log.debug('responder: protocol-1 answer since %s to %s done',
-                                  request.since, topic)
-                    else:
-                        active[topic][1] = records[-1]['dateTime']
+                    self._answer_part(topic, active, sources)
                 if active:
                     responder.stopping.wait(options.throttle_sleep)
         finally:
             for source in sources.values():
                 source.close()
+
+    def _answer_part(self, topic, active, sources):
+        """Send the next throttle_count records of one answer. A failed read is tried again
+        (on a new connection) a few times before the answer is given up."""
+        responder = self.responder
+        request, since, failures = active[topic]
+        try:
+            source = responder._source(sources, request.binding.key)
+            records = source.read_page(since, None, responder.options.throttle_count)
+            for record in records:
+                responder.transport.publish(topic, protocol.encode_json(record),
+                                            [('data_binding', request.binding.key)])
+                since = record['dateTime']
+        except Exception as e:
+            if is_termination(e):
+                raise
+            failures += 1
+            responder.faults(logging.ERROR, 'legacy', 'responder: protocol-1 answer to %s '
+                             'failed (%d of %d tries): %s: %s', topic, failures,
+                             LEGACY_TRIES, type(e).__name__, e)
+            # a connection that failed (a MySQL server gone away) is not used again: the
+            # next try opens a new one
+            for source in sources.values():
+                source.close()
+            sources.clear()
+            if failures >= LEGACY_TRIES:
+                del active[topic]
+            else:
+                active[topic] = [request, since, failures]
+            return
+        if len(records) < responder.options.throttle_count:
+            del active[topic]
+            log.debug('responder: protocol-1 answer since %s to %s done', request.since,
+                      topic)
+        else:
+            active[topic] = [request, since, 0]
 
 
 class MQTTResponder(StdService):
