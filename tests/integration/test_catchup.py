@@ -9,6 +9,7 @@ import weewx.manager
 
 from tests.integration.harness import (KEY, START, STEP, assert_same, error_lines,
                                        stop_then_kill_broker, wait_until)
+from tests.support.conversation import Conversation
 from tests.support.measure import Fault, in_process
 from tests.support.mqtt import user_properties
 from tests.support.mutual import wait_mutual_knowledge
@@ -35,25 +36,34 @@ def test_catchup_into_empty_secondary_pages_and_batches(rig, broker, caplog):
     assert secondary.count_records() == 3000
     assert_same(primary, secondary)
 
-    messages = monitor.drain(0.5)
-    responses = [m for m in messages if m.topic.startswith('replicate/response/')]
-    requests = [m for m in messages if m.topic.startswith('replicate/request/')
-                and user_properties(m).get('op', 'records') == 'records']
-    assert responses and requests
+    # The catch-up's requests and their answers, matched by CorrelationData: not the
+    # verification's digest (asked for after the catch-up, on the same topics), nor acks.
+    talk = Conversation.collect(monitor, Conversation.catchup_done)
+    requests = talk.catchup_requests()
+    pages = [talk.answers(r) for r in requests]
+    responses = [m for page in pages for m in page]
+    assert requests and responses
+    assert talk.strangers() == []                # nothing that was not asked for
     for message in responses:
         props = user_properties(message)
         assert message.topic == 'replicate/response/%s' % node.clientid
         assert props['data_binding'] == KEY and props['protocol'] == '2'
         assert int(props['count']) <= 50
-    ends = [user_properties(m) for m in responses if user_properties(m).get('end') == '1']
+    ends = [talk.end(r) for r in requests]
     # 3,000 records in pages of at most 200: 15 full pages, and a 16th saying "no more"
     # (or the 15th says more=0 only if it came up short).
     assert len(ends) >= 15
     assert sum(1 for m in responses if int(user_properties(m)['seq']) > 0) >= 15 * 3
     assert ends[-1]['more'] == '0'
+    assert [e['more'] for e in ends[:-1]] == ['1'] * (len(ends) - 1)
     assert all(int(user_properties(r)['limit']) == 200 for r in requests)
-    # pulled, not pushed: every page was asked for by its own request
-    assert len(requests) == len(ends)
+    # pulled, not pushed: every page was asked for by its own request, and each request got
+    # one page (seq 0, 1, ... up to one end=1), every record once
+    for page in pages:
+        props = [user_properties(m) for m in page]
+        assert [int(p['seq']) for p in props] == list(range(len(page)))
+        assert [p.get('end') for p in props] == [None] * (len(page) - 1) + ['1']
+    assert sum(int(user_properties(m)['count']) for m in responses) == 3000
     assert error_lines(caplog) == []
 
 
@@ -67,18 +77,18 @@ def test_catchup_resumes_from_newest_and_is_idempotent(rig, broker, caplog):
     _, have = seed_history(secondary, START, 1000)
     monitor = rig.client(broker)
     monitor.subscribe('replicate/request/#')
-    pages = rig.client(broker)
-    pages.subscribe('replicate/response/#')
+    monitor.subscribe('replicate/response/#')
 
     rig.start_responder(primary)
     node = rig.start_requester(secondary)
     node.wait_caught_up(30)
     assert node.requester.progress_count == 1500
     assert node.replica.stored == 1500
-    first = next(m for m in monitor.drain(0.3)
-                 if user_properties(m).get('op', 'records') == 'records')
-    assert first.payload == str(have).encode('ascii')      # since = newest stored here
-    batches = pages.drain(0.3)
+    # the catch-up's requests and the pages answering them (not the verification's digest)
+    talk = Conversation.collect(monitor, Conversation.catchup_done)
+    requests = talk.catchup_requests()
+    assert requests[0].payload == str(have).encode('ascii')   # since = newest stored here
+    batches = [m for r in requests for m in talk.answers(r)]
     assert len(batches) > 1500 // 100
     for message in batches:
         assert len(message.payload) <= 4096
@@ -87,14 +97,16 @@ def test_catchup_resumes_from_newest_and_is_idempotent(rig, broker, caplog):
     node.stop()
     assert_same(primary, secondary)
 
-    # Second run: nothing to do, nothing stored twice.
+    # Second run: nothing to do, nothing stored twice. (The first run's catch-up requests
+    # were all collected above: the first one collected now is the second run's.)
     again = rig.start_requester(secondary)
     again.wait_caught_up(15)
     assert again.requester.progress_count == 0
     assert again.replica.stored == 0
-    first = next(m for m in monitor.drain(0.3)
-                 if user_properties(m).get('op', 'records') == 'records')
+    talk = Conversation.collect(monitor, Conversation.catchup_done)
+    (first,) = talk.catchup_requests()
     assert first.payload == str(START + 2499 * STEP).encode('ascii')
+    assert [user_properties(m)['count'] for m in talk.answers(first)] == ['0']
     again.stop()
     assert secondary.count_records() == 2500
     assert_same(primary, secondary)
