@@ -85,10 +85,11 @@ def test_protocol1_answer_respects_the_broker_queue(rig, make_broker):
 
 
 class Protocol1Responder:
-    """A protocol-1 responder: answers every request (payload `since`) by publishing each
-    newer record of the primary's database as its own JSON message, with only the user
-    property data_binding, to the request's ResponseTopic. It publishes live records the
-    same way, on replicate/archive/weewx."""
+    """A protocol-1 responder, as the earlier extension's behaves: answers every request
+    (payload `since`) by publishing each newer record of the primary's database as its own
+    QoS 1 JSON message, with only the user property data_binding, to the request's
+    ResponseTopic, as fast as it can (no throttle, no end marker). It publishes live records
+    the same way, on replicate/archive/weewx."""
 
     def __init__(self, client, database):
         self.client = client
@@ -161,6 +162,60 @@ def test_protocol1_responder_serves_our_requester(rig, broker, caplog):
     assert secondary.count_records() == 201
     assert_same(primary, secondary)
     assert node.requester.rejected == 0
+    assert error_lines(caplog) == []
+
+
+def test_protocol1_flood_reaches_every_record(rig, make_broker, caplog):
+    """3,000 records flooded at full speed through a broker that queues 1,000 messages per
+    client (Mosquitto's default): every one is stored, and the catch-up is complete only
+    after an answer that brought nothing new."""
+    broker = make_broker(max_queued_messages=1000)
+    primary = rig.primary(broker, count=3000)
+    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
+    fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING))
+    try:
+        node = rig.start_requester(secondary)
+        node.wait_caught_up(90)
+        assert secondary.count_records() == 3000
+        # the last request asked from the newest record and got nothing new
+        assert fake.requests[-1][0] == START + 2999 * STEP
+        node.stop()
+    finally:
+        fake.stop()
+    assert_same(primary, secondary)
+    assert error_lines(caplog) == []
+
+
+def test_protocol1_partial_answer_is_never_complete(rig, broker, monkeypatch, caplog):
+    """Records beyond what the requester may hold are dropped here; it asks again from its
+    newest record, round after round, and says it is caught up only with all of them."""
+    from user.mqttreplicate import database, requester
+    monkeypatch.setattr(requester, 'MAX_LEGACY', 400)
+    store_bulk = database.TargetDatabase.store_bulk
+
+    def slow_store_bulk(self, records):         # a slow disk: the flood outruns it
+        time.sleep(0.2)
+        return store_bulk(self, records)
+
+    monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_store_bulk)
+    primary = rig.primary(broker, count=2000)
+    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
+    fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING))
+    counts = []
+    try:
+        node = rig.start_requester(secondary)
+        node.wait_caught_up(90)
+        counts.append(secondary.count_records())
+        node.stop()
+    finally:
+        fake.stop()
+    assert counts == [2000]
+    assert any('some dropped here' in r.getMessage() for r in caplog.records)
+    since = [request[0] for request in fake.requests]
+    # the first answer was partial, a later one complete, the last brought nothing new
+    assert len(since) >= 3 and since == sorted(set(since))
+    assert since[-1] == START + 1999 * STEP
+    assert_same(primary, secondary)
     assert error_lines(caplog) == []
 
 
