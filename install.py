@@ -5,11 +5,19 @@
 
 The installer copies the package bin/user/mqttreplicate into the station,
 adds the responder service to restful_services and adds a commented
-[MQTTReplicate] stanza with both roles disabled.  It never touches [Station]:
+[Replicator] stanza with both roles disabled.  It never touches [Station]:
 a key the installer declares is deleted again by 'weectl extension
 uninstall', so declaring station_type here would break weewxd after an
 uninstall.  Making a station a secondary is done with
 'weectl station reconfigure --driver=user.mqttreplicate' instead.
+
+A station upgraded from the earlier extension has its stanza as
+[MQTTReplicate], which the extension reads unchanged.  Adding [Replicator]
+next to it would be an error (two stanzas), so on such a station the
+installer adds no stanza at all (see MQTTReplicateInstaller.configure).
+Uninstalling removes only what installing added: the package, the service
+and the keys of [Replicator] (there are none on an upgraded station, whose
+[MQTTReplicate] stanza stays).
 
 This file is loaded twice in the life of the extension: by 'install', from
 the extension's source tree, and by 'list' / 'uninstall', from the copy that
@@ -29,6 +37,8 @@ from weecfg.extension import ExtensionInstaller
 
 NAME = 'MQTTReplicate'
 PACKAGE = 'mqttreplicate'
+STANZA_NAME = 'Replicator'            # the stanza written into weewx.conf
+LEGACY_STANZA_NAME = 'MQTTReplicate'  # the earlier extension's stanza, kept as it is
 FALLBACK_VERSION = '0.1.0'
 
 # Used only when uninstalling and the installed package cannot be found:
@@ -43,7 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The stanza added to weewx.conf.  Comments go *above* the line they
 # describe: the WeeWX merge keeps those but drops inline (end-of-line) ones.
 STANZA = """\
-[MQTTReplicate]
+[Replicator]
     # MQTTReplicate copies WeeWX databases from a primary station to
     # secondary stations through an MQTT broker.  Both roles are disabled
     # until you enable one; see the documentation (docs/install.md and
@@ -154,12 +164,12 @@ def package_files():
 
 
 def make_config():
-    """The [MQTTReplicate] stanza as a ConfigObj, so that its comments survive the merge."""
+    """The [Replicator] stanza as a ConfigObj, so that its comments survive the merge."""
     config = configobj.ConfigObj(io.StringIO(STANZA), encoding='utf-8', interpolation=False)
     # configobj files a comment that starts a file as the file's initial
     # comment; the merge only carries comments attached to a section.
     config.initial_comment = []
-    config.comments[NAME] = ['', '#' * 78, '']
+    config.comments[STANZA_NAME] = ['', '#' * 78, '']
     return config
 
 
@@ -182,3 +192,22 @@ class MQTTReplicateInstaller(ExtensionInstaller):
             config=make_config(),
             files=[('bin/user', package_files())],
         )
+
+    def configure(self, engine):
+        """Called by 'weectl extension install' before the stanza is merged.
+
+        On a station that has the earlier extension's [MQTTReplicate] stanza and no
+        [Replicator], the stanza is left out: the station keeps [MQTTReplicate] as it is.
+        Returns False: nothing in weewx.conf is changed here.
+        """
+        config_dict = engine.config_dict
+        if LEGACY_STANZA_NAME in config_dict and STANZA_NAME not in config_dict:
+            self.pop('config', None)
+            engine.printer.out("This station has the [%s] stanza of the earlier extension: "
+                               "kept as it is, no [%s] stanza added."
+                               % (LEGACY_STANZA_NAME, STANZA_NAME))
+        elif LEGACY_STANZA_NAME in config_dict:
+            engine.printer.out("Warning: weewx.conf has both [%s] and [%s]; MQTTReplicate "
+                               "will not start until one of them is removed."
+                               % (STANZA_NAME, LEGACY_STANZA_NAME))
+        return False

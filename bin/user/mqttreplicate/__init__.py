@@ -7,7 +7,7 @@
 
 VERSION = '0.1.0'
 
-DRIVER_NAME = 'MQTTReplicate'
+DRIVER_NAME = 'Replicator'       # the stanza's name, and station_type of a secondary
 DRIVER_VERSION = VERSION
 
 from .driver import loader, MQTTRequesterDriver      # noqa: E402
