@@ -206,8 +206,8 @@ class HeartbeatUnits:
     def units(self, now, choose):
         period = weeutil.weeutil.startOfInterval(now, self.interval)
         if period != self.period:
-            self.previous = self.current if self.period is not None \
-                and period - self.period <= self.interval else None
+            # StdArchive's old accumulator is the one of the last interval that had packets
+            self.previous = self.current
             self.period = period
             self.current = choose()
         return self.current
