@@ -146,7 +146,7 @@ class Replication:
             config['E2E'] = {'gate_file': str(self.gate_file), 'aq_binding': 'aq_binding'}
             responder = {'enable': 'true', INSTANCE: bindings}
             responder.update(extra)
-            config['MQTTReplicate'] = dict(self.connection(), Responder=responder)
+            config['Replicator'] = dict(self.connection(), Responder=responder)
             if self.aq:
                 _aq_database(config)
         st.edit(fn)
@@ -157,11 +157,11 @@ class Replication:
             bindings['aq_binding'] = {'type': 'secondary', 'secondary_data_binding': 'aq_binding'}
 
         def fn(config):
-            config['Station']['station_type'] = 'MQTTReplicate'
+            config['Station']['station_type'] = 'Replicator'
             config['Engine']['Services']['process_services'] = ['weewx.engine.StdConvert']
             requester = {INSTANCE: bindings}
             requester.update(extra)
-            config['MQTTReplicate'] = dict(self.connection(), driver='user.mqttreplicate',
+            config['Replicator'] = dict(self.connection(), driver='user.mqttreplicate',
                                            Requester=requester)
             if self.aq:
                 _aq_database(config)

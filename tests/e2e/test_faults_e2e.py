@@ -16,8 +16,8 @@ pytestmark = pytest.mark.e2e
 def through(station, proxy):
     """Make a station connect through proxy (takes effect at its next start)."""
     def fn(config):
-        config['MQTTReplicate']['host'] = proxy.host
-        config['MQTTReplicate']['port'] = str(proxy.port)
+        config['Replicator']['host'] = proxy.host
+        config['Replicator']['port'] = str(proxy.port)
     station.edit(fn)
 
 

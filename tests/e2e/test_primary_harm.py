@@ -32,7 +32,7 @@ CONNACK_REFUSED = re.compile(r'Sending CONNACK to \S+ \(\d, 13[45]\)')
 
 def set_credentials(station, username, password):
     def fn(config):
-        config['MQTTReplicate']['Responder'].update({'username': username, 'password': password})
+        config['Replicator']['Responder'].update({'username': username, 'password': password})
     station.edit(fn)
 
 
