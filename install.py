@@ -45,8 +45,8 @@ FALLBACK_VERSION = '0.1.0'
 # the modules the package is known to contain.  A name that does not exist
 # is harmless (nothing is deleted for it).
 KNOWN_MODULES = ('__init__.py', '__main__.py', 'cli.py', 'confeditor.py', 'config.py',
-                 'database.py', 'driver.py', 'protocol.py', 'requester.py', 'responder.py',
-                 'transport.py')
+                 'database.py', 'driver.py', 'faults.py', 'protocol.py', 'requester.py',
+                 'responder.py', 'transport.py', 'verify.py')
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
