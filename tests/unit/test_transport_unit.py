@@ -186,3 +186,18 @@ def test_transport_message_handler_errors_are_contained_and_rate_limited(clock, 
     assert len(errors) == 1
     assert 'replicate/request/weewx' in errors[0].getMessage()
     assert 'KeyError' in errors[0].getMessage()
+
+
+@pytest.mark.parametrize('stanza', ['Replicator', 'MQTTReplicate'])
+def test_refused_credentials_name_the_options_and_the_stanza_in_use(stanza):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+    options = config.ConnectionOptions(role='requester', clientid='unit-test-client',
+                                       host='broker.invalid', username='someone',
+                                       section=stanza)
+    t = transport.Transport(options, [], lambda message: None)
+    refused = ReasonCode(PacketTypes.CONNACK, identifier=135)       # not authorized
+    t._on_connect(t.client, None, None, refused, None)
+    assert t.refused
+    assert ("as user 'someone', client id 'unit-test-client': check the options 'username' "
+            "and 'password' of [%s]" % stanza) in t.connect_error

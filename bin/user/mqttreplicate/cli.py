@@ -207,6 +207,7 @@ def cmd_request(args, config_dict):
         while not stop.wait(0.2):
             if not writer.is_alive():
                 raise RuntimeError('the writer stopped: %s' % writer.failed)
+            requester.transport.revive()
             progress.show()
             if args.once and all(r.caught_up.is_set() for r in requester.replicas.values()):
                 break

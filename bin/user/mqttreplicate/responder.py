@@ -539,7 +539,8 @@ class MQTTResponder(StdService):
         self.responder = None
         try:
             if not cfg.has_role(config_dict, 'Responder'):
-                log.info('responder: no [MQTTReplicate][[Responder]] section; not started')
+                log.info('responder: no [%s][[Responder]] section; not started',
+                         cfg.stanza_name(config_dict))
                 return
             options = cfg.parse_responder(config_dict)
             if not options.enable:

@@ -182,9 +182,10 @@ class Transport:
                 self.options.host, self.options.port, reason_code)
             if self.refused:
                 self.connect_error += (" (as user '%s', client id '%s': check the options "
-                                       "'username' and 'password' of [MQTTReplicate] and the "
+                                       "'username' and 'password' of [%s] and the "
                                        "broker's password file and ACL)"
-                                       % (self.options.username or '', self.options.clientid))
+                                       % (self.options.username or '', self.options.clientid,
+                                          self.options.section))
             self.errors(logging.ERROR, 'connect', '%s: %s', self.name, self.connect_error)
             return
         self.connect_error = None
