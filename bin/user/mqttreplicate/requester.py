@@ -361,6 +361,7 @@ class Replica:
         self.last_progress = time.monotonic()
         self.answered = True
         self.unanswered = False
+        self.legacy = False            # a protocol-2 page: the responder was upgraded
         records = item.records
         if not records:
             return
