@@ -20,8 +20,10 @@ its request arrived: a client subscribed to both topics sees every request befor
 answer.
 """
 
+import json
 import queue
 import time
+import zlib
 
 from tests.support.mqtt import user_properties
 
@@ -52,6 +54,14 @@ def is_catchup_request(message):
     props = user_properties(message)
     return is_request(message) and props.get('protocol') == '2' \
         and operation(message) == 'records' and props.get('replace') != '1'
+
+
+def records(message):
+    """The records of a page message (its payload decoded as its encoding says)."""
+    payload = message.payload
+    if user_properties(message).get('encoding') == 'zlib+json':
+        payload = zlib.decompress(payload)
+    return json.loads(payload)
 
 
 def collect(client, done, timeout=30.0, what='the messages waited for'):
