@@ -1,12 +1,15 @@
 """Several bindings (SPEC 5.4, 6.2): every replicated binding arrives, other bindings before
 main, each into the binding the secondary names."""
 
+import json
+
 import pytest
 import weewx
 
 from tests.integration.harness import (BINDING, KEY, START, STEP, add_binding, assert_same,
                                        configure, error_lines, new_record, wait_until)
 from tests.integration.test_live import FakeEngine
+from tests.support.conversation import collect, is_catchup_request
 from tests.support.mqtt import user_properties
 from tests.support.station import compare_databases, seed_history
 from user.mqttreplicate.responder import MQTTResponder
@@ -40,8 +43,10 @@ def test_two_bindings(rig, broker, caplog):
         node.wait_caught_up(20)
         assert node.requester.replicas[EXTRA_KEY].stored == 500
         assert node.requester.replicas[KEY].stored == 700
-        first = next(m for m in monitor.drain(0.3)
-                     if user_properties(m).get('op', 'records') == 'records')
+        # the first catch-up request (not an ack, a digest, or a live record the responder
+        # published when it connected)
+        first = collect(monitor, lambda ms: any(is_catchup_request(m) for m in ms), 10,
+                        'the first catch-up request')[-1]
         assert user_properties(first)['data_binding'] == EXTRA_KEY     # main last
 
         # One archive period: a record in each binding, published other binding first.
@@ -52,8 +57,12 @@ def test_two_bindings(rig, broker, caplog):
         engine.db_binder.get_manager(BINDING).addRecord(record, log_success=False)
         engine.dispatch(weewx.Event(weewx.NEW_ARCHIVE_RECORD, record=record,
                                     origin='hardware'))
-        live = [m for m in (monitor.expect('replicate/archive/weewx', timeout=5)
-                            for _ in range(2))]
+        # these two, known by their dateTime (the responder also published each binding's
+        # newest record when it connected)
+        def ours(messages):
+            return [m for m in messages if m.topic == 'replicate/archive/weewx'
+                    and json.loads(m.payload)['dateTime'] in (ts - OFFSET, ts)]
+        live = ours(collect(monitor, lambda ms: len(ours(ms)) == 2, 10, 'the two live records'))
         assert [user_properties(m)['data_binding'] for m in live] == [EXTRA_KEY, KEY]
         node.wait_position(ts, timeout=5)
         wait_until(lambda: node.requester.replicas[EXTRA_KEY].position == ts - OFFSET, 5,

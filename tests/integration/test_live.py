@@ -11,8 +11,8 @@ import weewx.manager
 from tests.integration.harness import (BINDING, KEY, START, STEP, add_to_primary,
                                        assert_same, configure, error_lines, new_record,
                                        read_for_live, wait_until)
+from tests.support.conversation import Conversation, collect, is_catchup_request, records
 from tests.support.measure import Fault, in_process
-from tests.support.mqtt import user_properties
 from tests.support.mutual import wait_mutual_knowledge
 from tests.support.station import generate_records, seed_history
 from user.mqttreplicate.responder import MQTTResponder
@@ -42,9 +42,11 @@ def publish(responder, primary, ts):
     return prev
 
 
-def records_requests(monitor, quiet=0.3):
-    return [m for m in monitor.drain(quiet)
-            if user_properties(m).get('op', 'records') == 'records']
+def first_catchup_request(monitor, timeout=10.0):
+    """The first catch-up request monitor receives from now on (acks and the verification's
+    digests are no catch-up requests)."""
+    return collect(monitor, lambda ms: any(is_catchup_request(m) for m in ms), timeout,
+                   'a catch-up request')[-1]
 
 
 def test_live_records_are_stored_and_a_hole_is_filled(rig, broker, caplog, fault_report):
@@ -80,9 +82,9 @@ def test_live_records_are_stored_and_a_hole_is_filled(rig, broker, caplog, fault
     newest = LAST + 8 * STEP
     assert publish(responder, primary, newest) == LAST + 7 * STEP
     node.wait_position(newest, timeout=10)
-    requests = records_requests(monitor)
-    assert requests, 'no catch-up request after the hole'
-    assert requests[0].payload == str(LAST + 3 * STEP).encode('ascii')
+    # (subscribed after the first catch-up: the hole's request is the first one it sees)
+    request = first_catchup_request(monitor)
+    assert request.payload == str(LAST + 3 * STEP).encode('ascii')
     assert any('hole before live record' in r.getMessage() for r in caplog.records)
     assert secondary.count_records() == COUNT - 1 + 8
     assert_same(primary, secondary)
@@ -152,11 +154,14 @@ def test_duplicates_and_reordering_are_harmless(rig, broker, caplog, fault_repor
                   "stored count = primary's; no rejection; no error line")
     caplog.set_level(logging.DEBUG, logger='user.mqttreplicate')
     capture = rig.client(broker)
+    capture.subscribe('replicate/request/#')
     capture.subscribe('replicate/response/#')
     primary, secondary, responder, node = caught_up_pair(rig, broker)
-    pages = capture.drain(0.3)
-    assert pages
-    r1, r2, r3 = (LAST + i * STEP for i in (1, 2, 3))
+    # the catch-up's pages (not the answer to the verification that follows it)
+    talk = Conversation.collect(capture, Conversation.catchup_done)
+    pages = [m for r in talk.catchup_requests() for m in talk.answers(r)]
+    assert {r['dateTime'] for m in pages for r in records(m)} == set(range(START, LAST + 1, STEP))
+    r1, r2, r3, r4 = (LAST + i * STEP for i in (1, 2, 3, 4))
     add_to_primary(primary, [new_record(ts) for ts in (r1, r2, r3)])
 
     # The same live record twice.
@@ -172,15 +177,19 @@ def test_duplicates_and_reordering_are_harmless(rig, broker, caplog, fault_repor
     # Every page of the catch-up again (their requests are long answered).
     for message in pages:
         capture.publish(message.topic, message.payload, qos=1, properties=message.properties)
-    time.sleep(0.5)
+    # Then the next record (only now on the primary, so that no catch-up brings it): the
+    # requester handles its messages in order, so once r4 is stored, everything above has
+    # been handled.
+    add_to_primary(primary, [new_record(r4)])
+    publish(responder, primary, r4)
     with fault.settling(lambda: in_process(primary, secondary, caplog,
                                            stored=node.replica.stored)) as figures:
-        wait_until(node.idle, 10, 'the writer to finish')
+        node.wait_position(r4, timeout=10)
     wait_mutual_knowledge(broker, primary, [secondary])
     figures.assert_clean()
 
-    assert node.replica.stored == COUNT + 3
-    assert secondary.count_records() == COUNT + 3
+    assert node.replica.stored == COUNT + 4
+    assert secondary.count_records() == COUNT + 4
     assert_same(primary, secondary)
     assert node.requester.rejected == 0
     assert error_lines(caplog) == []
