@@ -40,15 +40,18 @@ def test_responder_statuses_restart_a_catchup_only_when_it_reconnected(rig, brok
     assert len(asked) == 1 and asked[0].payload == b'0'
     skewed = int(time.time()) + 600                   # the primary's clock is 10 min ahead
     fake = rig.client(broker)
-    # the first status this requester sees, live: the responder connected after we asked
-    fake.publish(STATUS, _status(skewed), qos=1, retain=True)
-    assert len(_requests(monitor)) == 1
-    # the same connection again and again: nothing new (before: a new catch-up each time,
-    # as its `connected` is later than our clock's time of asking)
-    for _ in range(3):
+    # the first status this requester sees tells nothing (retained, or queued for its
+    # session); the same connection again and again says nothing new either (before: a
+    # new catch-up each time, as its `connected` is later than our clock's time of asking)
+    for _ in range(4):
         fake.publish(STATUS, _status(skewed), qos=1, retain=True)
     assert _requests(monitor) == []
     fake.publish(STATUS, _status(skewed + 5), qos=1, retain=True)   # it reconnected
+    asked = _requests(monitor)
+    assert len(asked) == 1 and asked[0].payload == b'0'
+    # offline, then online again: a new connection, whatever its clock says
+    fake.publish(STATUS, json.dumps({'state': 'offline'}).encode(), qos=1, retain=True)
+    fake.publish(STATUS, _status(skewed - 3600), qos=1, retain=True)
     asked = _requests(monitor)
     assert len(asked) == 1 and asked[0].payload == b'0'
     assert node.replica.catching_up

@@ -23,6 +23,7 @@ from .verify import AutoVerifier
 log = logging.getLogger(__name__)
 
 ACK_INTERVAL = 1.0       # acknowledge stored records at most this often
+OFFLINE = -1             # the responder's `connected` while its status says offline
 PIPELINE = 2             # pages outstanding at most (one being stored, one in flight)
 MAX_HELD_LIVE = 2000     # live records kept aside during a catch-up (the newest ones)
 INBOX_SIZE = 1000        # items waiting for the thread that owns a database (SPEC 6.1)
@@ -644,6 +645,8 @@ class Requester:
         self.transport.ack(message)
         try:
             status = protocol.decode_payload(message.payload, None)
+            if isinstance(status, dict) and status.get('state') == 'offline':
+                self.responder_connected[instance] = OFFLINE
             if not isinstance(status, dict) or status.get('state') != 'online':
                 return
             bindings = status.get('bindings') or {}
@@ -656,15 +659,14 @@ class Requester:
             return
         # A responder that connected after our request was sent may never have seen it (a
         # broker restart without persistence): ask again at once rather than wait. Only the
-        # responder's own clock is compared with itself: its `connected` changed since the
-        # last status we saw, or this is the first status we see and it is not the retained
-        # one (a retained status was there before we subscribed, so before we asked).
+        # responder's own clock is compared with itself: it reconnected if its `connected`
+        # differs from the one of the last status we saw, or if that status said offline.
+        # The first status we see tells nothing (retained, or queued in our session).
         connected = status.get('connected')
         if not protocol.plain_int(connected):
             connected = None
         seen = self.responder_connected.get(instance)
-        reconnected = connected is not None and connected != seen \
-            and not (seen is None and message.retain)
+        reconnected = connected is not None and seen is not None and connected != seen
         if connected is not None:
             self.responder_connected[instance] = connected
         changed = False
