@@ -46,19 +46,19 @@ def workdir(name):
 
 
 def add_stanza(station, broker, role, **extra):
-    """Give a station the [MQTTReplicate] stanza for one role."""
+    """Give a station the [Replicator] stanza for one role."""
     def edit(config):
-        config['MQTTReplicate'] = {
+        config['Replicator'] = {
             'driver': 'user.mqttreplicate', 'host': broker.host, 'port': str(broker.port)}
         section = {'weewx': {'wx_binding': {'type': 'main'}}}
         section.update({k: str(v) for k, v in extra.items()})
         if role == 'Responder':
             section['enable'] = 'true'
         else:   # what `weectl station reconfigure --driver=user.mqttreplicate` does
-            config['Station']['station_type'] = 'MQTTReplicate'
+            config['Station']['station_type'] = 'Replicator'
             config['StdArchive']['record_generation'] = 'hardware'
             config['Engine']['Services']['process_services'] = ['weewx.engine.StdConvert']
-        config['MQTTReplicate'][role] = section
+        config['Replicator'][role] = section
     station.edit(edit)
 
 
