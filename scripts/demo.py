@@ -261,7 +261,7 @@ def configure(port, now):
         'user.mqttreplicate.MQTTResponder', 'user.demo_pacer.DemoPacer']
     primary['DemoPacer'] = {'pace': str(PACE), 'hold_file': str(RUN / 'primary' / 'hold'),
                             'limit': str(now - 3600)}
-    primary['MQTTReplicate'] = {
+    primary['Replicator'] = {
         'host': '127.0.0.1', 'port': str(port),
         'Responder': {'enable': 'true', INSTANCE: {'wx_binding': {'type': 'main'}}}}
     primary.write()
@@ -269,10 +269,10 @@ def configure(port, now):
 
     secondary = create_station(RUN / 'secondary')
     secondary['log_success'] = 'True'                      # "Added record ..." per live record
-    secondary['Station']['station_type'] = 'MQTTReplicate'
+    secondary['Station']['station_type'] = 'Replicator'
     # Only StdConvert: StdCalibrate, StdQC and StdWXCalculate would alter replicated records.
     secondary['Engine']['Services']['process_services'] = ['weewx.engine.StdConvert']
-    secondary['MQTTReplicate'] = {
+    secondary['Replicator'] = {
         'driver': 'user.mqttreplicate', 'host': '127.0.0.1', 'port': str(port),
         'Requester': {INSTANCE: {'wx_binding': {'type': 'main'}}}}
     secondary.write()
@@ -408,7 +408,7 @@ def demo():
     configure(port, now)
     say('  primary:   %s  (Simulator driver + user.mqttreplicate.MQTTResponder)'
         % (RUN / 'primary'))
-    say('  secondary: %s  (driver user.mqttreplicate: station_type = MQTTReplicate)'
+    say('  secondary: %s  (driver user.mqttreplicate: station_type = Replicator)'
         % (RUN / 'secondary'))
 
     step('3. Seeding the primary with %d weeks of history (%s five-minute records)'
