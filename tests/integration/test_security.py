@@ -121,8 +121,12 @@ def test_shared_secret_signs_and_rejects_forgeries(rig, broker, caplog, fault_re
                      user_properties={'data_binding': KEY, 'protocol': '2', 'prev': last})
     with fault.settling(lambda: in_process(primary, secondary, caplog,
                                            stored=node.replica.stored)) as figures:
-        time.sleep(1.0)
+        # until the forgery was handled: rejected, or (wrongly) stored
+        wait_until(lambda: node.requester.rejected or secondary.last_timestamp() != last, 15,
+                   'the forgery to be rejected')
     stored_forgery = secondary.last_timestamp() != last
+    # every answer that reached the requester's response topic (those to its catch-up and to
+    # its verification) was signed
     answers = pages.drain(0.2)
     signed = bool(answers) and all('sig' in user_properties(m) for m in answers)
     wait_mutual_knowledge(broker, primary, [secondary])

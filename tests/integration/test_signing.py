@@ -12,6 +12,7 @@ import pytest
 from tests.integration.harness import (KEY, START, STEP, JsonWatcher, add_to_primary,
                                        assert_same, error_lines, new_record, read_for_live,
                                        retained_json, wait_until)
+from tests.support.conversation import collect
 from tests.support.measure import Fault, in_process
 from tests.support.mqtt import user_properties
 from tests.support.mutual import wait_mutual_knowledge
@@ -79,14 +80,20 @@ def test_same_secret_replicates_and_signs_everything(rig, broker, caplog):
     assert_same(primary, secondary)
 
     # the requester read the responder's signed status: it knows the primary's newest record
-    wait_until(lambda: node.replica.primary_newest == LAST + 3 * STEP, 5,
+    wait_until(lambda: node.replica.primary_newest == LAST + 3 * STEP, 15,
                'the requester to learn the primary newest record from its status')
     wait_until(lambda: ((responder.status()['nodes'].get(node.clientid) or {}).get(KEY) or {})
-               .get('last') == LAST + 3 * STEP, 5, 'the ack of the last live record')
+               .get('last') == LAST + 3 * STEP, 15, 'the ack of the last live record')
 
     node.stop()
     rig.stop_responder(responder)
-    messages = spy.drain(0.5)
+    # everything either side published, up to the last: both final 'offline' statuses
+    finals = {'replicate/status/weewx', 'replicate/status/weewx/%s' % node.clientid}
+
+    def offline(message):
+        return message.topic in finals and json.loads(message.payload).get('state') == 'offline'
+    messages = collect(spy, lambda ms: {m.topic for m in ms if offline(m)} == finals, 15,
+                       "both sides' final 'offline' status")
     kinds = {(m.topic.rsplit('/', 1)[0], user_properties(m).get('op', '-')) for m in messages}
     # requests, acks, pages, live records, both statuses and both final 'offline' messages
     assert {('replicate/request', 'records'), ('replicate/request', 'ack'),

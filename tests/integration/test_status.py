@@ -3,7 +3,7 @@
 import pytest
 
 from tests.integration.harness import (KEY, START, STEP, JsonWatcher, assert_same,
-                                       error_lines, retained_json)
+                                       error_lines, retained_json, wait_until)
 from tests.support.measure import Fault, in_process
 from tests.support.mutual import wait_mutual_knowledge
 
@@ -39,7 +39,12 @@ def test_acks_and_retained_status(rig, broker, caplog):
     assert responder.counters['acks'] >= 1
 
     mine = 'replicate/status/weewx/%s' % clientid
-    own = retained_json(broker, mine)
+    # (the requester publishes the status that says so right after the ack: wait for it)
+    def own_status_up_to_date():
+        status = retained_json(broker, mine)
+        mine_now = ((status.get('bindings') or {}).get(KEY) or {}).get('newest')
+        return status if mine_now == newest else None
+    own = wait_until(own_status_up_to_date, 10, "the requester's status to show its newest")
     assert own['state'] == 'online' and own['role'] == 'requester'
     assert own['clientid'] == clientid
     assert own['bindings'][KEY]['newest'] == newest
@@ -124,9 +129,9 @@ def test_status_after_a_restart_with_nothing_new(rig, broker):
     node.wait_caught_up(15)
     watcher = JsonWatcher(rig.client(broker))
     watcher.client.subscribe('replicate/status/#')
-    watcher.wait(mine, lambda s: s.get('state') == 'online', timeout=2)
+    watcher.wait(mine, lambda s: s.get('state') == 'online', timeout=10)
     watcher.wait(RESPONDER_STATUS, lambda s: ((s.get('nodes') or {}).get('restarted') or {})
-                 .get(KEY, {}).get('last') == START + 99 * STEP, timeout=2)
+                 .get(KEY, {}).get('last') == START + 99 * STEP, timeout=10)
 
 
 def test_clientid_with_a_wildcard(rig, broker):
