@@ -89,7 +89,7 @@ def test_documented_acl_confines_each_requester(rig, make_broker, caplog):
     seed_history(primary, START - 30, GARDEN_COUNT, binding=GARDEN_BINDING)
     configure(primary, broker, 'Responder', user='primary', clientid='primary-responder',
               batch_size=100)
-    primary.edit(lambda c: c['MQTTReplicate']['Responder'].__setitem__(
+    primary.edit(lambda c: c['Replicator']['Responder'].__setitem__(
         GARDEN, {GARDEN_BINDING: {'type': 'secondary'}}))
 
     # station1 follows weewx, station2 follows garden (into its own wx_binding).
@@ -99,7 +99,7 @@ def test_documented_acl_confines_each_requester(rig, make_broker, caplog):
                          clientid='station2', page_size=150, instance=GARDEN)
 
     def garden_requester(config):
-        config['MQTTReplicate']['Requester'][GARDEN] = {
+        config['Replicator']['Requester'][GARDEN] = {
             GARDEN_BINDING: {'type': 'main', 'secondary_data_binding': BINDING}}
     station2.edit(garden_requester)
 

@@ -26,14 +26,15 @@ def test_version_help_and_usage(rig, broker):
     assert unknown.returncode == 2
 
 
-def test_configuration_errors_exit_2_naming_option_and_section(rig, broker):
-    station = rig.secondary(broker)
-    station.edit(lambda c: c['MQTTReplicate']['Requester'].__setitem__('page_size', 'many'))
+@pytest.mark.parametrize('stanza', ['Replicator', 'MQTTReplicate'])
+def test_configuration_errors_exit_2_naming_option_and_section(rig, broker, stanza):
+    station = rig.secondary(broker, stanza=stanza)
+    station.edit(lambda c: c[stanza]['Requester'].__setitem__('page_size', 'many'))
     result = station.run_cli('request', '--once', timeout=60)
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith('error:') and "'page_size'" in last \
-        and '[MQTTReplicate][Requester]' in last, result.stderr
+        and '[%s][Requester]' % stanza in last, result.stderr
     missing = station.run_cli('--config', '/nonexistent/weewx.conf', 'status', timeout=60)
     assert missing.returncode == 2
     assert 'does not exist' in missing.stderr
@@ -48,9 +49,12 @@ def test_unreachable_broker_exits_3(rig, make_broker):
     assert result.stderr.strip().splitlines()[-1].startswith('error: cannot reach the broker')
 
 
-def test_respond_request_once_and_status(rig, broker):
-    primary = rig.primary(broker, count=1500)
-    secondary = rig.secondary(broker, page_size=400)
+@pytest.mark.parametrize('stanza', ['Replicator', 'MQTTReplicate'])
+def test_respond_request_once_and_status(rig, broker, stanza):
+    """With the card's [Replicator] stanza, and with the earlier extension's [MQTTReplicate]
+    (an upgraded station's, read unchanged)."""
+    primary = rig.primary(broker, count=1500, stanza=stanza)
+    secondary = rig.secondary(broker, page_size=400, stanza=stanza)
     responder = primary.start_cli('respond')
     responder.wait_for_output(r'responding for weewx/wx_binding', timeout=30)
 
@@ -68,9 +72,9 @@ def test_respond_request_once_and_status(rig, broker):
     assert SUMMARY.search(again.stdout).group(1) == '0'
 
     # status shows the responder's retained status with the secondary as an acknowledged node
-    clientid = secondary.load()['MQTTReplicate']['Requester']['clientid'] \
-        if 'clientid' in secondary.load()['MQTTReplicate']['Requester'] \
-        else secondary.load()['MQTTReplicate']['clientid']
+    clientid = secondary.load()[stanza]['Requester']['clientid'] \
+        if 'clientid' in secondary.load()[stanza]['Requester'] \
+        else secondary.load()[stanza]['clientid']
 
     def status_lists_node():
         shown = secondary.run_cli('status', timeout=60)
