@@ -10,12 +10,18 @@
     proxy.bytes_up, proxy.bytes_down, proxy.connections, proxy.cuts
     proxy.stop()
 
+    slow = TcpProxy(broker.host, broker.port, rate=32768, buffer=8192)
+                                  # at most 32 KiB/s each way (all connections together),
+                                  # and small socket buffers on the proxy's side
+    slow.throttle(None)           # full speed from now on (or another rate; 'up' or 'down')
+
 Threads only: one accepting thread, and two pumping threads per connection (client -> broker
 "up", broker -> client "down"). Loopback only; nothing here ever listens elsewhere.
 """
 
 import socket
 import threading
+import time
 from typing import List, Optional, Tuple
 
 HOST = '127.0.0.1'
@@ -46,15 +52,50 @@ class _Link:
                 pass
 
 
+class _Throttle:
+    """A rate limit of one direction, shared by all connections: bytes go through at most
+    `rate` bytes a second on average (None: no limit)."""
+
+    def __init__(self, rate: Optional[float]):
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.due = time.monotonic()      # when the bytes granted so far have gone through
+
+    def set(self, rate: Optional[float]) -> None:
+        with self.lock:
+            self.rate = rate
+            self.due = time.monotonic()
+
+    def delay(self, nbytes: int) -> float:
+        """Seconds to wait before forwarding nbytes more (and book them)."""
+        with self.lock:
+            if not self.rate:
+                return 0.0
+            now = time.monotonic()
+            start = max(self.due, now)          # after the bytes granted before
+            self.due = start + nbytes / float(self.rate)
+            return start - now
+
+
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to target_host:target_port; see the module docstring."""
+    """Forwards 127.0.0.1:<port> to target_host:target_port; see the module docstring.
+
+    rate: bytes a second in each direction, all connections together (None: as fast as
+        loopback goes); see throttle().
+    buffer: SO_RCVBUF and SO_SNDBUF of the proxy's sockets, towards the client and towards
+        the target (None: the system's). With a low rate, small buffers here make a client's
+        writes back up at once instead of after megabytes (a client's own send buffer is its
+        own: on loopback Linux grows it to megabytes unless the client sets SO_SNDBUF)."""
 
     def __init__(self, target_host: str, target_port: int, host: str = HOST,
-                 chunk: int = 4096):
+                 chunk: int = 4096, rate: Optional[float] = None,
+                 buffer: Optional[int] = None):
         if host not in ('127.0.0.1', 'localhost', '::1'):
             raise ValueError('the test proxy listens on loopback only')
         self.target = (target_host, target_port)
-        self.chunk = chunk
+        self.chunk = chunk if not rate else max(256, min(chunk, int(rate) // 16))
+        self.buffer = buffer
+        self._throttles = {True: _Throttle(rate), False: _Throttle(rate)}   # up, down
         self._lock = threading.Lock()
         self._links: List[_Link] = []
         self._flowing = threading.Event()
@@ -70,6 +111,9 @@ class TcpProxy:
         self.cuts = 0                 # cut() calls that closed at least one connection
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if buffer:
+            # set before listen(): accepted sockets inherit them, window scaling included
+            self._set_buffers(self._server)
         self._server.bind((host, 0))
         self._server.listen(16)
         self._server.settimeout(0.1)        # so that stop() ends the accepting thread at once
@@ -99,6 +143,19 @@ class TcpProxy:
         with self._lock:
             self._cut_dir = direction
             self._cut_at = (self.bytes_up if direction == 'up' else self.bytes_down) + nbytes
+
+    def throttle(self, rate: Optional[float], direction: str = 'both') -> None:
+        """From now on, forward at most rate bytes a second (None: no limit) 'up' (client ->
+        broker), 'down' (broker -> client) or 'both' ways."""
+        if direction not in ('up', 'down', 'both'):
+            raise ValueError('direction must be up, down or both')
+        for up in (True, False):
+            if direction == 'both' or (direction == 'up') == up:
+                self._throttles[up].set(rate)
+
+    def _set_buffers(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.buffer)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.buffer)
 
     @property
     def armed(self) -> bool:
@@ -161,8 +218,7 @@ class TcpProxy:
                 client.close()
                 continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
+                upstream = self._connect()
             except OSError:               # the broker is down: so is the client's connection
                 self.refused += 1
                 client.close()
@@ -178,6 +234,21 @@ class TcpProxy:
                                  name='proxy-%s' % ('up' if up else 'down'),
                                  daemon=True).start()
 
+    def _connect(self) -> socket.socket:
+        if not self.buffer:
+            upstream = socket.create_connection(self.target, timeout=5)
+        else:
+            upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                self._set_buffers(upstream)          # before connect, as for the listener
+                upstream.settimeout(5)
+                upstream.connect(self.target)
+            except OSError:
+                upstream.close()
+                raise
+        upstream.settimeout(None)
+        return upstream
+
     def _pump(self, link: _Link, src: socket.socket, dst: socket.socket, up: bool) -> None:
         try:
             while not link.closed:
@@ -189,6 +260,14 @@ class TcpProxy:
                         return
                 if link.closed:
                     return
+                wait = self._throttles[up].delay(len(data))
+                if wait > 0:
+                    # no longer than the wait (a cut or a stop ends it early)
+                    deadline = time.monotonic() + wait
+                    while not link.closed and time.monotonic() < deadline:
+                        time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
+                    if link.closed:
+                        return
                 data, cut = self._count(data, up)
                 if data:
                     dst.sendall(data)
