@@ -91,9 +91,11 @@ class Protocol1Responder:
     ResponseTopic, as fast as it can (no throttle, no end marker). It publishes live records
     the same way, on replicate/archive/weewx."""
 
-    def __init__(self, client, database):
+    def __init__(self, client, database, rate=None):
+        """rate: messages a second at most (None: as fast as it can)."""
         self.client = client
         self.database = database
+        self.rate = rate
         self.requests = []
         self.stopping = threading.Event()
         client.subscribe('replicate/request/weewx')
@@ -123,9 +125,12 @@ class Protocol1Responder:
             response_topic = getattr(message.properties, 'ResponseTopic', None)
             binding = user_properties(message).get('data_binding')
             self.requests.append((since, response_topic, binding))
-            for record in self.records_since(since):
+            started = time.monotonic()
+            for n, record in enumerate(self.records_since(since)):
                 self.client.publish(response_topic, json.dumps(record).encode('utf-8'), qos=1,
                                     user_properties={'data_binding': binding}, wait=False)
+                if self.rate and n % 100 == 99:
+                    time.sleep(max(0.0, started + (n + 1) / self.rate - time.monotonic()))
 
     def publish_live(self, record):
         self.client.publish('replicate/archive/weewx', json.dumps(record).encode('utf-8'),
@@ -215,6 +220,39 @@ def test_protocol1_partial_answer_is_never_complete(rig, broker, monkeypatch, ca
     # the first answer was partial, a later one complete, the last brought nothing new
     assert len(since) >= 3 and since == sorted(set(since))
     assert since[-1] == START + 1999 * STEP
+    assert_same(primary, secondary)
+    assert error_lines(caplog) == []
+
+
+def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch, caplog):
+    """The requester's buffer overflows early in a 4-second flood, and storing stops
+    meanwhile (what was kept is stored): the answer is over only when nothing has arrived
+    for a while, not when nothing was stored for a while. Ending the round mid-flood would
+    take the rest of the first flood as new, jump over what was dropped and leave a hole."""
+    from user.mqttreplicate import database, requester
+    monkeypatch.setattr(requester, 'MAX_LEGACY', 300)
+    store_bulk = database.TargetDatabase.store_bulk
+    calls = []
+
+    def slow_at_first(self, records):           # a disk that is slow at first
+        calls.append(len(records))
+        if len(calls) <= 3:
+            time.sleep(0.5)                     # 1,500 records arrive meanwhile: overflow
+        return store_bulk(self, records)
+
+    monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_at_first)
+    primary = rig.primary(broker, count=4000)
+    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
+    fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING), rate=1000)
+    try:
+        node = rig.start_requester(secondary)
+        node.wait_caught_up(90)
+        stored = secondary.count_records()
+        node.stop()
+    finally:
+        fake.stop()
+    assert stored == 4000
+    assert any('some dropped here' in r.getMessage() for r in caplog.records)
     assert_same(primary, secondary)
     assert error_lines(caplog) == []
 

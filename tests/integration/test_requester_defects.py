@@ -4,6 +4,7 @@ engine, bounded inboxes."""
 
 import json
 import queue
+import threading
 import time
 
 import pytest
@@ -151,6 +152,7 @@ class FakeRequester:
             'is_set': staticmethod(lambda: False)})(), 'ack': lambda self, m: None})()
         self.progress_count = 0
         self.counts = {}
+        self.stopping = threading.Event()
 
     def progress(self, n):
         self.progress_count += n

@@ -86,5 +86,5 @@ def test_protocol1_answers_reopen_a_failed_connection(rig, broker, monkeypatch, 
     assert legacy.drain(0.5) == []
     errors = error_lines(caplog)
     assert len(errors) == 1 and 'server has gone away' in errors[0] \
-        and '1 of 5 tries' in errors[0]
+        and '(try 1; again in' in errors[0]
     assert len(opened) == 2

@@ -313,14 +313,16 @@ class TargetDatabase:
             return False
         last_update = weeutil.weeutil.to_int(self.manager._read_metadata('lastUpdate')) \
             if self.has_summaries else None
-        stored = self.manager.addRecord(record, log_success=False) > 0
-        if stored and last_update and ts < last_update:
-            # WeeWX moved lastUpdate back to this older record, which would make the next
-            # start rebuild every day since; its own day is updated, the others were and
-            # are complete
+        if last_update and ts < last_update and hasattr(self.manager, '_addSingleRecord'):
+            # An older record: WeeWX would move lastUpdate back to it, and the next start
+            # would rebuild every day since. Its own day is updated here, the others were
+            # and are complete, so lastUpdate stays, in the same transaction.
             with weedb.Transaction(self.manager.connection) as cursor:
+                self.manager._addSingleRecord(record, cursor, log_success=False)
                 self.manager._write_metadata('lastUpdate', str(last_update), cursor)
-        return stored
+            self.manager._sync()
+            return True
+        return self.manager.addRecord(record, log_success=False) > 0
 
 
 TRANCHE_DAYS = 5

@@ -88,10 +88,10 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
         system (an empty database's first records), records are stored directly."""
         if not self.heartbeat.compatible(record['usUnits']):
             self.heartbeat.warn_once(record['usUnits'])
-            self.main.store.store_one(record)
-            return
+            return self.main.store.store_one(record)
         self.engine.dispatchEvent(weewx.Event(weewx.NEW_ARCHIVE_RECORD, record=record,
                                               origin='hardware'))
+        return True
 
     def _check_threads(self):
         if not self.requester.is_alive():

@@ -28,7 +28,7 @@ PIPELINE = 2             # pages outstanding at most (one being stored, one in f
 MAX_HELD_LIVE = 2000     # live records kept aside during a catch-up (the newest ones)
 INBOX_SIZE = 1000        # items waiting for the thread that owns a database (SPEC 6.1)
 POST_TIMEOUT = 10.0      # the loop thread waits this long for room in an inbox, then drops
-MAX_LEGACY = 20000       # protocol-1 records received and not stored yet
+MAX_LEGACY = 5000        # protocol-1 records received and not stored yet
 
 
 class Item:
@@ -147,6 +147,8 @@ class Replica:
         self.legacy_partial = False            # records of this round were dropped here
         self.legacy_new = 0                    # records this protocol-1 round stored
         self.legacy_newest = None              # held back to go through the engine last
+        self.legacy_seen = 0.0                 # when a protocol-1 message last arrived
+        self.catchup_wanted = False            # the loop thread asks for a catch-up
         self.answered = False                  # the responder answered this catch-up
         self.unanswered = False                # the last catch-up got no answer at all
         self.refused = None                    # the responder's error, if it refused us
@@ -165,13 +167,19 @@ class Replica:
     def post(self, item):
         """Hand an item to the owning thread. Waits a while for room (the inbox is bounded);
         an item that finds none is dropped: a page that misses a message is asked for
-        again, a live record's hole is found by the next one's prev."""
+        again, a live record's hole is found by the next one's prev. While stopping it
+        does not wait (nobody empties the inbox any more), and leaves a dropped message
+        unacknowledged, for the session to deliver again."""
         item.replica = self
+        stopping = self.requester.stopping.is_set()
         try:
-            self.inbox.put(item, timeout=POST_TIMEOUT)
+            self.inbox.put(item, timeout=None if stopping else POST_TIMEOUT,
+                           block=not stopping)
             return True
         except queue.Full:
             self.requester.count('dropped')
+            if stopping:
+                return False
             self.faults(logging.WARNING, 'inbox-full', 'requester: %s: %d items wait for the '
                         'database; one dropped (it will be asked for again)', self.key,
                         self.inbox.maxsize)
@@ -179,11 +187,23 @@ class Replica:
                 self.requester.transport.ack(item.message)
             return False
 
+    def want_catchup(self):
+        """Ask the owning thread for a catch-up (after a connection, or when the responder
+        is back). A flag, not an inbox item: it cannot be dropped."""
+        self.catchup_wanted = True
+        item = Item('connected')
+        item.replica = self
+        try:
+            self.inbox.put_nowait(item)        # wakes the owning thread; else its idle()
+        except queue.Full:
+            pass
+
     def post_legacy(self, records):
         """Keep protocol-1 records for the owning thread (loop thread; never waits, so the
         broker never has to queue what an old responder floods). Once records had to be
         dropped, the rest of the round is dropped too: what is kept is always the oldest
         part, and the next round asks again from the newest record stored."""
+        self.legacy_seen = time.monotonic()
         with self.legacy_lock:
             if self.legacy_partial or len(self.legacy_records) + len(records) > MAX_LEGACY:
                 self.legacy_partial = True
@@ -217,9 +237,8 @@ class Replica:
     def handle(self, item):
         """Process one inbox item."""
         self.open()
-        if item.kind == 'connected':
-            self.start_catchup()
-        elif item.kind == 'batch':
+        self._take_catchup_request()
+        if item.kind == 'batch':
             self._on_batch(item)
         elif item.kind == 'live':
             self._on_live(item)
@@ -228,14 +247,21 @@ class Replica:
         elif item.kind == 'verify':
             self.verifier.on_answer(item)
 
+    def _take_catchup_request(self):
+        if self.catchup_wanted:
+            self.catchup_wanted = False
+            self.start_catchup()
+
     def idle(self):
         """Called when the inbox was quiet for a while: timeouts and acks."""
         self.open()
-        quiet = time.monotonic() - self.last_progress
+        self._take_catchup_request()
         options = self.requester.options
         if self.catching_up:
             patience = options.startup_max_tries * options.startup_wait_before_retry
             self._store_legacy()
+            # a protocol-1 answer is over when nothing arrived for a while, stored or not
+            quiet = time.monotonic() - max(self.last_progress, self.legacy_seen)
             if self.legacy and quiet >= patience:
                 self._legacy_round_done(quiet)
             elif not self.answered and quiet >= patience \
@@ -252,6 +278,7 @@ class Replica:
                             self.key, quiet, self.position)
                 self.start_catchup()
         else:
+            self._store_legacy()
             self.verifier.tick()
         self.flush_ack()
 
@@ -261,6 +288,7 @@ class Replica:
 
     def start_catchup(self):
         self.catching_up = True
+        self.unanswered = False
         self.verifier.cancel()
         self.refused = None
         self.answered = False
@@ -395,7 +423,8 @@ class Replica:
             return False
         if self.deliver is not None and ts > self.position:
             self.store.finish_bulk()
-            self.deliver(record)
+            if self.deliver(record) is False:
+                return False
         else:
             # The engine sees records strictly in dateTime order: an older one (a
             # protocol-1 redelivery, a primary whose clock stepped back) is stored here.
@@ -414,7 +443,10 @@ class Replica:
                   record['dateTime'], prev, self.position,
                   ', catching up' if self.catching_up else '')
         self.primary_newest = max(self.primary_newest or 0, record['dateTime'])
-        if self.catching_up or (prev is not None and prev > self.position):
+        # a live record of a protocol-1 responder has no prev: until a catch-up completed,
+        # it cannot be known to follow what is stored
+        hole = prev > self.position if prev is not None else self.unanswered
+        if self.catching_up or hole:
             if not self.catching_up:
                 log.info('requester: %s: hole before live record %s (have %s, primary had %s);'
                          ' catching up', self.key, record['dateTime'], self.position, prev)
@@ -446,11 +478,16 @@ class Replica:
         if not records:
             return
         if not self.catching_up:
-            self.requester.count('rejected')
-            self.faults(logging.WARNING, 'legacy',
-                        'requester: %s: %d protocol-1 records while not catching up; ignored',
-                        self.key, len(records))
-            return
+            # a protocol-1 answer that came after the catch-up gave up waiting for it: ask
+            # again (and store the records of that answer); older ones are here already
+            if any(r['dateTime'] > self.position for r in records):
+                log.info('requester: %s: protocol-1 records after the catch-up ended; '
+                         'catching up again since %s', self.key, self.position)
+                self.start_catchup()
+            else:
+                log.debug('requester: %s: %d old protocol-1 records ignored', self.key,
+                          len(records))
+                return
         self.legacy = True
         self.answered = True
         self.unanswered = False
@@ -500,6 +537,7 @@ class Requester:
         self.replicas = {}
         self.faults = RateLimitedLog(log)
         self.status_lock = threading.Lock()
+        self.stopping = threading.Event()
         self.counter_lock = threading.Lock()
         self.rejected = 0            # messages (or parts of them) refused
         self.dropped = 0             # items dropped for want of room in an inbox
@@ -535,6 +573,7 @@ class Requester:
         self.transport.start()
 
     def stop(self):
+        self.stopping.set()            # the loop thread no longer waits for a full inbox
         self.transport.stop([(t, self.offline) for t in self.status_topics])
 
     def ordered(self):
@@ -629,7 +668,7 @@ class Requester:
 
     def _on_connected(self, session_present):
         for replica in self.ordered():
-            replica.post(Item('connected'))
+            replica.want_catchup()
 
     def _reject(self, kind, text, *args):
         self.count('rejected')
@@ -683,8 +722,7 @@ class Requester:
             missed = reconnected and replica.catching_up and not replica.answered
             if replica.unanswered or missed:
                 log.info('requester: %s: the responder is back; asking again', replica.key)
-                replica.unanswered = False
-                replica.post(Item('connected'))
+                replica.want_catchup()
         if changed:
             self.publish_status()     # what the primary knows of us is part of our status
 

@@ -27,7 +27,7 @@ STATUS_INTERVAL = 1.0        # publish status at most this often
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
 MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
-LEGACY_TRIES = 5             # reads of one protocol-1 answer part before it is given up
+LEGACY_RETRY_MAX = 60.0      # longest pause before a failed protocol-1 read is tried again
 
 
 class Request:
@@ -475,19 +475,21 @@ class LegacyServer:
         responder = self.responder
         options = responder.options
         sources = {}
-        active = {}                    # response topic -> [request, since, failures]
+        active = {}                    # response topic -> [request, since, failures, not before]
         try:
             while not responder.stopping.is_set():
                 with self.lock:
                     new, self.pending = self.pending, {}
                 for topic, request in new.items():
-                    active[topic] = [request, request.since, 0]
+                    active[topic] = [request, request.since, 0, 0.0]
                 if not active:
                     self.wake.wait(1.0)
                     self.wake.clear()
                     continue
+                now = time.monotonic()
                 for topic in list(active):
-                    self._answer_part(topic, active, sources)
+                    if active[topic][3] <= now:
+                        self._answer_part(topic, active, sources)
                 if active:
                     responder.stopping.wait(options.throttle_sleep)
         finally:
@@ -496,9 +498,11 @@ class LegacyServer:
 
     def _answer_part(self, topic, active, sources):
         """Send the next throttle_count records of one answer. A failed read is tried again
-        (on a new connection) a few times before the answer is given up."""
+        on a new connection, after a pause that doubles up to LEGACY_RETRY_MAX: a
+        protocol-1 requester never asks again, so the answer is kept until it is done, a
+        newer request replaces it, or the responder stops."""
         responder = self.responder
-        request, since, failures = active[topic]
+        request, since, failures, _ = active[topic]
         try:
             source = responder._source(sources, request.binding.key)
             records = source.read_page(since, None, responder.options.throttle_count)
@@ -510,25 +514,23 @@ class LegacyServer:
             if is_termination(e):
                 raise
             failures += 1
+            pause = min(responder.options.throttle_sleep * 2 ** failures, LEGACY_RETRY_MAX)
             responder.faults(logging.ERROR, 'legacy', 'responder: protocol-1 answer to %s '
-                             'failed (%d of %d tries): %s: %s', topic, failures,
-                             LEGACY_TRIES, type(e).__name__, e)
+                             'failed (try %d; again in %.0f s): %s: %s', topic, failures,
+                             pause, type(e).__name__, e)
             # a connection that failed (a MySQL server gone away) is not used again: the
             # next try opens a new one
             for source in sources.values():
                 source.close()
             sources.clear()
-            if failures >= LEGACY_TRIES:
-                del active[topic]
-            else:
-                active[topic] = [request, since, failures]
+            active[topic] = [request, since, failures, time.monotonic() + pause]
             return
         if len(records) < responder.options.throttle_count:
             del active[topic]
             log.debug('responder: protocol-1 answer since %s to %s done', request.since,
                       topic)
         else:
-            active[topic] = [request, since, 0]
+            active[topic] = [request, since, 0, 0.0]
 
 
 class MQTTResponder(StdService):

@@ -133,13 +133,14 @@ class Transport:
 
     def revive(self):
         """Restart the network loop if it ended although nobody stopped it (an exception
-        escaped paho). True if it runs. Called now and then by the role's own monitor."""
+        escaped paho). True if it runs. Called now and then by the role's own monitor.
+        Until then paho has no loop thread, and a publish() writes from its caller's thread:
+        the one window in which two threads could write, closed within a second."""
         if self.stopping.is_set() or self.is_alive():
             return not self.stopping.is_set()
         self.errors(logging.ERROR, 'loop', '%s: the MQTT network loop stopped; restarting it',
                     self.name)
-        self.client.loop_stop()          # resets paho's thread state (the thread is gone)
-        self._start_loop()
+        self._start_loop()               # paho cleared its thread when the loop ended
         return True
 
     def stop(self, final_messages=()):
@@ -161,11 +162,14 @@ class Transport:
                 raise
             pass
         if self.thread is not None:
+            # loop_stop() tells the loop to end whatever state a connection is in (a
+            # CONNACK that arrives after disconnect() would otherwise keep it running); it
+            # joins without a timeout, so it runs on a thread of its own
+            threading.Thread(target=self.client.loop_stop, name='%s-stop' % self.name,
+                             daemon=True).start()
             self.thread.join(10)
             if self.thread.is_alive():
                 log.warning('%s: MQTT thread did not stop within 10 s', self.name)
-            else:
-                self.client.loop_stop()
 
     def is_alive(self):
         return self.thread is not None and self.thread.is_alive()
