@@ -13,7 +13,6 @@ a private Mosquitto broker, with throwaway SQLite stations made by tests.support
 """
 
 import logging
-import os
 import time
 import uuid
 
@@ -45,22 +44,6 @@ PACKAGE_LOGGER = 'user.mqttreplicate'
 # configuration
 # ------------------------------------------------------------------------------------------------
 
-# The stanza configure() writes is [Replicator].  The tests of these files still look the
-# stanza up as config['MQTTReplicate'] (their owners switch them), so their stations get the
-# earlier extension's [MQTTReplicate] stanza, which the extension reads unchanged: until then
-# they also replicate for real with that stanza.  Remove a file from here once it reads
-# config['Replicator'].
-EARLIER_STANZA_TEST_FILES = ('test_security.py',)
-
-
-def default_stanza():
-    """The stanza name configure() writes for the test that is running."""
-    current = os.environ.get('PYTEST_CURRENT_TEST', '').split('::', 1)[0]
-    if os.path.basename(current) in EARLIER_STANZA_TEST_FILES:
-        return 'MQTTReplicate'
-    return 'Replicator'
-
-
 def configure(station, broker, role, *, tls=False, user=None, ca_certs=None,
               instance=INSTANCE, binding_options=None, other_bindings=None, stanza=None,
               **options):
@@ -69,11 +52,11 @@ def configure(station, broker, role, *, tls=False, user=None, ca_certs=None,
     Connection options (host, port, credentials, [[[tls]]]) go in [Replicator], so the role
     inherits them; options go in [[role]]; the binding wx_binding has type = main;
     other_bindings ({name: {option: value}}) are replicated too.  stanza='MQTTReplicate'
-    writes the earlier extension's stanza instead (default: default_stanza())."""
+    writes the earlier extension's stanza instead (default: Replicator)."""
     conn = broker.connection_options(tls=tls, user=user)
     if ca_certs is not None:
         conn['tls']['ca_certs'] = str(ca_certs)
-    stanza_name = stanza or default_stanza()
+    stanza_name = stanza or 'Replicator'
 
     def edit(config):
         config[stanza_name] = {}

@@ -34,7 +34,7 @@ def assert_one_clear_sentence(result):
 def test_password_broker_right_credentials_replicate(rig, password_broker, caplog):
     primary = rig.primary(password_broker, count=500, user='primary')
     secondary = rig.secondary(password_broker, user='secondary', page_size=200)
-    assert secondary.load()['MQTTReplicate']['username'] == 'secondary'
+    assert secondary.load()['Replicator']['username'] == 'secondary'
     rig.start_responder(primary)
     node = rig.start_requester(secondary)
     node.wait_caught_up(20)
@@ -75,7 +75,7 @@ def test_password_broker_wrong_credentials(rig, password_broker, caplog):
 def test_tls_replication(rig, tls_broker, caplog):
     primary = rig.primary(tls_broker, count=500, tls=True)
     secondary = rig.secondary(tls_broker, tls=True, page_size=200)
-    assert secondary.load()['MQTTReplicate']['tls']['ca_certs'] == tls_broker.ca_certs
+    assert secondary.load()['Replicator']['tls']['ca_certs'] == tls_broker.ca_certs
     responder = rig.start_responder(primary)
     node = rig.start_requester(secondary)
     assert responder.conn.tls.enable and node.options.connection.tls.enable
