@@ -14,6 +14,7 @@ import pytest
 from tests.integration.harness import (BINDING, KEY, START, STEP, assert_same, error_lines,
                                        new_record, read_for_live, add_to_primary)
 from tests.support.mqtt import user_properties
+from tests.support.station import seed_history
 
 pytestmark = pytest.mark.integration
 
@@ -91,11 +92,14 @@ class Protocol1Responder:
     ResponseTopic, as fast as it can (no throttle, no end marker). It publishes live records
     the same way, on replicate/archive/weewx."""
 
-    def __init__(self, client, database, rate=None):
-        """rate: messages a second at most (None: as fast as it can)."""
+    def __init__(self, client, database, rate=None, lost=()):
+        """rate: messages a second at most (None: as fast as it can). lost: dateTimes left
+        out of the first answer, as a broker whose queue for the requester overflowed
+        drops them, without a word."""
         self.client = client
         self.database = database
         self.rate = rate
+        self.lost = set(lost)
         self.requests = []
         self.stopping = threading.Event()
         client.subscribe('replicate/request/weewx')
@@ -126,7 +130,10 @@ class Protocol1Responder:
             binding = user_properties(message).get('data_binding')
             self.requests.append((since, response_topic, binding))
             started = time.monotonic()
+            lost, self.lost = self.lost, set()
             for n, record in enumerate(self.records_since(since)):
+                if record['dateTime'] in lost:
+                    continue
                 self.client.publish(response_topic, json.dumps(record).encode('utf-8'), qos=1,
                                     user_properties={'data_binding': binding}, wait=False)
                 if self.rate and n % 100 == 99:
@@ -254,6 +261,28 @@ def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch
     assert stored == 4000
     assert any('some dropped here' in r.getMessage() for r in caplog.records)
     assert_same(primary, secondary)
+    assert error_lines(caplog) == []
+
+
+def test_protocol1_records_lost_on_the_way_are_found(rig, broker, caplog):
+    """Three records of the first answer never arrive (a broker's queue overflowed), and
+    the primary itself has a real gap (an outage). The gaps are asked about again; the lost
+    records arrive, the outage brings nothing, and the catch-up ends."""
+    primary = rig.primary(broker, count=1000)
+    seed_history(primary, START + 1100 * STEP, 900)          # no records 1000..1099
+    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
+    lost = [START + i * STEP for i in (200, 201, 1500)]
+    fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING), lost=lost)
+    try:
+        node = rig.start_requester(secondary)
+        node.wait_caught_up(60)
+        node.stop()
+    finally:
+        fake.stop()
+    assert secondary.count_records() == 1900
+    assert_same(primary, secondary)
+    gaps = [r.getMessage() for r in caplog.records if 'gap in the protocol-1' in r.getMessage()]
+    assert gaps and str(START + 199 * STEP) in gaps[0]
     assert error_lines(caplog) == []
 
 

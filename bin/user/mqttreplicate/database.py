@@ -253,6 +253,13 @@ class TargetDatabase:
             return
         backfill_day_summary(manager, (start_d, after_d))
 
+    def neighbours(self, timestamp):
+        """(dateTime of the record before timestamp or 0, of the record after it or 0)."""
+        before = previous_timestamp(self.manager, timestamp)
+        row = self.manager.getSql('SELECT MIN(dateTime) FROM %s WHERE dateTime > ?'
+                                  % self.table, (timestamp,))
+        return before, (row[0] or 0) if row else 0
+
     def existing(self, first, last):
         rows = _fetch_all(self.manager.connection,
                           'SELECT dateTime FROM %s WHERE dateTime >= ? AND dateTime <= ?'

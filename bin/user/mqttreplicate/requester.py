@@ -147,6 +147,8 @@ class Replica:
         self.legacy_partial = False            # records of this round were dropped here
         self.legacy_new = 0                    # records this protocol-1 round stored
         self.legacy_newest = None              # held back to go through the engine last
+        self.legacy_suspect = None             # before the earliest gap among new records
+        self.legacy_filled = []                # holes filled this round: (dateTime, record)
         self.legacy_seen = 0.0                 # when a protocol-1 message last arrived
         self.catchup_wanted = False            # the loop thread asks for a catch-up
         self.answered = False                  # the responder answered this catch-up
@@ -286,7 +288,8 @@ class Replica:
     def faults(self):
         return self.requester.faults
 
-    def start_catchup(self):
+    def start_catchup(self, since=None):
+        """Ask for everything newer than the newest record stored (or than since)."""
         self.catching_up = True
         self.unanswered = False
         self.verifier.cancel()
@@ -300,31 +303,68 @@ class Replica:
         self.last_progress = time.monotonic()
         if not self.requester.transport.connected.is_set():
             return        # asked again on the next connection
-        log.debug('requester: %s: catching up since %s', self.key, self.position)
-        self.flow.start(self.position)
+        since = self.position if since is None else since
+        log.debug('requester: %s: catching up since %s', self.key, since)
+        self.flow.start(since)
 
     def _legacy_round_done(self, quiet):
         """A protocol-1 answer has no end: it is over when nothing came for a while. It is
         complete only if it brought nothing new; otherwise (or if records were dropped
-        here) ask again from the newest record stored."""
+        here) ask again from the newest record stored. A broker whose queue for us
+        overflowed drops records in the middle of an answer, and nobody says so: a gap
+        between new records longer than their interval is checked by asking again from
+        before it, once the answers bring nothing new (a gap that is a real outage of the
+        primary then brings nothing either)."""
         with self.legacy_lock:
             partial = self.legacy_partial
         if self.legacy_newest is not None:
             newest, self.legacy_newest = self.legacy_newest, None
-            if self._deliver_one(newest):
-                self.legacy_new += 1
+            self._legacy_deliver(newest)
+        for ts, record in self.legacy_filled:  # now that every hole of the round is filled
+            previous, following = self.store.neighbours(ts)
+            self._legacy_gap(previous, ts, record)
+            if following:
+                self._legacy_gap(ts, following, record)
+        self.legacy_filled = []
         if partial or self.legacy_new:
             log.info('requester: %s: protocol-1 answer of %d new records%s; asking again '
                      'since %s', self.key, self.legacy_new,
                      ' (some dropped here)' if partial else '', self.position)
             self.start_catchup()
             return
+        if self.legacy_suspect is not None:
+            since, self.legacy_suspect = self.legacy_suspect, None
+            log.info('requester: %s: gap in the protocol-1 records after %s; asking again '
+                     'from there for records lost on the way', self.key, since)
+            self.start_catchup(since)
+            return
         log.info('requester: %s: no new protocol-1 records for %.0f s; caught up at %s',
                  self.key, quiet, self.position)
         self._catchup_done()
 
+    def _legacy_gap(self, before, ts, record):
+        """Note a gap between `before` (a stored record's dateTime, or 0) and the new record
+        at ts longer than the record's interval."""
+        if before and ts - before > record.get('interval', 0) * 60:
+            self.legacy_suspect = before if self.legacy_suspect is None \
+                else min(self.legacy_suspect, before)
+
+    def _legacy_deliver(self, record):
+        """Store one protocol-1 record (or hand it to the engine); note gaps around it."""
+        ts = record['dateTime']
+        before = self.position
+        if not self._deliver_one(record):
+            return
+        self.legacy_new += 1
+        if ts > before:
+            self._legacy_gap(before, ts, record)
+        else:                                  # a hole filled: its neighbours at round end
+            self.legacy_filled.append((ts, record))
+
     def _catchup_done(self):
         self.catching_up = False
+        self.legacy_suspect = None
+        self.legacy_filled = []
         self.flow.stop()
         self.pages = {}
         if self.legacy_newest is not None:
@@ -499,18 +539,20 @@ class Replica:
         records = [unique[ts] for ts in sorted(unique)]
         if self.deliver is not None and self.requester.options.catchup == 'engine':
             for record in records:
-                if self._deliver_one(record):
-                    self.legacy_new += 1
+                self._legacy_deliver(record)
             return
         if self.deliver is not None:
             records, self.legacy_newest = records[:-1], records[-1]
         newer = [r for r in records if r['dateTime'] > self.position]
         older = [r for r in records if r['dateTime'] <= self.position]
         for record in older:               # rare: stored one by one, in place
-            if self._deliver_one(record):
-                self.legacy_new += 1
+            self._legacy_deliver(record)
         if newer:
             prepared = [self.store.prepare(r, self.key) for r in newer]
+            before = self.position
+            for record in prepared:
+                self._legacy_gap(before, record['dateTime'], record)
+                before = record['dateTime']
             count = self.store.store_bulk(prepared)
             self.stored += count
             self.legacy_new += count
