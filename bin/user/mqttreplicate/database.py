@@ -222,12 +222,9 @@ class TargetDatabase:
         groups = {}
         for record in records:
             groups.setdefault(tuple(record), []).append(tuple(record.values()))
-        manager = self.manager
-        start_d = archive_date(first_exclusive + 1)
-        after_d = archive_date(last_inclusive) + datetime.timedelta(days=1)
-        first_day = int(time.mktime(start_d.timetuple()))
-        after_day = int(time.mktime(after_d.timetuple()))
-        with weedb.Transaction(manager.connection) as cursor:
+        days = archive_date(first_exclusive + 1), \
+            archive_date(last_inclusive) + datetime.timedelta(days=1)
+        with weedb.Transaction(self.manager.connection) as cursor:
             cursor.execute('DELETE FROM %s WHERE dateTime > ? AND dateTime <= ?' % self.table,
                            (first_exclusive, last_inclusive))
             for columns, rows in groups.items():
@@ -235,14 +232,38 @@ class TargetDatabase:
                                                           ', '.join('?' * len(columns)))
                 for row in rows:
                     cursor.execute(sql, row)
-            if self.has_summaries:
-                # days left without records must lose their summaries too
-                for key in manager.daykeys:
-                    cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
-                                   % (self.table, key), (first_day, after_day))
-                manager._write_metadata('lastUpdate', str(first_day), cursor)
+            self._forget_summaries(cursor, days)
+        self._rebuild_summaries(days)
+
+    def rebuild_days(self, first, last):
+        """Rebuild the daily summaries of the days of first..last (dateTimes) from the
+        archive, crash-safe as replace_range: records added out of order (holes filled) make
+        WeeWX's running summaries differ from a build in order (ties of min and max)."""
+        self.finish_bulk()
+        days = archive_date(first), archive_date(last) + datetime.timedelta(days=1)
+        with weedb.Transaction(self.manager.connection) as cursor:
+            self._forget_summaries(cursor, days)
+        self._rebuild_summaries(days)
+
+    def _forget_summaries(self, cursor, days):
+        """Delete the summaries of days (first date, date after the last) and mark the
+        summaries complete only up to the first of them."""
         if not self.has_summaries:
             return
+        first_day, after_day = (int(time.mktime(d.timetuple())) for d in days)
+        # days left without records must lose their summaries too
+        for key in self.manager.daykeys:
+            cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
+                           % (self.table, key), (first_day, after_day))
+        self.manager._write_metadata('lastUpdate', str(first_day), cursor)
+
+    def _rebuild_summaries(self, days):
+        """Rebuild the days _forget_summaries() deleted, then mark the summaries complete."""
+        if not self.has_summaries:
+            return
+        manager = self.manager
+        start_d, after_d = days
+        first_day = int(time.mktime(start_d.timetuple()))
         manager._sync()
         if manager.last_timestamp is None:
             return

@@ -9,6 +9,8 @@ heartbeats that keep the engine's archive periods turning; WeeWX never synthesis
 
 import logging
 import queue
+import signal
+import threading
 import time
 
 import weeutil.weeutil
@@ -53,6 +55,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
         self.writer = None
         self.main = None
         self.heartbeat = HeartbeatUnits(self.options.archive_interval)
+        self.termination = TerminationGuard()
         others = [b for b in self.options.bindings if not b.is_main]
         try:
             if others:
@@ -104,6 +107,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
         """Process the main binding's inbox for up to `seconds`."""
         end = time.monotonic() + seconds
         while True:
+            self.termination.check()
             remaining = end - time.monotonic()
             if remaining <= 0:
                 break
@@ -181,6 +185,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
         return self.options.archive_interval
 
     def closePort(self):
+        self.termination.remove()
         try:
             self.requester.stop()
         finally:
@@ -222,3 +227,39 @@ class HeartbeatUnits:
             log.info('driver: records in unit system %s are stored directly until the '
                      "engine's heartbeats (unit system %s) change over at the next archive "
                      'interval', units, self.current)
+
+
+class TerminationGuard:
+    """Makes sure weewxd's SIGTERM stops the engine. weewxd's handler raises Terminate
+    wherever the engine thread is; when that is inside a logging call, the logging module
+    swallows it ("--- Logging error ---") and weewxd runs on until it is killed. This guard
+    notes the signal and, if the engine thread is still here afterwards, calls weewxd's
+    handler again from a place where the exception can travel."""
+
+    def __init__(self):
+        self.handler = None
+        self.signalled = False
+        if threading.current_thread() is not threading.main_thread():
+            return                      # signals can be handled only in the main thread
+        previous = signal.getsignal(signal.SIGTERM)
+        if callable(previous):
+            self.handler = previous
+            signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        self.signalled = True
+        self.handler(signum, frame)
+
+    def check(self):
+        """Raise weewxd's Terminate again if its first one was lost."""
+        if self.signalled and self.handler is not None:
+            log.info('driver: SIGTERM arrived during a log call; stopping now')
+            self.signalled = False
+            self.handler(signal.SIGTERM, None)
+
+    def remove(self):
+        """Give weewxd's handler back (at closePort, in the main thread)."""
+        if self.handler is not None and threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGTERM) == self._on_signal:
+            signal.signal(signal.SIGTERM, self.handler)
+        self.handler = None

@@ -325,6 +325,9 @@ class Replica:
             self._legacy_gap(previous, ts, record)
             if following:
                 self._legacy_gap(ts, following, record)
+        if self.legacy_filled:
+            filled = [ts for ts, _ in self.legacy_filled]
+            self.store.rebuild_days(min(filled), max(filled))
         self.legacy_filled = []
         if partial or self.legacy_new:
             log.info('requester: %s: protocol-1 answer of %d new records%s; asking again '
