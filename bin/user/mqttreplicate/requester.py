@@ -317,9 +317,7 @@ class Replica:
         primary then brings nothing either)."""
         with self.legacy_lock:
             partial = self.legacy_partial
-        if self.legacy_newest is not None:
-            newest, self.legacy_newest = self.legacy_newest, None
-            self._legacy_deliver(newest)
+        self._release_legacy_newest()
         for ts, record in self.legacy_filled:  # now that every hole of the round is filled
             previous, following = self.store.neighbours(ts)
             self._legacy_gap(previous, ts, record)
@@ -352,6 +350,13 @@ class Replica:
             self.legacy_suspect = before if self.legacy_suspect is None \
                 else min(self.legacy_suspect, before)
 
+    def _release_legacy_newest(self):
+        """The newest protocol-1 record, held back from the bulk store, goes through the
+        engine (or is stored) now."""
+        if self.legacy_newest is not None:
+            newest, self.legacy_newest = self.legacy_newest, None
+            self._legacy_deliver(newest)
+
     def _legacy_deliver(self, record):
         """Store one protocol-1 record (or hand it to the engine); note gaps around it."""
         ts = record['dateTime']
@@ -370,9 +375,7 @@ class Replica:
         self.legacy_filled = []
         self.flow.stop()
         self.pages = {}
-        if self.legacy_newest is not None:
-            newest, self.legacy_newest = self.legacy_newest, None
-            self._deliver_one(newest)
+        self._release_legacy_newest()
         self.store.finish_bulk()
         # In dateTime order: deliveries reordered by reconnections close their own holes.
         held = sorted(self.held_live, key=lambda i: i.records[0]['dateTime'])
