@@ -1,9 +1,17 @@
-"""The wire protocol: topics, message properties, record batches and validation.
+"""The wire protocol: topics, messages, record batches and validation.
 
 Everything that crosses the broker is built and checked here, so the responder and the
-requester agree by construction. See docs/protocol.md.
+requester agree by construction. Each kind of message is a small frozen class with
+encode() (to a Wire: payload and user properties, in the order they travel) and decode()
+(from an Envelope: what paho received, read once). decode() validates: the rest of the
+package never sees a property list or an unchecked payload. See docs/protocol.md.
+
+To add a message kind: a class here with encode() and decode(), a branch in
+decode_request() (requests) or in the receiver that expects it (answers), and a round trip
+in tests/unit/test_messages.py.
 """
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -12,6 +20,7 @@ import struct
 import time
 import uuid
 import zlib
+from typing import NamedTuple, Optional
 
 PROTOCOL = '2'
 ENCODING_JSON = 'json'
@@ -420,3 +429,350 @@ def check_signature(secret, payload, correlation, user_properties):
     # bytes on both sides: compare_digest refuses str with non-ASCII characters
     if not hmac.compare_digest(expected, _as_bytes(sigs[0], 'sig').lower()):
         raise SignatureError('wrong', 'signature does not match')
+
+
+
+# ---------------------------------------------------------------------------------------------
+#  Messages
+# ---------------------------------------------------------------------------------------------
+
+class Wire(NamedTuple):
+    """A message ready for Transport.publish(topic, payload, properties, ...)."""
+    payload: bytes
+    properties: list          # [(name, value)], in the order they travel
+
+
+@dataclasses.dataclass(frozen=True)
+class Envelope:
+    """A received message, read once from paho's MQTTMessage: topic, payload and the
+    MQTT v5 properties this protocol uses. `message` is kept for the acknowledgement."""
+    topic: str
+    payload: bytes
+    props: dict               # user properties, first value of each name
+    correlation: Optional[bytes] = None
+    response_topic: Optional[str] = None
+    expiry: Optional[int] = None
+    message: object = dataclasses.field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, message):
+        properties = getattr(message, 'properties', None)
+        return cls(message.topic, message.payload, user_properties(properties),
+                   getattr(properties, 'CorrelationData', None),
+                   getattr(properties, 'ResponseTopic', None),
+                   getattr(properties, 'MessageExpiryInterval', None), message)
+
+    @property
+    def binding(self):
+        return self.props.get('data_binding')
+
+    @property
+    def version(self):
+        """1 (no `protocol` property: the earlier extension), 2, or None (unknown)."""
+        return {None: 1, PROTOCOL: 2}.get(self.props.get('protocol'))
+
+    @property
+    def op(self):
+        return self.props.get('op', OP_RECORDS)
+
+    def number(self, name, default=None, minimum=0):
+        return int_property(self.props, name, default, minimum)
+
+
+def _header(binding):
+    return [('data_binding', binding), ('protocol', PROTOCOL)]
+
+
+def _flag(value):
+    return 1 if value else 0
+
+
+# --- requests (requester to responder) -------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RecordsRequest:
+    """Ask for the records with since < dateTime (<= until), at most limit of them."""
+    binding: str
+    node: Optional[str]
+    since: int
+    until: Optional[int] = None
+    limit: Optional[int] = None
+    replace: bool = False      # re-fetching a range to repair it
+    version: int = 2           # 1: the earlier extension's request (no page, no end)
+
+    def encode(self):
+        props = _header(self.binding) + [('node', self.node), ('op', OP_RECORDS),
+                                         ('limit', self.limit)]
+        if self.until is not None:
+            props.append(('until', self.until))
+        if self.replace:
+            props.append(('replace', 1))
+        return Wire(str(int(self.since)).encode('ascii'), props)
+
+    @classmethod
+    def decode(cls, envelope, version):
+        return cls(envelope.binding, envelope.props.get('node'), parse_since(envelope.payload),
+                   envelope.number('until'), envelope.number('limit', None, 1),
+                   envelope.props.get('replace') == '1', version)
+
+
+@dataclasses.dataclass(frozen=True)
+class DigestRequest:
+    """Ask for the digest of since < dateTime <= until in buckets of `bucket` seconds."""
+    binding: str
+    node: Optional[str]
+    since: int
+    until: int
+    bucket: int
+    columns: tuple
+
+    def encode(self):
+        return Wire(encode_json({'since': self.since, 'until': self.until,
+                                 'bucket': self.bucket, 'columns': list(self.columns)}),
+                    _header(self.binding) + [('node', self.node), ('op', OP_DIGEST)])
+
+    @classmethod
+    def decode(cls, envelope):
+        since, until, bucket, columns = parse_digest_request(envelope.payload)
+        return cls(envelope.binding, envelope.props.get('node'), since, until, bucket,
+                   tuple(columns))
+
+
+@dataclasses.dataclass(frozen=True)
+class Ack:
+    """A requester's newest stored record and records stored, per binding key."""
+    binding: str
+    node: str
+    entries: dict              # binding key -> (last, count or None)
+
+    def encode(self):
+        return Wire(encode_json({key: {'last': last, 'count': count}
+                                 for key, (last, count) in self.entries.items()}),
+                    _header(self.binding) + [('node', self.node), ('op', OP_ACK)])
+
+    @classmethod
+    def decode(cls, envelope):
+        node = envelope.props.get('node')
+        acks = decode_payload(envelope.payload, None)
+        if not node or not isinstance(acks, dict):
+            raise ProtocolError('ack without node or object payload')
+        if len(node) > 200 or any(c in node for c in '/+#'):
+            raise ProtocolError('node %.40r is not a client id' % node)
+        entries = {}
+        for key, value in acks.items():
+            count = value.get('count') if isinstance(value, dict) else None
+            if not isinstance(value, dict) or not plain_int(value.get('last')) \
+                    or not (count is None or plain_int(count)):
+                raise ProtocolError('ack of %s is not {"last": int, "count": int}' % key)
+            entries[key] = (value['last'], count)
+        return cls(envelope.binding, node, entries)
+
+
+def decode_request(envelope):
+    """The request an envelope on a request topic carries: a RecordsRequest (protocol 1 or
+    2), a DigestRequest or an Ack. Raises ProtocolError naming what is wrong."""
+    version = envelope.version
+    if version is None:
+        raise ProtocolError('protocol %r is not supported' % envelope.props.get('protocol'))
+    op = envelope.op
+    if op == OP_ACK:
+        return Ack.decode(envelope)
+    if op == OP_RECORDS:
+        return RecordsRequest.decode(envelope, version)
+    if op == OP_DIGEST and version == 2:
+        return DigestRequest.decode(envelope)
+    raise ProtocolError('operation %r is not supported' % op)
+
+
+# --- answers (responder to one requester) ----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """One message of a page of records. The last message of a page has end=True and says
+    whether there may be more (more), where the page ended (last) and the responder's
+    newest record (newest). A protocol-1 answer is a stream of single records without any
+    of these (version 1)."""
+    binding: str
+    records: list
+    seq: Optional[int] = 0
+    end: bool = False
+    more: bool = False
+    last: Optional[int] = None
+    newest: Optional[int] = None
+    rejected: tuple = ()       # why each record left out was left out
+    version: int = 2
+
+    @property
+    def sent(self):
+        """Records in the message, good or bad."""
+        return len(self.records) + len(self.rejected)
+
+    @classmethod
+    def decode(cls, envelope):
+        """Bad records are left out and listed in `rejected` (a page goes on without them);
+        a message that is not a batch at all raises ProtocolError."""
+        records, rejected, sent = decode_batch(envelope.payload, envelope.props.get('encoding'))
+        if envelope.version != 2:
+            return cls(envelope.binding, records, None, rejected=tuple(rejected), version=1)
+        seq, count = envelope.number('seq'), envelope.number('count')
+        if seq is None or (count is not None and count != sent):
+            raise ProtocolError('page message with seq %s, count %s and %d records'
+                                % (seq, count, sent))
+        end = bool(envelope.number('end', 0))
+        return cls(envelope.binding, records, seq, end, end and bool(envelope.number('more', 0)),
+                   envelope.number('last') if end else None,
+                   envelope.number('newest') if end else None, tuple(rejected))
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """A page of records as the responder sends it: one or more Batch messages."""
+    binding: str
+    records: list
+    more: bool
+    last: int
+    newest: Optional[int]
+
+    def encode(self, batch_size, max_bytes, compress, oversize=None):
+        """[Wire] of the page's batches, each at most max_bytes (see split_batches); an
+        empty page is one empty, final message."""
+        batches = list(split_batches(self.records, batch_size, max_bytes, compress, oversize)) \
+            if self.records else []
+        if not batches:
+            batches = [(b'[]', ENCODING_JSON, 0)]
+        wires = []
+        for seq, (payload, encoding, count) in enumerate(batches):
+            props = _header(self.binding) + [('encoding', encoding), ('seq', seq),
+                                             ('count', count)]
+            if seq == len(batches) - 1:
+                props += [('end', 1), ('more', _flag(self.more)), ('last', self.last),
+                          ('newest', self.newest or 0)]
+            wires.append(Wire(payload, props))
+        return wires
+
+
+@dataclasses.dataclass(frozen=True)
+class DigestReply:
+    """The digest of a range (SPEC 5.5) and the primary's unit system: one message."""
+    binding: str
+    buckets: list              # [[bucket start, count, hex sha256], ...]
+    units: Optional[int] = None
+
+    def encode(self, compress):
+        payload, encoding = encode_batch(self.buckets, compress)
+        return Wire(payload, _header(self.binding) + [
+            ('encoding', encoding), ('seq', 0), ('count', len(self.buckets)), ('end', 1),
+            ('more', 0), ('units', self.units or 0)])
+
+    @classmethod
+    def decode(cls, envelope):
+        if envelope.number('seq', 0) != 0 or not envelope.number('end', 0):
+            raise ProtocolError('a digest is not one message')
+        buckets = decode_payload(envelope.payload, envelope.props.get('encoding'))
+        if not isinstance(buckets, list):
+            raise ProtocolError('the digest is not a list')
+        for entry in buckets:
+            if not (isinstance(entry, list) and len(entry) == 3
+                    and all(plain_int(v) for v in entry[:2]) and isinstance(entry[2], str)):
+                raise ProtocolError('digest entry %.60r is not [bucket start, count, digest]'
+                                    % (entry,))
+        return cls(envelope.binding, buckets, envelope.number('units') or None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorReply:
+    """The responder refuses a request (an unknown binding): an empty, final page with the
+    reason, so the requester does not wait for the page timeout."""
+    binding: str
+    error: str
+
+    def encode(self):
+        return Wire(b'[]', _header(self.binding) + [
+            ('seq', 0), ('count', 0), ('end', 1), ('more', 0), ('error', self.error)])
+
+
+def decode_answer(envelope, kind=Batch):
+    """A message on our response topic: an ErrorReply if it carries an error, else a
+    `kind` (Batch or DigestReply). Raises ProtocolError."""
+    error = envelope.props.get('error')
+    if error is not None and envelope.version == 2:
+        return ErrorReply(envelope.binding, error)
+    return kind.decode(envelope)
+
+
+# --- live records and the earlier protocol -----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LiveRecord:
+    """A new archive record of the primary, with the dateTime of the one before it there
+    (prev; None from a protocol-1 responder, which does not say)."""
+    binding: str
+    record: dict
+    prev: Optional[int] = 0
+
+    def encode(self):
+        return Wire(encode_json(self.record), _header(self.binding) + [('prev', self.prev or 0)])
+
+    @classmethod
+    def decode(cls, envelope):
+        records, rejected, sent = decode_batch(envelope.payload, envelope.props.get('encoding'))
+        if rejected:
+            raise ProtocolError(rejected[0])
+        if sent != 1:
+            raise ProtocolError('live message with %d records' % sent)
+        return cls(envelope.binding, records[0], envelope.number('prev'))
+
+
+@dataclasses.dataclass(frozen=True)
+class LegacyRecord:
+    """One record of an answer to a protocol-1 request: what the earlier extension's
+    requester understands (no protocol, no page, no end)."""
+    binding: str
+    record: dict
+
+    def encode(self):
+        return Wire(encode_json(self.record), [('data_binding', self.binding)])
+
+
+# --- status ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ResponderStatus:
+    """What a requester reads from a responder's retained status: whether it is online, when
+    its connection began, its newest record per binding and what it knows of us."""
+    state: Optional[str]       # 'online', 'offline' (its will, or it stopped), or unknown
+    connected: Optional[int] = None
+    newest: dict = dataclasses.field(default_factory=dict)        # binding key -> dateTime
+    acknowledged: dict = dataclasses.field(default_factory=dict)  # binding key -> our last
+
+    @classmethod
+    def decode(cls, payload, clientid):
+        """Raises ProtocolError for a status that is not an object of the expected shape;
+        fields that are not plain integers are left out (a status is not trusted)."""
+        status = decode_payload(payload, None)
+        if not isinstance(status, dict):
+            raise ProtocolError('status is a %s, not an object' % type(status).__name__)
+        if status.get('state') != 'online':
+            return cls(status.get('state') if isinstance(status.get('state'), str) else None)
+        bindings = status.get('bindings') or {}
+        nodes = status.get('nodes') or {}
+        mine = (nodes.get(clientid) or {}) if isinstance(nodes, dict) else {}
+        if not isinstance(bindings, dict) or not isinstance(mine, dict):
+            raise ProtocolError('bindings or nodes is not an object')
+        connected = status.get('connected')
+        return cls('online', connected if plain_int(connected) else None,
+                   _plain_fields(bindings, 'newest'), _plain_fields(mine, 'last'))
+
+    @property
+    def online(self):
+        return self.state == 'online'
+
+
+def _plain_fields(entries, name):
+    """{key: entries[key][name]} for the values that are plain integers."""
+    result = {}
+    for key, entry in entries.items():
+        value = entry.get(name) if isinstance(entry, dict) else None
+        if plain_int(value):
+            result[key] = value
+    return result
