@@ -25,6 +25,7 @@ time.tzset()
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.station import StationFactory  # noqa: E402
 from tests.support.reliability import FaultTable  # noqa: E402
+from tests.support.mariadb import MariaDB  # noqa: E402
 
 FAULT_TABLE = FaultTable()
 
@@ -112,6 +113,35 @@ def tls_broker(make_broker):
 def persistent_broker(make_broker):
     """A broker with persistence (retained messages and sessions survive restart())."""
     return make_broker(persistence=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# MariaDB servers (private: a data directory, a loopback port and a socket of their own)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='session')
+def mariadb(tmp_path_factory):
+    """One private MariaDB server for the session; tests take fresh database names from
+    mariadb.new_database(). A server that cannot start fails the test (never a skip)."""
+    server = MariaDB(tmp_path_factory.mktemp('mariadb'))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_mariadb(tmp_path):
+    """Factory: make_mariadb(**MariaDB kwargs) -> a server of the test's own (to restart,
+    or with other settings); all stopped at teardown."""
+    servers = []
+
+    def factory(**kwargs):
+        server = MariaDB(tmp_path / ('mariadb%d' % len(servers)), **kwargs)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
 
 
 # ------------------------------------------------------------------------------------------------
