@@ -6,7 +6,6 @@ which read the database through connections of their own, in short, fully fetche
 Nothing here ever raises into the engine.
 """
 
-import json
 import logging
 import queue
 import threading
@@ -19,6 +18,7 @@ from . import VERSION
 from . import config as cfg
 from . import database
 from . import protocol
+from .status import StatusPublisher
 from .transport import RateLimitedLog, Transport, is_termination
 
 log = logging.getLogger(__name__)
@@ -75,15 +75,13 @@ class Responder:
         self.stopping = threading.Event()
         request_topics = [protocol.request_topic(self.conn.request_topic, i)
                           for i in options.instances]
-        self.status_topics = [protocol.status_topic(self.conn.status_topic, i)
-                              for i in options.instances]
-        offline = protocol.encode_json({'state': 'offline', 'role': 'responder',
-                                        'clientid': self.conn.clientid})
-        self.offline = offline
+        self.statuses = StatusPublisher(None, 'responder', self.conn.clientid, {
+            i: protocol.status_topic(self.conn.status_topic, i) for i in options.instances})
         self.transport = Transport(self.conn, request_topics, self._on_message,
                                    on_connected=self._on_connected,
-                                   will=(self.status_topics[0], offline), name='responder',
+                                   will=self.statuses.will, name='responder',
                                    on_rejected=self._on_unsigned)
+        self.statuses.transport = self.transport
         self.ticker = None
         self.connected_at = None       # when the current connection began (in the status)
         self.legacy = LegacyServer(self)
@@ -115,7 +113,7 @@ class Responder:
         if self.ticker is not None:
             self.ticker.join(5)
         self.legacy.stop()
-        self.transport.stop([(t, self.offline) for t in self.status_topics])
+        self.transport.stop(self.statuses.finals())
         log.info('responder: stopped (%s)', self._counter_text())
 
     def is_alive(self):
@@ -390,7 +388,6 @@ class Responder:
     # --- status ------------------------------------------------------------------------------
 
     def status(self):
-        now = time.time()
         with self.lock:
             bindings = {k: {'newest': self.newest.get(k)} for k in sorted(self.bindings)}
             nodes = {}
@@ -402,10 +399,8 @@ class Responder:
                         else None
                     nodes[node][key] = dict(ack, lag=max(lag, 0) if lag is not None else None)
             counters = dict(self.counters)
-        return {'state': 'online', 'role': 'responder', 'version': VERSION,
-                'clientid': self.conn.clientid, 'time': int(now),
-                'connected': self.connected_at, 'bindings': bindings,
-                'nodes': nodes, 'counters': counters}
+        return dict(self.statuses.online(), connected=self.connected_at, bindings=bindings,
+                    nodes=nodes, counters=counters)
 
     def _tick(self):
         """Publish the status when it changed, queue the periodic refresh, and keep the MQTT
@@ -431,13 +426,9 @@ class Responder:
 
     def _publish_status(self):
         status = self.status()
-        for instance, topic in zip(self.options.instances, self.status_topics):
-            mine = dict(status)
-            mine['instance'] = instance
-            mine['bindings'] = {k: v for k, v in status['bindings'].items()
-                                if k.startswith(instance + '/')}
-            self.transport.publish(topic, json.dumps(mine).encode('utf-8'), qos=1,
-                                   retain=True)
+        self.statuses.publish({instance: dict(status, instance=instance, bindings={
+            k: v for k, v in status['bindings'].items() if k.startswith(instance + '/')})
+            for instance in self.options.instances})
 
 
 class LegacyServer:

@@ -1,0 +1,71 @@
+"""The retained status of either role (SPEC 5.6), published in one place.
+
+Each instance has one status topic. While a role runs it publishes a picture of what it
+knows there (retained, QoS 1); its last will and its clean stop publish the same offline
+payload there, so a status topic always tells whether its publisher is online.
+"""
+
+import threading
+import time
+
+from . import VERSION
+from . import protocol
+
+
+class StatusPublisher:
+    """Publishes one retained status per instance; the lock makes sure an older picture is
+    never published after a newer one.
+
+        publisher = StatusPublisher(None, 'requester', clientid, {'weewx': 'replicate/...'})
+        transport = Transport(..., will=publisher.will)
+        publisher.transport = transport        # the Transport takes the will when made
+        publisher.publish(lambda: {'weewx': dict(publisher.online('weewx'), lag=0)})
+        transport.stop(publisher.finals())
+
+    transport: what publish() publishes through (Transport.publish(topic, payload, qos=,
+        retain=)); it may be None until the first publish(), since the Transport needs the
+        will before it exists.
+    role: 'responder' or 'requester'; clientid: our MQTT client id.
+    topics: {instance: status topic}, in a stable order (the will goes on the first one).
+    """
+
+    def __init__(self, transport, role, clientid, topics):
+        self.transport = transport
+        self.role = role
+        self.clientid = clientid
+        self.topics = dict(topics)
+        self.offline = protocol.encode_json({'state': 'offline', 'role': role,
+                                             'clientid': clientid})
+        self.lock = threading.Lock()
+
+    def online(self, instance=None):
+        """The fields every online status starts with (instance only if given); a role
+        adds its own."""
+        fields = {'state': 'online', 'role': self.role, 'version': VERSION,
+                  'clientid': self.clientid}
+        if instance is not None:
+            fields['instance'] = instance
+        fields['time'] = int(time.time())
+        return fields
+
+    def publish(self, statuses):
+        """Publish the status of each instance in statuses ({instance: dict}; instances
+        without a topic are left out) retained with QoS 1. statuses may also be a function
+        that returns that dict: it is called under the lock, so of two threads publishing
+        at once the one whose picture is newer publishes last."""
+        with self.lock:
+            if callable(statuses):
+                statuses = statuses()
+            for instance, topic in self.topics.items():
+                if instance in statuses:
+                    self.transport.publish(topic, protocol.encode_json(statuses[instance]),
+                                           qos=1, retain=True)
+
+    def finals(self):
+        """[(topic, offline payload)] of every instance: for Transport.stop(finals)."""
+        return [(topic, self.offline) for topic in self.topics.values()]
+
+    @property
+    def will(self):
+        """(first topic, offline payload): for Transport(will=...)."""
+        return next(iter(self.topics.values())), self.offline
