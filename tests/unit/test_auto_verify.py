@@ -1,16 +1,17 @@
 """The requester's own verification, AutoVerifier (SPEC 5.5), as a state machine: no broker.
 
-A fake replica and requester record the requests sent; the replica's store is a real
+A fake replica with a fake link records the requests sent; the replica's store is a real
 TargetDatabase on a throwaway SQLite station, and the primary's "truth" another seeded
-station whose digests and pages answer the requests (as lists of records, None values
-left out, through JSON as on the wire)."""
+station whose digests and pages answer the requests. Answers go through what the loop
+thread does with them: a message (JSON payload, user properties as on the wire) decoded by
+protocol.decode_answer as the class verifier.expects() names (a ProtocolError handed on as
+the answer), then verifier.on_answer()."""
 
 import dataclasses
 import json
 import logging
 import shutil
 import sqlite3
-import threading
 import time
 from types import SimpleNamespace
 from typing import Optional
@@ -21,8 +22,8 @@ from tests.support.station import (compare_databases, make_station, seed_history
                                    simulated_record)
 
 from user.mqttreplicate import database
+from user.mqttreplicate import protocol
 from user.mqttreplicate import verify
-from user.mqttreplicate.requester import Item
 
 DAY = 86400
 START = 1700000000 - 1700000000 % DAY          # 2023-11-14 00:00 UTC
@@ -49,20 +50,27 @@ class Request:
     columns: Optional[list] = None
     replace: Optional[bool] = None
 
+    @property
+    def answer_kind(self):
+        return protocol.DigestReply if self.kind == 'digest' else protocol.Batch
 
-class FakeRequester:
-    def __init__(self, options):
-        self.options = options
-        self.transport = SimpleNamespace(connected=threading.Event())
-        self.transport.connected.set()
+
+class FakeLink:
+    """The replica's narrow broker interface: connected(), send_digest(), send_records()."""
+
+    def __init__(self):
+        self.up = True
         self.sent = []
+
+    def connected(self):
+        return self.up
 
     def send_digest(self, binding, since, until, bucket, columns, correlation=None):
         assert binding.key == KEY and correlation is not None
         self.sent.append(Request('digest', correlation, since, until, bucket, list(columns)))
         return correlation
 
-    def send_request(self, binding, since, until=None, replace=False, correlation=None):
+    def send_records(self, binding, since, until=None, replace=False, correlation=None):
         assert binding.key == KEY and correlation is not None
         self.sent.append(Request('records', correlation, since, until, replace=replace))
         return correlation
@@ -85,8 +93,11 @@ class Faults:
 
 
 class FakeReplica:
-    def __init__(self, requester, store):
-        self.requester = requester
+    """What AutoVerifier uses of a Replica, and nothing else."""
+
+    def __init__(self, options, link, store):
+        self.options = options
+        self.link = link
         self.store = store
         self.binding = SimpleNamespace(key=KEY, instance='weewx')
         self.key = KEY
@@ -94,8 +105,15 @@ class FakeReplica:
         self.primary_newest = None
         self.catching_up = False
         self.legacy = False
-        self.ack_due = False
+        self.status_changes = 0
         self.faults = Faults()
+
+    @property
+    def busy(self):
+        return self.catching_up or self.legacy
+
+    def status_changed(self):
+        self.status_changes += 1
 
 
 class Clock:
@@ -111,13 +129,17 @@ class Clock:
 
 
 def props(seq=0, end=1, more=None, last=None, units=None, error=None):
-    """User properties as Requester._on_verify_answer hands them on."""
-    return {'seq': seq, 'end': end, 'more': more, 'last': last, 'units': units,
-            'error': error}
+    """User properties of an answer's message as they travel (text; None: not sent)."""
+    values = {'data_binding': KEY, 'protocol': protocol.PROTOCOL,
+              'encoding': protocol.ENCODING_JSON, 'seq': seq, 'end': end, 'more': more,
+              'last': last, 'units': units, 'error': error}
+    return {name: str(value) for name, value in values.items() if value is not None}
 
 
-def wire(payload):
-    return json.loads(json.dumps(payload))
+def envelope(correlation, payload, **properties):
+    return protocol.Envelope(protocol.response_topic('replicate/response', 'node'),
+                             json.dumps(payload).encode('utf-8'), props(**properties),
+                             correlation)
 
 
 def dump(station):
@@ -155,8 +177,8 @@ class Rig:
                                        page_size=page_size)
         self.store = database.TargetDatabase(secondary.manager_dict(), initialize=False)
         self.source = database.SourceDatabase(primary.manager_dict())
-        self.requester = FakeRequester(self.options)
-        self.replica = FakeReplica(self.requester, self.store)
+        self.link = FakeLink()
+        self.replica = FakeReplica(self.options, self.link, self.store)
         self.verifier = verify.AutoVerifier(self.replica)
 
     def close(self):
@@ -165,7 +187,7 @@ class Rig:
 
     @property
     def sent(self):
-        return self.requester.sent
+        return self.link.sent
 
     def last(self, kind=None):
         request = self.sent[-1]
@@ -177,9 +199,21 @@ class Rig:
         self.verifier.tick()
         return self.last('digest')
 
+    def request(self, correlation):
+        (request,) = [r for r in self.sent if r.correlation == correlation]
+        return request
+
     def feed(self, correlation, payload, **properties):
-        self.verifier.on_answer(Item('verify', wire(payload), props(**properties),
-                                     correlation))
+        """What the loop thread does with a message of an answer: decoded as what the request
+        asked for (the class the verifier expects, while it waits for it), then handed on."""
+        kind = self.request(correlation).answer_kind
+        expects = self.verifier.expects(correlation)
+        assert expects in (kind, None)
+        try:
+            answer = protocol.decode_answer(envelope(correlation, payload, **properties), kind)
+        except protocol.ProtocolError as e:
+            answer = e
+        self.verifier.on_answer(correlation, answer)
 
     def digest_of_primary(self, request):
         return self.source.digest(request.since, request.until, request.bucket,
@@ -305,7 +339,7 @@ def test_in_sync_one_digest_and_nothing_changed(rig):
     assert rig.verifier.next_time == pytest.approx(time.monotonic() + verify.VERIFY_INTERVAL,
                                                    abs=5)
     assert rig.verifier.expected(request.correlation)        # answered: a late copy ignored
-    assert rig.replica.ack_due
+    assert rig.replica.status_changes == 1       # the status tells when it verified
     assert rig.replica.faults.calls == []
     assert dump(rig.secondary) == before
     assert rig.same() == []
@@ -320,10 +354,10 @@ def test_not_started_before_due_and_when_not_ready(rig):
         rig.verifier.tick()
         assert rig.sent == [] and rig.verifier.due, name
         setattr(rig.replica, name, {'position': NEWEST}.get(name, False))
-    rig.requester.transport.connected.clear()
+    rig.link.up = False
     rig.verifier.tick()
     assert rig.sent == [] and rig.verifier.due
-    rig.requester.transport.connected.set()
+    rig.link.up = True
     rig.verifier.tick()
     assert [r.kind for r in rig.sent] == ['digest'] and not rig.verifier.due
 
@@ -347,7 +381,7 @@ def test_deleted_and_altered_rows_are_repaired(stations, make_rig, day):
     assert rig.same() != []
     rig.start()
     rig.answer_digest()
-    (request,) = rig.requester.of('records')
+    (request,) = rig.link.of('records')
     assert request.since == day - 1
     assert request.until == min(day + DAY - 1, NEWEST)
     assert request.replace is True
@@ -368,7 +402,7 @@ def test_two_damaged_days_are_fetched_one_after_the_other(stations, make_rig):
     rig.start()
     rig.answer_digest()
     rig.answer_all_pages()
-    assert [(r.since, r.until) for r in rig.requester.of('records')] == [
+    assert [(r.since, r.until) for r in rig.link.of('records')] == [
         (START - 1, START + DAY - 1), (START + 2 * DAY - 1, START + 3 * DAY - 1)]
     assert rig.same() == []
     assert rig.verifier.repaired == 2 and rig.verifier.verified
@@ -385,7 +419,7 @@ def test_day_with_fewer_records_on_the_primary_is_left_as_it_is(stations, make_r
     before = dump(secondary)
     rig.start()
     rig.answer_digest()
-    assert rig.requester.of('records') == []
+    assert rig.link.of('records') == []
     assert rig.replica.faults.kinds() == ['verify-fewer']
     level, _, message = rig.replica.faults.calls[0]
     assert level == logging.WARNING
@@ -401,7 +435,7 @@ def test_fewer_records_on_one_day_does_not_stop_the_repair_of_another(stations, 
     rig = make_rig()
     rig.start()
     rig.answer_digest()
-    assert [r.since for r in rig.requester.of('records')] == [START + 2 * DAY - 1]
+    assert [r.since for r in rig.link.of('records')] == [START + 2 * DAY - 1]
     rig.answer_all_pages()
     assert rig.verifier.repaired == 1
     assert rig.replica.faults.kinds() == ['verify-fewer']
@@ -435,7 +469,7 @@ def test_split_pages_out_of_order_replace_the_whole_day_at_once(stations, make_r
     third = rig.last('records')
     assert third.since == day + 199 * STEP and dump(secondary) == damaged
     rig.answer_page()
-    assert len(rig.requester.of('records')) == 3
+    assert len(rig.link.of('records')) == 3
     assert rig.same() == []
     assert rig.verifier.repaired == 1 and rig.verifier.verified
 
@@ -476,9 +510,9 @@ def test_more_without_a_usable_last_gives_up(stations, make_rig, bad_last):
     rig.answer_page(more=1, last=last)
     message = rig.given_up()
     assert 'more=1' in message
-    assert len(rig.requester.of('records')) == 2
+    assert len(rig.link.of('records')) == 2
     assert dump(secondary) == damaged
-    assert rig.verifier.repaired == 0 and rig.verifier.records == {}
+    assert rig.verifier.repaired == 0 and rig.verifier.fetch is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -489,7 +523,7 @@ def test_more_without_a_usable_last_gives_up(stations, make_rig, bad_last):
     ('after-the-day', 'outside the range'), ('before-since', 'outside the range'),
     ('usUnits', 'usUnits 77'), ('no-interval', 'interval None'),
     ('string-value', 'not a number'), ('not-a-list', 'not a list'),
-    ('not-a-record', 'not an object')])
+    ('an-object', 'dateTime None'), ('not-a-record', 'not an object')])
 def test_a_bad_record_or_page_changes_nothing(stations, make_rig, fault, why):
     primary, secondary = stations
     day = START + DAY
@@ -511,16 +545,18 @@ def test_a_bad_record_or_page_changes_nothing(stations, make_rig, fault, why):
     elif fault == 'string-value':
         records[5] = dict(records[5], outTemp='hot')
     elif fault == 'not-a-list':
+        records = 'records'
+    elif fault == 'an-object':          # one bad record, as decode_batch reads an object
         records = {str(r['dateTime']): r for r in records}
     else:
         records[5] = [records[5]]
-    if fault == 'not-a-list':
+    if fault in ('not-a-list', 'an-object'):
         rig.feed(request.correlation, records, more=0, last=last)
     else:
         rig.answer_page(records=records)
     assert why in rig.given_up()
     assert dump(secondary) == damaged
-    assert len(rig.requester.of('records')) == 1 and rig.verifier.repaired == 0
+    assert len(rig.link.of('records')) == 1 and rig.verifier.repaired == 0
 
 
 def test_a_message_after_the_last_one_gives_up(stations, make_rig):
@@ -630,7 +666,7 @@ def test_a_malformed_digest_gives_up(rig, bad):
         payload = buckets + [wrong[bad]]
     rig.answer_digest(buckets=payload)
     rig.given_up()
-    assert rig.requester.of('records') == []
+    assert rig.link.of('records') == []
     assert dump(rig.secondary) == before
 
 
@@ -639,7 +675,7 @@ def test_a_digest_bucket_the_day_before_the_window_gives_up(rig):
     assert request.since == START - 1
     buckets = rig.digest_of_primary(request)
     rig.answer_digest(buckets=[[START - DAY, PER_DAY, HEX]] + buckets)
-    assert rig.requester.of('records') == []
+    assert rig.link.of('records') == []
     rig.given_up()
 
 
@@ -747,7 +783,7 @@ def test_a_locked_database_gives_up_and_tries_again_later(stations, make_rig, cl
     del rig.store.replace_range
     clock.advance(verify.RETRY_INTERVAL + 1)
     rig.verifier.tick()
-    assert len(rig.requester.of('digest')) == 2
+    assert len(rig.link.of('digest')) == 2
     rig.answer_digest()
     rig.answer_all_pages()
     assert rig.same() == [] and rig.verifier.repaired == 1 and rig.verifier.verified
@@ -780,7 +816,7 @@ def test_cancel_during_a_repair_makes_it_due_again(stations, make_rig):
     rig.verifier.cancel()
     assert rig.verifier.due is True and rig.verifier.correlation is None
     assert rig.verifier.expected(old.correlation) and not rig.verifier.expects(old.correlation)
-    assert rig.verifier.records == {} and rig.verifier.repairs == []
+    assert rig.verifier.fetch is None and rig.verifier.repairs == []
     rig.answer_page(request=old)
     assert dump(secondary) == damaged and rig.sent[-1] is old
     rig.verifier.tick()
@@ -799,8 +835,8 @@ def test_other_unit_system_compares_timestamps_only(rig):
     assert second is not first and second.columns == ['dateTime']
     assert (second.since, second.until, second.bucket) == (first.since, first.until, DAY)
     rig.answer_digest(units=METRIC)              # asked once only, whatever the answer says
-    assert len(rig.requester.of('digest')) == 2
-    assert rig.requester.of('records') == []
+    assert len(rig.link.of('digest')) == 2
+    assert rig.link.of('records') == []
     assert rig.verifier.verified and rig.replica.faults.calls == []
 
 
@@ -811,5 +847,5 @@ def test_other_unit_system_still_finds_a_missing_day_part(stations, make_rig):
     rig.start()
     rig.answer_digest(units=METRIC)
     rig.answer_digest(units=METRIC)
-    (request,) = rig.requester.of('records')
+    (request,) = rig.link.of('records')
     assert request.since == START + DAY - 1

@@ -1,6 +1,11 @@
 """Verify and repair (SPEC 5.5): compare a range of each binding with the primary through
 digests, and re-fetch the buckets that differ.
 
+The checks both verifiers make are written once, in the core below (no MQTT, no threads):
+Comparison (ask which digest, check the primary's digest reply, find the buckets that
+differ, the unit systems), plan_repairs(), Answer (the messages of one answer) and
+BucketFetch (the primary's records of one bucket, page by page, checked).
+
 Verifier is the `verify` command: an MQTT client of its own (client id `<clientid>-verify`,
 answers on its own response topic) and its own database connections, so a running driver
 is not disturbed. AutoVerifier is the requester's own verification after every catch-up
@@ -24,10 +29,15 @@ log = logging.getLogger(__name__)
 BUCKET = 86400
 VERIFY_INTERVAL = 86400.0   # the requester verifies once a day (and after every catch-up)
 RETRY_INTERVAL = 600.0      # and again this long after a verification that failed
+DATES_ONLY = ('dateTime',)  # what is compared when the unit systems differ
 
 
 class VerifyError(Exception):
     """The primary did not answer, or refused."""
+
+
+class Refused(Exception):
+    """The responder answered a verification's request with an error."""
 
 
 def window(until, days):
@@ -37,19 +47,187 @@ def window(until, days):
     return start - start % BUCKET - 1, until
 
 
+def bucket_range(start, until):
+    """(since, last) of the bucket starting at `start`, cut at until: the records with
+    since < dateTime <= last."""
+    return start - 1, min(start + BUCKET - 1, until)
+
+
 def repair_bucket(store, key, start, until, records):
     """Make the bucket starting at `start` (up to `until`) exactly the primary's `records`:
     replaced in one transaction, daily summaries rebuilt. The number of records stored."""
-    last = min(start + BUCKET - 1, until)
-    unique = {r['dateTime']: r for r in records if start <= r['dateTime'] <= last}
+    since, last = bucket_range(start, until)
+    unique = {r['dateTime']: r for r in records if since < r['dateTime'] <= last}
     prepared = [store.prepare(unique[ts], key) for ts in sorted(unique)]
-    store.replace_range(start - 1, last, prepared)
+    store.replace_range(since, last, prepared)
     return len(prepared)
 
 
 def when(ts):
     return time.strftime('%Y-%m-%d %H:%M', time.localtime(ts))
 
+
+# ---------------------------------------------------------------------------------------------
+#  The core: what both verifiers check, without MQTT or threads
+# ---------------------------------------------------------------------------------------------
+
+def units_differ(ours, theirs):
+    """Do two unit systems differ? Values converted from one to the other never match to the
+    last bit, so only dateTime can then be compared. An unknown one (None or 0) differs from
+    none."""
+    return bool(ours and theirs and ours != theirs)
+
+
+def remote_buckets(reply, since, until):
+    """The buckets of the primary's DigestReply for (since, until], checked: {bucket start:
+    [start, count, hex]}, each start a bucket start whose bucket overlaps the range, each count
+    positive. Raises ProtocolError. (DigestReply.decode checked the shape of each entry.)"""
+    remote = {}
+    for entry in reply.buckets:
+        start, count = entry[0], entry[1]
+        if not (start % BUCKET == 0 and since < start + BUCKET - 1 and start <= until
+                and count > 0):
+            raise protocol.ProtocolError('digest entry %.60r is not [bucket start, count, '
+                                         'digest] within the range asked for' % (entry,))
+        remote[start] = entry
+    return remote
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """A bucket that differs, with its number of records on each side (0: none there)."""
+    start: int
+    here: int
+    primary: int
+
+
+def differences(local, remote):
+    """[Difference] of the buckets whose count or digest differ, oldest first. local: a
+    digest list of this station's; remote: remote_buckets() of the primary's."""
+    ours = {entry[0]: entry[1] for entry in local}
+    return [Difference(start, ours.get(start, 0), remote[start][1] if start in remote else 0)
+            for start in protocol.differing_buckets(local, list(remote.values()))]
+
+
+def plan_repairs(differing, careful):
+    """(buckets to repair, buckets left alone) of [Difference]. careful (the unattended
+    verification) never replaces a bucket by fewer records than this station has: a primary
+    restored from an old backup, or pointed at the wrong database, must not empty its
+    secondaries (`verify --repair`, not careful, does that on request)."""
+    if not careful:
+        return list(differing), []
+    return ([d for d in differing if d.primary >= d.here],
+            [d for d in differing if d.primary < d.here])
+
+
+class Comparison:
+    """The comparison of (since, until] of a store with the primary's digest of it.
+
+    Ask for the digest of `columns`; take() the reply. Where the unit systems differ,
+    take() asks (once) for the digest of dateTime only instead."""
+
+    def __init__(self, store, since, until):
+        self.store = store
+        self.since, self.until = since, until
+        self.dates_only = False
+
+    @property
+    def columns(self):
+        return list(DATES_ONLY) if self.dates_only else list(self.store.columns)
+
+    def take(self, reply):
+        """[Difference] of a DigestReply, or None: ask again for `columns` (dateTime only now,
+        the unit systems differ). Raises ProtocolError for a digest outside the range."""
+        if not self.dates_only and units_differ(self.store.unit_system(), reply.units):
+            self.dates_only = True
+            return None
+        remote = remote_buckets(reply, self.since, self.until)
+        return differences(self.store.digest(self.since, self.until, BUCKET, self.columns),
+                           remote)
+
+
+class Answer:
+    """The messages of one answer to a verification's request, gathered as they come (in any
+    order, a copy counted once): one DigestReply, or the Batch messages of one page."""
+
+    def __init__(self, kind):
+        self.kind = kind               # protocol.DigestReply or protocol.Batch
+        self.parts = {}                # seq -> message
+        self.last_seq = None           # seq of the message that ends the answer, once seen
+
+    def add(self, message):
+        """The answer's messages in seq order once all are in, else None. Raises Refused for
+        an ErrorReply, ProtocolError for a message that does not belong."""
+        if isinstance(message, protocol.ErrorReply):
+            raise Refused(message.error)
+        if not isinstance(message, self.kind):
+            raise protocol.ProtocolError('a %s where a %s was asked for'
+                                         % (type(message).__name__, self.kind.__name__))
+        if self.kind is protocol.DigestReply:
+            return [message]
+        seq = message.seq or 0         # a protocol-1 record never ends an answer
+        self.parts.setdefault(seq, message)
+        if message.end:
+            self.last_seq = seq
+        if self.last_seq is None:
+            return None
+        if max(self.parts) > self.last_seq:
+            raise protocol.ProtocolError('an answer has a message after its last one')
+        if len(self.parts) <= self.last_seq:
+            return None
+        return [self.parts[s] for s in range(self.last_seq + 1)]
+
+
+class BucketFetch:
+    """The primary's records of one bucket (cut at until), page by page.
+
+    Every record must be within the range asked for, and good (a page with a rejected record
+    is refused whole: a bucket is replaced by exactly the primary's records or not at all); a
+    page with more=1 must end at a `last` that advances within the range; a record sent twice
+    counts once; with `counted` (the records the digest counted), no more than that."""
+
+    def __init__(self, start, until, counted=None):
+        self.start = start
+        self.since, self.last = bucket_range(start, until)     # since: of the next page
+        self.counted = counted
+        self.records = {}              # dateTime -> record
+
+    def add(self, page):
+        """Take a page (its Batch messages in seq order). True if another page is to be asked
+        for (since < dateTime <= last), False when the bucket is complete. Raises
+        ProtocolError."""
+        for batch in page:
+            if batch.rejected:
+                raise protocol.ProtocolError('a record of the page is bad: %s'
+                                             % batch.rejected[0])
+            for record in batch.records:
+                if not self.since < record['dateTime'] <= self.last:
+                    raise protocol.ProtocolError('record %s is outside the range asked for'
+                                                 % record['dateTime'])
+                self.records[record['dateTime']] = record
+        if self.counted is not None and len(self.records) > self.counted:
+            raise protocol.ProtocolError('more records for %s than the digest counted (%d)'
+                                         % (when(self.start)[:10], self.counted))
+        end = page[-1]
+        if not end.more:
+            return False
+        if end.last is None or not self.since < end.last <= self.last:
+            raise protocol.ProtocolError('a page ends with more=1 and last=%s' % end.last)
+        self.since = end.last
+        return True
+
+    @property
+    def missing(self):
+        """Records the digest counted that the pages did not bring (0 without a count)."""
+        return 0 if self.counted is None else self.counted - len(self.records)
+
+    def result(self):
+        return [self.records[ts] for ts in sorted(self.records)]
+
+
+# ---------------------------------------------------------------------------------------------
+#  The `verify` command
+# ---------------------------------------------------------------------------------------------
 
 class Verifier:
     """Asks one responder for digests and pages; everything on the calling thread."""
@@ -76,70 +254,56 @@ class Verifier:
 
     # --- asking ------------------------------------------------------------------------------
 
-    def _ask(self, binding, payload, props):
-        """Send a request; return [(user properties, decoded payload)] of its answer (one
-        page, in seq order)."""
+    def _ask(self, binding, wire, kind):
+        """Send a request (a Wire); the messages of its answer (a `kind`: one DigestReply, or
+        the Batch messages of one page, in seq order)."""
         self.correlation = correlation = protocol.new_correlation()
         while not self.replies.empty():
             self.replies.get_nowait()
         self.transport.publish(
-            protocol.request_topic(self.conn.request_topic, binding.instance), payload,
-            [('data_binding', binding.key), ('protocol', protocol.PROTOCOL),
-             ('node', self.conn.clientid)] + props,
-            correlation=correlation, response_topic=self.response_topic,
+            protocol.request_topic(self.conn.request_topic, binding.instance), wire.payload,
+            wire.properties, correlation=correlation, response_topic=self.response_topic,
             expiry=max(int(self.timeout), 1))
-        parts, deadline, end = {}, time.monotonic() + self.timeout, None
-        while end is None or len(parts) <= end:
+        answer, deadline = Answer(kind), time.monotonic() + self.timeout
+        while True:
             try:
                 message = self.replies.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
                 raise VerifyError('no answer from the responder for %s within %.0f s'
                                   % (binding.key, self.timeout))
-            reply = protocol.user_properties(message.properties)
-            if reply.get('error'):
-                raise VerifyError('the responder refused %s: %s' % (binding.key,
-                                                                    reply['error']))
-            seq = protocol.int_property(reply, 'seq', 0)
-            parts[seq] = (reply, protocol.decode_payload(message.payload,
-                                                         reply.get('encoding')))
-            if protocol.int_property(reply, 'end', 0):
-                end = seq
-        return [parts[seq] for seq in sorted(parts)]
+            try:
+                messages = answer.add(protocol.decode_answer(protocol.Envelope.of(message),
+                                                             kind))
+            except Refused as e:
+                raise VerifyError('the responder refused %s: %s' % (binding.key, e))
+            if messages is not None:
+                return messages
 
-    def digest(self, binding, since, until, columns):
-        """(buckets, unit system) of the primary."""
-        (props, buckets), = self._ask(binding, protocol.encode_json(
-            {'since': since, 'until': until, 'bucket': BUCKET, 'columns': columns}),
-            [('op', protocol.OP_DIGEST)])
-        if not isinstance(buckets, list):
-            raise VerifyError('the digest of %s is not a list' % binding.key)
-        return buckets, protocol.int_property(props, 'units', 0)
+    def digest(self, binding, comparison):
+        """The primary's DigestReply for a comparison."""
+        (reply,) = self._ask(binding, protocol.DigestRequest(
+            binding.key, self.conn.clientid, comparison.since, comparison.until, BUCKET,
+            tuple(comparison.columns)).encode(), protocol.DigestReply)
+        return reply
 
-    def records(self, binding, since, until):
-        """Every record of the primary with since < dateTime <= until, page by page."""
-        records = []
-        while True:
-            parts = self._ask(binding, str(int(since)).encode('ascii'),
-                              [('op', protocol.OP_RECORDS), ('limit', self.options.page_size),
-                               ('until', until), ('replace', 1)])
-            for _, batch in parts:
-                if not isinstance(batch, list):
-                    raise protocol.ProtocolError('a page is not a list of records')
-                records.extend(protocol.validate_record(record) for record in batch)
-            props = parts[-1][0]
-            if not protocol.int_property(props, 'more', 0):
-                return records
-            following = protocol.int_property(props, 'last', None)
-            if following is None or not since < following <= until:
-                raise protocol.ProtocolError('a page ends with more=1 and last=%s' % following)
-            since = following
+    def records(self, binding, start, until):
+        """Every record of the primary in the bucket starting at start (cut at until), page
+        by page, checked."""
+        fetch = BucketFetch(start, until)
+        more = True
+        while more:
+            more = fetch.add(self._ask(binding, protocol.RecordsRequest(
+                binding.key, self.conn.clientid, fetch.since, fetch.last,
+                self.options.page_size, replace=True).encode(), protocol.Batch))
+        return fetch.result()
 
     def oldest(self, binding):
         """dateTime of the primary's oldest record, or None."""
-        parts = self._ask(binding, b'0', [('op', protocol.OP_RECORDS), ('limit', 1)])
-        for _, batch in parts:
-            if batch:
-                return batch[0]['dateTime']
+        page = self._ask(binding, protocol.RecordsRequest(binding.key, self.conn.clientid, 0,
+                                                          limit=1).encode(), protocol.Batch)
+        for batch in page:
+            if batch.records:
+                return batch.records[0]['dateTime']
         return None
 
     # --- verifying ---------------------------------------------------------------------------
@@ -187,40 +351,43 @@ class Verifier:
                 return True
             if not repair:
                 return False
-            for start in differing:
-                records = self.records(binding, start - 1, min(start + BUCKET - 1, until))
-                stored = repair_bucket(store, binding.key, start, until, records)
-                self.out('%s: repaired %s (%d records)' % (binding.key, when(start), stored))
+            repairs, _ = plan_repairs(differing, careful=False)
+            for difference in repairs:
+                records = self.records(binding, difference.start, until)
+                stored = repair_bucket(store, binding.key, difference.start, until, records)
+                self.out('%s: repaired %s (%d records)' % (binding.key, when(difference.start),
+                                                          stored))
             still = self._compare(binding, store, since, until, quiet=True)
-            for start in still:
-                self.out('%s: %s still differs after repair' % (binding.key, when(start)))
+            for difference in still:
+                self.out('%s: %s still differs after repair' % (binding.key,
+                                                               when(difference.start)))
             return not still
         finally:
             store.close()
 
     def _compare(self, binding, store, since, until, quiet=False):
-        """Bucket starts that differ between the primary and here in (since, until]."""
+        """[Difference] between the primary and here in (since, until], in digests of at most
+        MAX_DIGEST_BUCKETS buckets."""
         differing = []
-        window = protocol.MAX_DIGEST_BUCKETS * BUCKET
+        span = protocol.MAX_DIGEST_BUCKETS * BUCKET
         while since < until:
-            stop = min(since + window, until)
-            columns = list(store.columns)
-            remote, units = self.digest(binding, since, stop, columns)
-            if units and store.unit_system() and units != store.unit_system():
-                columns = ['dateTime']        # converted values never match exactly
-                remote, _ = self.digest(binding, since, stop, columns)
-            local = store.digest(since, stop, BUCKET, columns)
-            ours = {b[0]: b for b in local}
-            theirs = {b[0]: b for b in remote if isinstance(b, list) and len(b) == 3}
-            for start in protocol.differing_buckets(local, list(theirs.values())):
-                differing.append(start)
-                if not quiet:
+            comparison = Comparison(store, since, min(since + span, until))
+            found = None
+            while found is None:
+                found = comparison.take(self.digest(binding, comparison))
+            if not quiet:
+                for difference in found:
                     self.out('%s: %s differs: %d records here, %d on the primary'
-                             % (binding.key, when(start), (ours.get(start) or [0, 0])[1],
-                                (theirs.get(start) or [0, 0])[1]))
-            since = stop
+                             % (binding.key, when(difference.start), difference.here,
+                                difference.primary))
+            differing += found
+            since = comparison.until
         return differing
 
+
+# ---------------------------------------------------------------------------------------------
+#  The requester's own verification
+# ---------------------------------------------------------------------------------------------
 
 class AutoVerifier:
     """The requester's own verification of one binding (SPEC 5.5): after every catch-up and
@@ -232,14 +399,17 @@ class AutoVerifier:
     daily-summary updates); answers reach it through the replica's inbox.
 
     It is careful, as it runs unattended: a day is replaced only by exactly the records the
-    primary's digest counted, and never by fewer records than this station has (a primary
-    restored from an old backup, or pointed at the wrong database, must not empty its
-    secondaries: `verify --repair` does that on request). Anything unexpected in an answer
-    changes nothing and the verification is tried again later."""
+    primary's digest counted, and never by fewer records than this station has (see
+    plan_repairs). Anything unexpected in an answer changes nothing and the verification is
+    tried again later.
+
+    Of the replica it uses: key, binding, options (verify_days, page_timeout), store, position,
+    primary_newest, busy, faults (a RateLimitedLog), status_changed() and link (connected(),
+    send_digest(), send_records())."""
 
     def __init__(self, replica):
         self.replica = replica
-        options = replica.requester.options
+        options = replica.options
         self.days = options.verify_days
         if self.days >= protocol.MAX_DIGEST_BUCKETS:
             log.warning('requester: %s: verify_days %d is more than one verification can '
@@ -251,16 +421,11 @@ class AutoVerifier:
         self.next_time = None          # monotonic time of the next daily verification
         self.correlation = None        # of the request being answered; None when idle
         self.old = collections.deque(maxlen=16)     # correlations given up or answered
-        self.phase = None              # 'digest' or 'records'
-        self.parts = {}                # seq -> decoded payload of the answer so far
-        self.end = None                # properties of the answer's last message, once seen
+        self.answer = None             # Answer to the request being answered
         self.asked_at = 0.0
-        self.since = self.until = None
-        self.columns = None
-        self.dates_only = False        # unit systems differ: compare dateTime only
-        self.repairs = []              # [(bucket start, records the primary counted)]
-        self.page_since = None         # since of the page being fetched
-        self.records = {}              # dateTime -> the primary's record, of the bucket
+        self.comparison = None         # Comparison of the last (or current) verification
+        self.repairs = []              # [Difference] still to fetch and replace
+        self.fetch = None              # BucketFetch of repairs[0]
         self.verified = None           # wall-clock time of the last complete verification
         self.repaired = 0              # days repaired since start
 
@@ -268,9 +433,17 @@ class AutoVerifier:
     def key(self):
         return self.replica.key
 
+    @property
+    def dates_only(self):
+        """The unit systems differ: dateTime only is compared."""
+        return self.comparison is not None and self.comparison.dates_only
+
     def expects(self, correlation):
-        """Is this the answer we wait for? (loop thread)"""
-        return correlation is not None and correlation == self.correlation
+        """The protocol class (DigestReply or Batch) the answer is to be decoded as if it is
+        the answer we wait for, else None. (loop thread)"""
+        if correlation is None or correlation != self.correlation:
+            return None
+        return self.answer.kind
 
     def expected(self, correlation):
         """Was this the answer to a request given up or answered already? (loop thread)"""
@@ -290,10 +463,9 @@ class AutoVerifier:
         if self.correlation is not None:
             self.old.append(self.correlation)
         self.correlation = None
-        self.parts = {}
-        self.end = None
+        self.answer = None
         self.repairs = []
-        self.records = {}
+        self.fetch = None
 
     def tick(self):
         """Called when the replica is idle: start a due verification, give up a silent one."""
@@ -306,16 +478,15 @@ class AutoVerifier:
             return
         if self.next_time is not None and now >= self.next_time:
             self.due = True
-        if not self.due or not self.days or replica.catching_up or replica.legacy \
-                or not replica.position or not replica.requester.transport.connected.is_set():
+        if not self.due or not self.days or replica.busy or not replica.position \
+                or not replica.link.connected():
             return
         self.due = False
         until = replica.position
         if replica.primary_newest:
             # what the primary does not have (yet) is not compared
             until = min(until, replica.primary_newest)
-        self.since, self.until = window(until, self.days)
-        self.dates_only = False
+        self.comparison = Comparison(replica.store, *window(until, self.days))
         self._guarded(self._ask_digest)
 
     def _give_up(self, why):
@@ -337,25 +508,18 @@ class AutoVerifier:
     # --- asking ------------------------------------------------------------------------------
 
     def _ask_digest(self):
-        store = self.replica.store
-        self.columns = ['dateTime'] if self.dates_only else list(store.columns)
-        self._ask('digest', self.replica.requester.send_digest, self.since, self.until,
-                  BUCKET, self.columns)
+        comparison = self.comparison
+        self._ask(protocol.DigestReply, self.replica.link.send_digest, comparison.since,
+                  comparison.until, BUCKET, comparison.columns)
 
-    def _ask_records(self, since):
-        self.page_since = since
-        self._ask('records', self.replica.requester.send_request, since, self._bucket_end(),
-                  True)
+    def _ask_records(self):
+        self._ask(protocol.Batch, self.replica.link.send_records, self.fetch.since,
+                  self.fetch.last, True)
 
-    def _bucket_end(self):
-        return min(self.repairs[0][0] + BUCKET - 1, self.until)
-
-    def _ask(self, phase, send, *args):
+    def _ask(self, kind, send, *args):
         if self.correlation is not None:
             self.old.append(self.correlation)
-        self.phase = phase
-        self.parts = {}
-        self.end = None
+        self.answer = Answer(kind)
         self.asked_at = time.monotonic()
         # known before the request leaves, so its answer is never taken for a stranger's
         self.correlation = protocol.new_correlation()
@@ -363,123 +527,77 @@ class AutoVerifier:
 
     # --- answers -----------------------------------------------------------------------------
 
-    def on_answer(self, item):
-        """One message of an answer (the replica's owning thread)."""
-        if item.correlation != self.correlation:
+    def on_answer(self, correlation, answer):
+        """One message of an answer (the replica's owning thread): a DigestReply, Batch or
+        ErrorReply as protocol.decode_answer gave it, or the ProtocolError it raised."""
+        if correlation is None or correlation != self.correlation:
             return                     # an answer to a request given up
-        self._guarded(self._on_message, item)
+        self._guarded(self._on_answer, answer)
 
-    def _on_message(self, item):
-        props = item.props
-        if props.get('error'):
-            self._give_up('the responder refused the verification: %s' % props['error'])
-            return
-        seq = props.get('seq') or 0
-        self.parts.setdefault(seq, item.records)
-        if props.get('end'):
-            self.end = props
-        last_seq = None if self.end is None else (self.end.get('seq') or 0)
-        if last_seq is None or sorted(self.parts) != list(range(last_seq + 1)):
-            if last_seq is not None and max(self.parts) > last_seq:
-                self._give_up('an answer has a message after its last one')
-            return
-        payloads = [self.parts[s] for s in sorted(self.parts)]
-        end, self.parts, self.end = self.end, {}, None
+    def _on_answer(self, answer):
         try:
-            if self.phase == 'digest':
-                self._on_digest(payloads[0], end)
+            if isinstance(answer, protocol.ProtocolError):
+                raise answer
+            messages = self.answer.add(answer)
+            if messages is None:
+                return
+            if self.answer.kind is protocol.DigestReply:
+                self._on_digest(messages[0])
             else:
-                self._on_records(payloads, end)
+                self._on_page(messages)
+        except Refused as e:
+            self._give_up('the responder refused the verification: %s' % e)
         except protocol.ProtocolError as e:
             self._give_up('bad answer to the verification: %s' % e)
 
-    def _remote_buckets(self, buckets):
-        """The primary's digest, checked: [start, count, hex] with start a bucket start in
-        the window, counts positive."""
-        if not isinstance(buckets, list):
-            raise protocol.ProtocolError('the digest is not a list')
-        remote = {}
-        for entry in buckets:
-            if not (isinstance(entry, list) and len(entry) == 3
-                    and all(protocol.plain_int(v) for v in entry[:2]) and isinstance(entry[2], str)
-                    and entry[0] % BUCKET == 0 and self.since < entry[0] + BUCKET - 1
-                    and entry[0] <= self.until and entry[1] > 0):
-                raise protocol.ProtocolError('digest entry %.60r is not [bucket start, count, '
-                                             'digest] within the range asked for' % (entry,))
-            remote[entry[0]] = entry
-        return remote
-
-    def _on_digest(self, buckets, props):
-        store = self.replica.store
-        units = props.get('units')
-        if units and store.unit_system() and units != store.unit_system() \
-                and not self.dates_only:
-            self.dates_only = True     # converted values never match exactly
-            self._ask_digest()
+    def _on_digest(self, reply):
+        differing = self.comparison.take(reply)
+        if differing is None:
+            self._ask_digest()         # dateTime only: the unit systems differ
             return
-        remote = self._remote_buckets(buckets)
-        local = {entry[0]: entry for entry in
-                 store.digest(self.since, self.until, BUCKET, self.columns)}
-        differing = protocol.differing_buckets(list(local.values()), list(remote.values()))
-        self.repairs = []
-        for start in differing:
-            theirs = remote.get(start, [start, 0])[1]
-            ours = local.get(start, [start, 0])[1]
-            if theirs < ours:
-                self.replica.faults(
-                    logging.WARNING, 'verify-fewer', 'requester: %s: %s has %d records '
-                    'here but %d on the primary; left as it is (`verify --repair` makes it '
-                    'the primary\'s copy)', self.key, when(start)[:10], ours, theirs)
-            else:
-                self.repairs.append((start, theirs))
+        self.repairs, fewer = plan_repairs(differing, careful=True)
+        for difference in fewer:
+            self.replica.faults(
+                logging.WARNING, 'verify-fewer', 'requester: %s: %s has %d records '
+                'here but %d on the primary; left as it is (`verify --repair` makes it '
+                'the primary\'s copy)', self.key, when(difference.start)[:10],
+                difference.here, difference.primary)
         if not self.repairs:
             if not differing:
                 log.info('requester: %s: verified %s to %s: in sync', self.key,
-                         when(self.since + 1), when(self.until))
+                         when(self.comparison.since + 1), when(self.comparison.until))
             self._finish(VERIFY_INTERVAL)
             return
         log.warning('requester: %s: %d day(s) differ from the primary (%s); fetching them '
                     'again', self.key, len(self.repairs),
-                    ', '.join(when(start)[:10] for start, _ in self.repairs[:5])
+                    ', '.join(when(d.start)[:10] for d in self.repairs[:5])
                     + (', ...' if len(self.repairs) > 5 else ''))
-        self.records = {}
-        self._ask_records(self.repairs[0][0] - 1)
+        self._fetch_next()
 
-    def _on_records(self, payloads, props):
-        start, counted = self.repairs[0]
-        last = self._bucket_end()
-        for batch in payloads:
-            if not isinstance(batch, list):
-                raise protocol.ProtocolError('a page is not a list of records')
-            for record in batch:
-                record = protocol.validate_record(record)
-                if not self.page_since < record['dateTime'] <= last:
-                    raise protocol.ProtocolError('record %s is outside the range asked for'
-                                                 % record['dateTime'])
-                self.records[record['dateTime']] = record      # a duplicate counts once
-        if len(self.records) > counted:
-            raise protocol.ProtocolError('more records for %s than the digest counted (%d)'
-                                         % (when(start)[:10], counted))
-        if props.get('more'):
-            following = props.get('last')
-            if following is None or not self.page_since < following <= last:
-                raise protocol.ProtocolError('a page ends with more=1 and last=%s' % following)
-            self._ask_records(following)
+    def _fetch_next(self):
+        difference = self.repairs[0]
+        self.fetch = BucketFetch(difference.start, self.comparison.until, difference.primary)
+        self._ask_records()
+
+    def _on_page(self, page):
+        fetch = self.fetch
+        if fetch.add(page):
+            self._ask_records()
             return
-        if len(self.records) != counted:
+        if fetch.missing:
             # the primary's copy changed since its digest (or the answer is short)
             self._give_up('%s: %d records fetched, %d in the digest'
-                          % (when(start)[:10], len(self.records), counted))
+                          % (when(fetch.start)[:10], len(fetch.records), fetch.counted))
             return
         self.repairs.pop(0)
-        stored = repair_bucket(self.replica.store, self.key, start, self.until,
-                               [self.records[ts] for ts in sorted(self.records)])
-        self.records = {}
+        self.fetch = None
+        stored = repair_bucket(self.replica.store, self.key, fetch.start,
+                               self.comparison.until, fetch.result())
         self.repaired += 1
         log.info('requester: %s: repaired %s: %d records from the primary', self.key,
-                 when(start)[:10], stored)
+                 when(fetch.start)[:10], stored)
         if self.repairs:
-            self._ask_records(self.repairs[0][0] - 1)
+            self._fetch_next()
         else:
             self._finish(VERIFY_INTERVAL)
 
@@ -488,4 +606,4 @@ class AutoVerifier:
         self.next_time = time.monotonic() + again_in
         if complete:
             self.verified = int(time.time())
-        self.replica.ack_due = True    # the status tells when we last verified
+        self.replica.status_changed()      # the status tells when we last verified
