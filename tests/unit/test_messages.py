@@ -201,12 +201,6 @@ def test_records_request_round_trip(request_):
         (CORRELATION, RESPONSE_TOPIC, 30)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'BUG: RecordsRequest.limit defaults to None, and encode() then sends the user property '
-    "limit='None' (Transport.publish str()s every value), which RecordsRequest.decode / "
-    "decode_request rejects ('user property limit=...is not an integer'): a request built "
-    'with the default limit cannot be decoded by a responder. encode() should leave limit '
-    'out when it is None (decode then gives None again), as it does for until.'))
 def test_records_request_default_limit_round_trip():
     request_ = RecordsRequest(KEY, NODE, NOW - 3600)
     assert decode_request(request_envelope(request_.encode())) == request_

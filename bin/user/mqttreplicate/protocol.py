@@ -501,8 +501,9 @@ class RecordsRequest:
     version: int = 2           # 1: the earlier extension's request (no page, no end)
 
     def encode(self):
-        props = _header(self.binding) + [('node', self.node), ('op', OP_RECORDS),
-                                         ('limit', self.limit)]
+        props = _header(self.binding) + [('node', self.node), ('op', OP_RECORDS)]
+        if self.limit is not None:
+            props.append(('limit', self.limit))
         if self.until is not None:
             props.append(('until', self.until))
         if self.replace:
