@@ -201,8 +201,8 @@ def test_protocol1_flood_reaches_every_record(rig, make_broker, caplog):
 def test_protocol1_partial_answer_is_never_complete(rig, broker, monkeypatch, caplog):
     """Records beyond what the requester may hold are dropped here; it asks again from its
     newest record, round after round, and says it is caught up only with all of them."""
-    from user.mqttreplicate import database, requester
-    monkeypatch.setattr(requester, 'MAX_LEGACY', 400)
+    from user.mqttreplicate import database, replica
+    monkeypatch.setattr(replica, 'MAX_LEGACY', 400)
     store_bulk = database.TargetDatabase.store_bulk
 
     def slow_store_bulk(self, records):         # a slow disk: the flood outruns it
@@ -236,8 +236,8 @@ def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch
     meanwhile (what was kept is stored): the answer is over only when nothing has arrived
     for a while, not when nothing was stored for a while. Ending the round mid-flood would
     take the rest of the first flood as new, jump over what was dropped and leave a hole."""
-    from user.mqttreplicate import database, requester
-    monkeypatch.setattr(requester, 'MAX_LEGACY', 300)
+    from user.mqttreplicate import database, replica
+    monkeypatch.setattr(replica, 'MAX_LEGACY', 300)
     store_bulk = database.TargetDatabase.store_bulk
     calls = []
 

@@ -14,6 +14,7 @@ from tests.integration.harness import (BINDING, KEY, START, STEP, assert_same, e
 from tests.support.mqtt import user_properties
 from tests.support.station import seed_history
 from user.mqttreplicate import protocol, requester
+from user.mqttreplicate import replica as replica_module
 
 pytestmark = pytest.mark.integration
 
@@ -143,16 +144,26 @@ def test_a_page_end_with_more_and_no_last_is_rejected(rig, broker, caplog):
 
 
 class FakeRequester:
-    """What a Replica needs of its Requester, and no MQTT: requests and acks are recorded."""
+    """What a Replica needs of its Requester (its host and its Link), and no MQTT: requests
+    and acks are recorded."""
 
     def __init__(self, options):
         self.options = options
         self.faults = requester.RateLimitedLog(requester.log)
-        self.transport = type('T', (), {'connected': type('E', (), {
-            'is_set': staticmethod(lambda: False)})(), 'ack': lambda self, m: None})()
         self.progress_count = 0
         self.counts = {}
+        self.acked = []
         self.stopping = threading.Event()
+
+    @property
+    def link(self):
+        return self
+
+    def connected(self):
+        return False
+
+    def ack(self, message):
+        self.acked.append(message)
 
     def progress(self, n):
         self.progress_count += n
@@ -163,8 +174,10 @@ class FakeRequester:
     def send_ack(self, replica):
         pass
 
-    def send_request(self, *args, **kwargs):
+    def send_records(self, *args, **kwargs):
         return protocol.new_correlation()
+
+    send_digest = send_records
 
 
 def _main_replica(rig, broker, delivered):
@@ -198,13 +211,13 @@ def test_an_older_main_record_is_stored_here_not_sent_to_the_engine(rig, broker)
         assert newest == START + 29 * STEP
         last_update = replica.store.manager._read_metadata('lastUpdate')
         older = new_record(START + 15 * STEP)
-        assert replica._deliver_one(dict(older))
+        assert replica.sink.store_one(dict(older))
         assert delivered == []                          # not to the engine
         assert replica.position == newest
         assert replica.store.existing(older['dateTime'], older['dateTime'])
         assert replica.store.manager._read_metadata('lastUpdate') == last_update
         newer = new_record(START + 30 * STEP)
-        assert replica._deliver_one(dict(newer))
+        assert replica.sink.store_one(dict(newer))
         assert [r['dateTime'] for r in delivered] == [newer['dateTime']]
     finally:
         replica.close()
@@ -223,17 +236,17 @@ def _day_count(station, day):
 
 def test_a_full_inbox_drops_an_item_after_a_while_and_acknowledges_it(rig, broker,
                                                                        monkeypatch):
-    monkeypatch.setattr(requester, 'POST_TIMEOUT', 0.2)
+    monkeypatch.setattr(replica_module, 'POST_TIMEOUT', 0.2)
     delivered = []
     _, replica = _main_replica(rig, broker, delivered)
     assert replica.inbox.maxsize == requester.INBOX_SIZE
-    acked = []
-    replica.requester.transport.ack = lambda message: acked.append(message)
+    acked = replica.host.acked
     for _ in range(requester.INBOX_SIZE):
-        assert replica.post(requester.Item('connected'))
+        assert replica.post(replica_module.Item('wake'))
     message = object()
     started = time.monotonic()
-    assert not replica.post(requester.Item('live', [new_record(START)], message=message))
+    assert not replica.post(replica_module.Item('live', protocol.LiveRecord(KEY, new_record(START)),
+                                                  message=message))
     assert time.monotonic() - started >= 0.2
     assert acked == [message]                        # its slot in the broker's window freed
-    assert replica.requester.counts == {'dropped': 1}
+    assert replica.host.counts == {'dropped': 1}

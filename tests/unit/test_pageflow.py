@@ -1,6 +1,6 @@
-"""requester.PageFlow: which pages are outstanding, and when the next one is asked for."""
+"""replica.PageFlow: which pages are outstanding, and when the next one is asked for."""
 
-from user.mqttreplicate.requester import PIPELINE, PageFlow
+from user.mqttreplicate.replica import PIPELINE, PageFlow
 
 
 class Sender:
