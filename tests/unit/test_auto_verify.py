@@ -680,8 +680,32 @@ def test_a_digest_bucket_the_day_before_the_window_gives_up(rig):
 
 
 # ------------------------------------------------------------------------------------------------
-# 10. answers to old requests
+# 10. answers: what the loop thread decodes them as, old ones, undecodable ones
 # ------------------------------------------------------------------------------------------------
+
+def test_expects_names_the_class_to_decode_the_awaited_answer_as(stations, make_rig):
+    primary, secondary = stations
+    damage_day(secondary, START + DAY)
+    rig = make_rig()
+    assert rig.verifier.expects(None) is None
+    digest = rig.start()
+    assert rig.verifier.expects(digest.correlation) is protocol.DigestReply
+    assert rig.verifier.expects(b'a stranger') is None and not rig.verifier.expected(b'x')
+    rig.answer_digest()
+    records = rig.last('records')
+    assert rig.verifier.expects(records.correlation) is protocol.Batch
+    assert rig.verifier.expects(digest.correlation) is None
+    assert rig.verifier.expected(digest.correlation)
+    rig.answer_page()
+    assert rig.verifier.expects(records.correlation) is None
+    assert rig.verifier.expected(records.correlation) and rig.verifier.repaired == 1
+
+
+def test_an_answer_the_loop_thread_could_not_decode_gives_up_at_once(rig):
+    request = rig.start()
+    rig.verifier.on_answer(request.correlation, protocol.ProtocolError('payload is not JSON'))
+    assert 'bad answer to the verification: payload is not JSON' in rig.given_up()
+
 
 def test_an_answer_after_a_give_up_is_ignored(stations, make_rig, clock):
     primary, secondary = stations

@@ -419,7 +419,9 @@ class AutoVerifier:
         self.timeout = options.page_timeout
         self.due = False
         self.next_time = None          # monotonic time of the next daily verification
-        self.correlation = None        # of the request being answered; None when idle
+        # (correlation, answer class) of the request being answered, None when idle: one
+        # value, so that the loop thread reads both at once
+        self.awaited = None
         self.old = collections.deque(maxlen=16)     # correlations given up or answered
         self.answer = None             # Answer to the request being answered
         self.asked_at = 0.0
@@ -434,6 +436,12 @@ class AutoVerifier:
         return self.replica.key
 
     @property
+    def correlation(self):
+        """Of the request being answered; None when idle."""
+        awaited = self.awaited
+        return awaited[0] if awaited else None
+
+    @property
     def dates_only(self):
         """The unit systems differ: dateTime only is compared."""
         return self.comparison is not None and self.comparison.dates_only
@@ -441,9 +449,10 @@ class AutoVerifier:
     def expects(self, correlation):
         """The protocol class (DigestReply or Batch) the answer is to be decoded as if it is
         the answer we wait for, else None. (loop thread)"""
-        if correlation is None or correlation != self.correlation:
+        awaited = self.awaited
+        if awaited is None or correlation is None or correlation != awaited[0]:
             return None
-        return self.answer.kind
+        return awaited[1]
 
     def expected(self, correlation):
         """Was this the answer to a request given up or answered already? (loop thread)"""
@@ -462,7 +471,7 @@ class AutoVerifier:
     def _forget(self):
         if self.correlation is not None:
             self.old.append(self.correlation)
-        self.correlation = None
+        self.awaited = None
         self.answer = None
         self.repairs = []
         self.fetch = None
@@ -522,8 +531,9 @@ class AutoVerifier:
         self.answer = Answer(kind)
         self.asked_at = time.monotonic()
         # known before the request leaves, so its answer is never taken for a stranger's
-        self.correlation = protocol.new_correlation()
-        send(self.replica.binding, *args, correlation=self.correlation)
+        correlation = protocol.new_correlation()
+        self.awaited = (correlation, kind)
+        send(self.replica.binding, *args, correlation=correlation)
 
     # --- answers -----------------------------------------------------------------------------
 
