@@ -131,7 +131,7 @@ def test_verify_days_0_turns_it_off(rig, broker):
     node = rig.start_requester(secondary)
     node.wait_caught_up(30)
     node.wait_position(START + DAY - STEP)
-    wait_until(lambda: node.replica.last_ack > 0, 10, 'an ack')
+    wait_until(lambda: node.replica.acks.last > 0, 10, 'an ack')
     node.replica.verifier.tick()          # nothing due, nothing asked
     assert responder.counters['digests'] == 0 and node.replica.verifier.verified is None
 

@@ -375,7 +375,6 @@ class Replica:
         deliver(record): hands a record to the engine instead of storing it (main binding
         under weewxd); None stores directly."""
         self.host = host
-        self.requester = host          # TEMPORARY: the AutoVerifier of verify.py before the core
         self.options = host.options
         self.faults = host.faults
         self.link = host.link

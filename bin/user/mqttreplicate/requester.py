@@ -222,12 +222,12 @@ class Requester(Link):
         is asked for again)."""
         key, correlation = replica.key, envelope.correlation
         expected = replica.verifier.expects(correlation)
-        if expected:
+        if expected is not None:
             try:
                 answer = protocol.decode_answer(envelope, expected)
             except protocol.ProtocolError as e:
                 self._reject('malformed', '%s (answer to a verification of %s)', e, key)
-                return
+                answer = e             # the verification gives up at once
             replica.post(Item('verify', answer, correlation))
             return
         if replica.verifier.expected(correlation):
