@@ -213,22 +213,24 @@ def test_a_crash_in_the_middle_of_a_repair_leaves_summaries_that_get_rebuilt(rig
     with primary.open_manager() as source:
         day1 = [{k: v for k, v in r.items() if v is not None}
                 for r in source.genBatchRecords(START + DAY - 1, START + 2 * DAY - 1)]
-    real_set = weewx.manager.DaySummaryManager._set_day_summary
+    real_write = database.write_day_summaries
     calls = []
 
-    def crashing(self, *args, **kwargs):
+    def crashing(*args, **kwargs):
         calls.append(1)
         if crash == 'before the rebuild' or len(calls) > 1:
             raise KeyboardInterrupt('crash')
-        return real_set(self, *args, **kwargs)
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(weewx.manager.DaySummaryManager, '_set_day_summary', crashing)
+    monkeypatch.setattr(database, 'write_day_summaries', crashing)
+    monkeypatch.setattr(database, 'TRANCHE_DAYS', 1)       # a transaction per day
+    monkeypatch.setattr(database, 'WRITE_DAYS', 1)
     store = database.TargetDatabase(secondary.manager_dict())
     with pytest.raises(KeyboardInterrupt):
         store.replace_range(START + DAY - 1, START + 2 * DAY - 1,
                             [store.prepare(r) for r in day1])
     store.manager.close()
-    monkeypatch.setattr(weewx.manager.DaySummaryManager, '_set_day_summary', real_set)
+    monkeypatch.setattr(database, 'write_day_summaries', real_write)
     with pytest.raises(AssertionError):
         assert_same(primary, secondary)         # the summaries of day 1 are not there
 

@@ -29,10 +29,9 @@ The figures (each a count):
 import contextlib
 import dataclasses
 import re
-import sqlite3
 from typing import Iterable, Optional
 
-from tests.support.station import ENGINE_RESTART, Station, _ro_connect
+from tests.support.station import ENGINE_RESTART, Station
 
 DUPLICATE_INSERT = 'Unable to add record'
 LOCKED = 'database is locked'
@@ -105,16 +104,9 @@ def settling(measure, fault=None):
 # ------------------------------------------------------------------------------------------------
 
 def timestamps(station: Station, binding: str = 'wx_binding') -> set:
-    """Every dateTime of a station's binding (empty if its database does not exist yet)."""
-    path = station.db_path(binding)
-    if not path.exists():
-        return set()
-    table = station.manager_dict(binding)['table_name']
-    with _ro_connect(path) as con:
-        try:
-            return {row[0] for row in con.execute('SELECT dateTime FROM %s' % table)}
-        except sqlite3.OperationalError:
-            return set()
+    """Every dateTime of a station's binding (empty if its database does not exist yet),
+    SQLite or MySQL."""
+    return station.timestamps(binding)
 
 
 def lost(primary: Station, secondary: Station, bindings: Iterable[str] = ('wx_binding',)) -> int:

@@ -303,26 +303,35 @@ class Station:
         return weewx.manager.open_manager(self.manager_dict(binding), initialize=initialize)
 
     def count_records(self, binding: str = 'wx_binding') -> int:
-        path = self.db_path(binding)
-        if not path.exists():
-            return 0
-        table = self.manager_dict(binding)['table_name']
-        with _ro_connect(path) as con:
+        with open_reader(self.manager_dict(binding)) as reader:
+            if reader is None:
+                return 0
+            table = self.manager_dict(binding)['table_name']
             try:
-                return con.execute('SELECT COUNT(*) FROM %s' % table).fetchone()[0]
-            except sqlite3.OperationalError:
+                return reader.scalar('SELECT COUNT(*) FROM %s' % table)
+            except reader.errors:
                 return 0
 
     def last_timestamp(self, binding: str = 'wx_binding') -> Optional[int]:
-        path = self.db_path(binding)
-        if not path.exists():
-            return None
-        table = self.manager_dict(binding)['table_name']
-        with _ro_connect(path) as con:
-            try:
-                return con.execute('SELECT MAX(dateTime) FROM %s' % table).fetchone()[0]
-            except sqlite3.OperationalError:
+        with open_reader(self.manager_dict(binding)) as reader:
+            if reader is None:
                 return None
+            table = self.manager_dict(binding)['table_name']
+            try:
+                return reader.scalar('SELECT MAX(dateTime) FROM %s' % table)
+            except reader.errors:
+                return None
+
+    def timestamps(self, binding: str = 'wx_binding') -> set:
+        """Every dateTime of the binding (empty if its database does not exist yet)."""
+        with open_reader(self.manager_dict(binding)) as reader:
+            if reader is None:
+                return set()
+            table = self.manager_dict(binding)['table_name']
+            try:
+                return {row[0] for row in reader.rows('SELECT dateTime FROM %s' % table)}
+            except reader.errors:
+                return set()
 
     # -- logs ----------------------------------------------------------------------------------
 
@@ -605,6 +614,92 @@ def _ro_connect(path: Path):
     return contextlib.closing(con)
 
 
+def is_sqlite(manager_dict: dict) -> bool:
+    db = manager_dict['database_dict']
+    return 'SQLITE_ROOT' in db or str(db.get('driver', '')).endswith('sqlite')
+
+
+class _SqliteReader:
+    """Query-only access to a SQLite database (see _ro_connect)."""
+
+    errors = (sqlite3.OperationalError,)
+
+    def __init__(self, con, where):
+        self.con = con
+        self.where = where
+
+    def tables(self) -> List[str]:
+        return _tables(self.con)
+
+    def columns(self, table) -> List[str]:
+        return _columns(self.con, table)
+
+    def scalar(self, sql):
+        return self.con.execute(sql).fetchone()[0]
+
+    def rows(self, sql):
+        return iter(self.con.execute(sql))
+
+
+class _WeedbReader:
+    """The same through weedb (MySQL / MariaDB): the values as weedb returns them (integers
+    as int, REAL columns as float), compared like SQLite's."""
+
+    def __init__(self, connection, where):
+        import weedb
+        self.connection = connection
+        self.where = where
+        self.errors = (weedb.DatabaseError,)
+
+    def tables(self) -> List[str]:
+        return sorted(self.connection.tables())
+
+    def columns(self, table) -> List[str]:
+        return list(self.connection.columnsOf(table))
+
+    def scalar(self, sql):
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql)
+            return cursor.fetchone()[0]
+        finally:
+            cursor.close()
+
+    def rows(self, sql):
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql)
+            yield from iter(cursor.fetchone, None)
+        finally:
+            cursor.close()
+
+
+@contextlib.contextmanager
+def open_reader(manager_dict: dict):
+    """A reader of a binding's database, SQLite or MySQL (tables(), columns(table),
+    scalar(sql), rows(sql), errors), or None if the database does not exist."""
+    if is_sqlite(manager_dict):
+        path = sqlite_path(manager_dict)
+        if not path.exists():
+            yield None
+            return
+        with _ro_connect(path) as con:
+            yield _SqliteReader(con, path)
+        return
+    import weedb
+    db = manager_dict['database_dict']
+    try:
+        connection = weedb.connect(db)
+    except (weedb.NoDatabaseError, weedb.CannotConnectError):
+        yield None
+        return
+    try:
+        yield _WeedbReader(connection, '%s:%s/%s' % (db.get('host'), db.get('port', 3306),
+                                                      db['database_name']))
+    finally:
+        connection.close()
+
+
 def _columns(con, table) -> List[str]:
     return [row[1] for row in con.execute('PRAGMA table_info(%s)' % table)]
 
@@ -625,9 +720,11 @@ def _same(a, b, rel_tol, abs_tol) -> bool:
 def compare_databases(config_a: StationLike, binding_a: str, config_b: StationLike,
                       binding_b: str, *, rel_tol: float = 1e-9, abs_tol: float = 1e-9,
                       ignore_columns: Sequence[str] = (), max_diffs: int = 50) -> List[str]:
-    """Differences between two bindings' SQLite databases as readable lines ([] = equal).
+    """Differences between two bindings' databases as readable lines ([] = equal).
 
     config_a / config_b: a Station, a path to weewx.conf, or a config dict with WEEWX_ROOT.
+    Either database may be SQLite or MySQL/MariaDB (read through weedb); values are compared
+    as numbers (integers and floats alike) or None, so engines can be compared.
     Compares the archive table (same set of dateTimes; each common column, numbers equal
     within rel_tol relative / abs_tol absolute) and every daily-summary table
     ``<table>_day_<type>`` row by row (``<table>_day__metadata`` excluded).  Rows are streamed
@@ -640,7 +737,6 @@ def compare_databases(config_a: StationLike, binding_a: str, config_b: StationLi
     conf_b, label_b = _config_of(config_b)
     md_a = weewx.manager.get_manager_dict_from_config(conf_a, binding_a)
     md_b = weewx.manager.get_manager_dict_from_config(conf_b, binding_b)
-    path_a, path_b = sqlite_path(md_a), sqlite_path(md_b)
     label_a = 'A(%s:%s)' % (label_a, binding_a)
     label_b = 'B(%s:%s)' % (label_b, binding_b)
     diffs: List[str] = []
@@ -652,18 +748,18 @@ def compare_databases(config_a: StationLike, binding_a: str, config_b: StationLi
         else:
             extra[0] += 1
 
-    for path, label in ((path_a, label_a), (path_b, label_b)):
-        if not path.exists():
-            return ['%s: database %s does not exist' % (label, path)]
-
     table_a, table_b = md_a['table_name'], md_b['table_name']
     ignore = set(ignore_columns)
-    with _ro_connect(path_a) as con_a, _ro_connect(path_b) as con_b:
-        tables_a, tables_b = set(_tables(con_a)), set(_tables(con_b))
-        for table, tables, label in ((table_a, tables_a, label_a), (table_b, tables_b, label_b)):
+    with open_reader(md_a) as con_a, open_reader(md_b) as con_b:
+        for con, md, label in ((con_a, md_a, label_a), (con_b, md_b, label_b)):
+            if con is None:
+                return ['%s: database %s does not exist'
+                        % (label, md['database_dict'].get('database_name'))]
+        tables_a, tables_b = set(con_a.tables()), set(con_b.tables())
+        for table, tables, con, label in ((table_a, tables_a, con_a, label_a),
+                                          (table_b, tables_b, con_b, label_b)):
             if table not in tables:
-                return ['%s: no table %s in %s' % (label, table, path_a if label == label_a
-                                                   else path_b)]
+                return ['%s: no table %s in %s' % (label, table, con.where)]
         _compare_table(con_a, table_a, con_b, table_b, 'archive', label_a, label_b, ignore,
                        rel_tol, abs_tol, note)
 
@@ -688,7 +784,7 @@ def compare_databases(config_a: StationLike, binding_a: str, config_b: StationLi
 
 def _compare_table(con_a, table_a, con_b, table_b, what, label_a, label_b, ignore, rel_tol,
                    abs_tol, note) -> None:
-    cols_a, cols_b = _columns(con_a, table_a), _columns(con_b, table_b)
+    cols_a, cols_b = con_a.columns(table_a), con_b.columns(table_b)
     only_a = [c for c in cols_a if c not in cols_b and c not in ignore]
     only_b = [c for c in cols_b if c not in cols_a and c not in ignore]
     if only_a:
@@ -698,13 +794,13 @@ def _compare_table(con_a, table_a, con_b, table_b, what, label_a, label_b, ignor
     cols = [c for c in cols_a if c in cols_b and c not in ignore and c != 'dateTime']
     select = 'SELECT %s FROM %%s ORDER BY dateTime' % ', '.join(['dateTime'] + cols)
 
-    n_a = con_a.execute('SELECT COUNT(*) FROM %s' % table_a).fetchone()[0]
-    n_b = con_b.execute('SELECT COUNT(*) FROM %s' % table_b).fetchone()[0]
+    n_a = con_a.scalar('SELECT COUNT(*) FROM %s' % table_a)
+    n_b = con_b.scalar('SELECT COUNT(*) FROM %s' % table_b)
     if n_a != n_b:
         note('%s: %d rows in %s, %d rows in %s' % (what, n_a, label_a, n_b, label_b))
 
-    rows_a = con_a.execute(select % table_a)
-    rows_b = con_b.execute(select % table_b)
+    rows_a = con_a.rows(select % table_a)
+    rows_b = con_b.rows(select % table_b)
     row_a, row_b = next(rows_a, None), next(rows_b, None)
     while row_a is not None or row_b is not None:
         if row_b is None or (row_a is not None and row_a[0] < row_b[0]):

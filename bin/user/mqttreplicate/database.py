@@ -6,6 +6,7 @@ statements, fully fetched, so the primary's own writes never wait for us.
 """
 
 import datetime
+import functools
 import logging
 import os
 import time
@@ -36,10 +37,205 @@ def _fetch_all(connection, sql, args=()):
     cursor = connection.cursor()
     try:
         cursor.execute(sql, args)
-        fetchall = getattr(cursor, 'fetchall', None)     # weedb's MySQL cursor has none
+        fetchall = getattr(cursor, 'fetchall', None)
+        if fetchall is None:
+            # weedb's MySQL cursor has none; the driver's own cursor (buffered: the rows are
+            # here already) gives plain tuples, without a per-value conversion in Python
+            fetchall = getattr(getattr(cursor, 'cursor', None), 'fetchall', None)
         return fetchall() if fetchall is not None else list(iter(cursor.fetchone, None))
     finally:
         cursor.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing rows in bulk: one way for every table, SQLite and MySQL
+# ------------------------------------------------------------------------------------------------
+
+MAX_STATEMENT = 4 * 1024 * 1024   # bytes of one multi-row statement, at most (MySQL)
+NUMBER_BYTES = 27                 # a number or NULL as the driver spells it, at most, and a comma
+
+
+def is_mysql(connection):
+    return getattr(connection, 'dbtype', None) == 'mysql'
+
+
+def statement_limit(connection):
+    """The largest statement worth sending to this MySQL connection: the server's
+    max_allowed_packet (read once per connection), the client's and MAX_STATEMENT."""
+    limit = getattr(connection, '_replicate_packet', None)
+    if limit is None:
+        try:
+            row = connection.get_variable('max_allowed_packet')
+            server = int(row[1]) if row else MAX_STATEMENT
+        except Exception as e:
+            if is_termination(e):
+                raise
+            log.debug('max_allowed_packet not read: %s', e)
+            server = 1024 * 1024            # MySQL's smallest default
+        client = getattr(getattr(connection, 'connection', None), 'max_allowed_packet', None)
+        limit = min(server, client or server, MAX_STATEMENT)
+        connection._replicate_packet = limit
+    return limit
+
+
+def _row_bytes(row):
+    """The most bytes row takes in a statement: numbers and NULLs have a bound; a text value
+    may be escaped to twice its length."""
+    size = 3
+    for value in row:
+        size += 2 * len(value) + 3 if isinstance(value, (str, bytes)) else NUMBER_BYTES
+    return size
+
+
+def insert_rows(connection, cursor, table, columns, rows, replace=False):
+    """Insert rows (tuples, in the order of columns) into table, through cursor (of
+    connection, a weedb connection, in an open transaction).
+    columns None: every column of the table, in its order. replace: REPLACE INTO (a row
+    with the same primary key is replaced; SQLite and MySQL both know it).
+
+    SQLite: one prepared statement run for every row (executemany). MySQL (weedb's cursor
+    has no executemany, and a statement per row is a round trip each): multi-row
+    statements, each within the connection's statement_limit()."""
+    if not rows:
+        return 0
+    head = '%s INTO %s%s VALUES ' % ('REPLACE' if replace else 'INSERT', table,
+                                     ' (%s)' % ', '.join(columns) if columns else '')
+    width = len(rows[0])
+    one = '(%s)' % ','.join('?' * width)
+    executemany = getattr(cursor, 'executemany', None)
+    if not is_mysql(connection):
+        if executemany is not None:
+            executemany(head + one, rows)
+        else:
+            for row in rows:
+                cursor.execute(head + one, row)
+        return len(rows)
+    budget = statement_limit(connection) - len(head) - 64
+    numeric = not any(isinstance(v, (str, bytes)) for v in rows[0])
+    per_row = width * NUMBER_BYTES + 3
+    start = 0
+    while start < len(rows):
+        if numeric:
+            count = max(budget // per_row, 1)
+        else:
+            count, size = 0, 0
+            for row in rows[start:]:
+                size += _row_bytes(row)
+                if count and size > budget:
+                    break
+                count += 1
+        chunk = rows[start:start + count]
+        args = [v for row in chunk for v in row]
+        cursor.execute(head + ','.join([one] * len(chunk)), args)
+        start += len(chunk)
+    return len(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# A MySQL server gone away: reconnect and do it again
+# ------------------------------------------------------------------------------------------------
+
+LOST_CONNECTION = {1053, 1927, 2006, 2013, 2055, 4031}   # shutdown, killed, gone, lost, ...
+RECONNECT_FOR = 60.0             # seconds a store waits for its server to come back
+SOURCE_RECONNECT_FOR = 10.0      # a responder's worker, for its (a request is asked again)
+
+
+def lost_connection(e):
+    """True for an error that means the MySQL connection is gone (the server restarted,
+    or killed our connection): the transaction was rolled back by the server."""
+    if isinstance(e, (weedb.DisconnectError, weedb.CannotConnectError)):
+        return True
+    return isinstance(e, weedb.DatabaseError) and _error_code(e) in LOST_CONNECTION
+
+
+DENIED = {1044, 1142, 1143, 1227}      # access denied to a database, a table, a column, ...
+SECONDARY_GRANTS = 'CREATE, INSERT, UPDATE, DELETE, SELECT'
+
+
+def _error_code(e):
+    inner = e.args[0] if getattr(e, 'args', None) else None
+    return getattr(inner, 'args', (None,))[0] if inner is not None else None
+
+
+def grants_error(e, database_dict):
+    """A MySQL error that says the user lacks a privilege, as one sentence naming the grants
+    a secondary needs; None for any other error."""
+    if not isinstance(e, weedb.DatabaseError) or not (
+            isinstance(e, weedb.PermissionError) or _error_code(e) in DENIED):
+        return None
+    name = database_dict.get('database_name', '?')
+    user = database_dict.get('user', '?')
+    return weedb.PermissionError(
+        "database '%s' on %s:%s: %s; user '%s' needs %s on database %s (GRANT %s ON %s.* TO "
+        "'%s'@'<this host>')" % (name, database_dict.get('host', 'localhost'),
+                                 database_dict.get('port', 3306), e, user, SECONDARY_GRANTS,
+                                 name, SECONDARY_GRANTS, name, user))
+
+
+def reconnect(connection):
+    """Open a MySQL connection again in place (the managers that hold it keep working),
+    with the session settings weedb gives a new one."""
+    raw = connection.connection
+    try:
+        raw.close()
+    except Exception as e:
+        if is_termination(e):
+            raise
+    raw.connect()            # the driver's own connection object opens a new session
+    try:
+        import weedb.mysql
+        weedb.mysql.set_engine(raw, weedb.mysql.DEFAULT_ENGINE)
+    except Exception as e:
+        if is_termination(e):
+            raise
+        log.debug('storage engine not set again: %s', e)
+    raw.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED')
+    connection._replicate_packet = None       # the server may have a new max_allowed_packet
+
+
+def reconnecting(patience):
+    """Decorator of a method of an object with .manager and .name: when the MySQL
+    connection is lost, reconnect (for up to `patience` seconds) and call it again. Every
+    such method is one or more complete transactions that can run again (a transaction the
+    server lost was rolled back)."""
+    def wrap(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            deadline = None
+            pause = 0.5
+            while True:
+                try:
+                    return method(self, *args, **kwargs)
+                except Exception as e:
+                    connection = self.manager.connection
+                    if not is_mysql(connection):
+                        raise
+                    denied = grants_error(e, getattr(self, 'database_dict', {}))
+                    if denied is not None:
+                        raise denied from e
+                    if not lost_connection(e):
+                        raise
+                    if deadline is None:
+                        deadline = time.monotonic() + patience
+                        log.warning("database '%s': connection lost (%s); reconnecting",
+                                    self.name, e)
+                    while True:
+                        if time.monotonic() > deadline:
+                            log.error("database '%s': no connection for %.0f s: %s",
+                                      self.name, patience, e)
+                            raise
+                        time.sleep(pause)
+                        pause = min(pause * 2, 5.0)
+                        try:
+                            reconnect(connection)
+                            break
+                        except Exception as again:
+                            if is_termination(again):
+                                raise
+                            log.debug("database '%s': not yet: %s", self.name, again)
+                    log.info("database '%s': reconnected", self.name)
+        return wrapper
+    return wrap
 
 
 def _read_page(connection, select, columns, since, until, limit):
@@ -81,6 +277,7 @@ class SourceDatabase:
 
     def __init__(self, mgr_dict):
         self.manager = weewx.manager.open_manager(mgr_dict, initialize=False)
+        self.name = getattr(self.manager, 'database_name', '?')
         self.table = self.manager.table_name
         self.columns = list(self.manager.sqlkeys)
         self.select = 'SELECT %s FROM %s' % (', '.join(self.columns), self.table)
@@ -94,26 +291,32 @@ class SourceDatabase:
                 raise
             log.debug('closing %s: %s: %s', self.table, type(e).__name__, e)
 
+    @reconnecting(SOURCE_RECONNECT_FOR)
     def newest(self):
         return self.manager.lastGoodStamp()
 
+    @reconnecting(SOURCE_RECONNECT_FOR)
     def read_page(self, since, until, limit):
         """Up to `limit` records with since < dateTime <= until, oldest first, None values
         left out."""
         return _read_page(self.manager.connection, self.select, self.columns, since, until,
                           limit)
 
+    @reconnecting(SOURCE_RECONNECT_FOR)
     def digest(self, since, until, bucket, columns):
         return digest_range(self.read_page, since, until, bucket, columns)
 
+    @reconnecting(SOURCE_RECONNECT_FOR)
     def unit_system(self):
         row = _fetch_all(self.manager.connection, 'SELECT usUnits FROM %s LIMIT 1' % self.table)
         return row[0][0] if row else None
 
+    @reconnecting(SOURCE_RECONNECT_FOR)
     def previous(self, timestamp):
         """dateTime of the newest record older than timestamp, or 0."""
         return previous_timestamp(self.manager, timestamp)
 
+    @reconnecting(SOURCE_RECONNECT_FOR)
     def record_near(self, timestamp, delta):
         record = self.manager.getRecord(timestamp, max_delta=delta)
         return {k: v for k, v in record.items() if v is not None} if record else None
@@ -151,8 +354,15 @@ class TargetDatabase:
             if initialize and root:
                 # the engine thread may be creating it at the same moment
                 os.makedirs(root, exist_ok=True)
-            manager = weewx.manager.open_manager(mgr_dict, initialize=initialize)
+            try:
+                manager = weewx.manager.open_manager(mgr_dict, initialize=initialize)
+            except weedb.DatabaseError as e:
+                denied = grants_error(e, mgr_dict['database_dict'])
+                if denied is None:
+                    raise
+                raise denied from e
         self.manager = manager
+        self.database_dict = mgr_dict['database_dict'] if mgr_dict else {}
         self.name = getattr(manager, 'database_name', '?')
         self.table = manager.table_name
         self.columns = list(manager.sqlkeys)
@@ -171,9 +381,11 @@ class TargetDatabase:
         if self.owned:
             self.manager.close()
 
+    @reconnecting(RECONNECT_FOR)
     def newest(self):
         return self.manager.lastGoodStamp() or 0
 
+    @reconnecting(RECONNECT_FOR)
     def unit_system(self):
         """The database's unit system, or the preferred one for an empty database."""
         if self.manager.std_unit_system is None:
@@ -202,13 +414,16 @@ class TargetDatabase:
             record = {k: v for k, v in record.items() if k in self.column_set}
         return record
 
+    @reconnecting(RECONNECT_FOR)
     def read_page(self, since, until, limit):
         select = 'SELECT %s FROM %s' % (', '.join(self.columns), self.table)
         return _read_page(self.manager.connection, select, self.columns, since, until, limit)
 
+    @reconnecting(RECONNECT_FOR)
     def digest(self, since, until, bucket, columns):
         return digest_range(self.read_page, since, until, bucket, columns)
 
+    @reconnecting(RECONNECT_FOR)
     def replace_range(self, first_exclusive, last_inclusive, records):
         """Make the rows first_exclusive < dateTime <= last_inclusive exactly `records`
         (prepared, all in that range, one per dateTime), then rebuild the daily summaries of
@@ -219,22 +434,25 @@ class TargetDatabase:
         complete again. A crash in between leaves summaries that WeeWX (at weewxd's start)
         and TargetDatabase (at open) know to rebuild, never wrong ones."""
         self.finish_bulk()          # only a range is rebuilt: everything else must be done
-        groups = {}
-        for record in records:
-            groups.setdefault(tuple(record), []).append(tuple(record.values()))
         days = archive_date(first_exclusive + 1), \
             archive_date(last_inclusive) + datetime.timedelta(days=1)
         with weedb.Transaction(self.manager.connection) as cursor:
             cursor.execute('DELETE FROM %s WHERE dateTime > ? AND dateTime <= ?' % self.table,
                            (first_exclusive, last_inclusive))
-            for columns, rows in groups.items():
-                sql = 'INSERT INTO %s (%s) VALUES (%s)' % (self.table, ', '.join(columns),
-                                                          ', '.join('?' * len(columns)))
-                for row in rows:
-                    cursor.execute(sql, row)
+            self._insert_records(cursor, records)
             self._forget_summaries(cursor, days)
         self._rebuild_summaries(days)
 
+    def _insert_records(self, cursor, records):
+        """Insert records (dicts) into the archive table, in an open transaction: records
+        with the same columns share their statements (insert_rows). Returns the count."""
+        groups = {}
+        for record in records:
+            groups.setdefault(tuple(record), []).append(tuple(record.values()))
+        return sum(insert_rows(self.manager.connection, cursor, self.table, columns, rows)
+                   for columns, rows in groups.items())
+
+    @reconnecting(RECONNECT_FOR)
     def rebuild_days(self, first, last):
         """Rebuild the daily summaries of the days of first..last (dateTimes) from the
         archive, crash-safe as replace_range: records added out of order (holes filled) make
@@ -274,6 +492,7 @@ class TargetDatabase:
             return
         backfill_day_summary(manager, (start_d, after_d))
 
+    @reconnecting(RECONNECT_FOR)
     def neighbours(self, timestamp):
         """(dateTime of the record before timestamp or 0, of the record after it or 0)."""
         before = previous_timestamp(self.manager, timestamp)
@@ -281,12 +500,14 @@ class TargetDatabase:
                                   % self.table, (timestamp,))
         return before, (row[0] or 0) if row else 0
 
+    @reconnecting(RECONNECT_FOR)
     def existing(self, first, last):
         rows = _fetch_all(self.manager.connection,
                           'SELECT dateTime FROM %s WHERE dateTime >= ? AND dateTime <= ?'
                           % self.table, (first, last))
         return {r[0] for r in rows}
 
+    @reconnecting(RECONNECT_FOR)
     def store_bulk(self, records):
         """Insert archive rows of records not stored yet, in one transaction. Returns the
         number inserted. Daily summaries wait for finish_bulk()."""
@@ -295,32 +516,23 @@ class TargetDatabase:
         first = min(r['dateTime'] for r in records)
         last = max(r['dateTime'] for r in records)
         present = self.existing(first, last)
-        groups = {}          # records with the same columns share one INSERT statement
+        new = []
         for record in records:
             ts = record['dateTime']
             if ts in present:
                 continue
             present.add(ts)
-            groups.setdefault(tuple(record), []).append(tuple(record.values()))
-        if not groups:
+            new.append(record)
+        if not new:
             return 0
         if self.manager.std_unit_system is None:
             self.manager.std_unit_system = records[0]['usUnits']
-        count = 0
         with weedb.Transaction(self.manager.connection) as cursor:
-            for columns, rows in groups.items():
-                sql = 'INSERT INTO %s (%s) VALUES (%s)' % (self.table, ', '.join(columns),
-                                                          ', '.join('?' * len(columns)))
-                executemany = getattr(cursor, 'executemany', None)
-                if executemany is not None:
-                    executemany(sql, rows)
-                else:
-                    for row in rows:
-                        cursor.execute(sql, row)
-                count += len(rows)
+            count = self._insert_records(cursor, new)
         self.summaries_pending = self.has_summaries
         return count
 
+    @reconnecting(RECONNECT_FOR)
     def finish_bulk(self):
         """Bring the daily summaries up to date after bulk stores."""
         if not self.summaries_pending:
@@ -332,6 +544,7 @@ class TargetDatabase:
                  self.name, ndays, nrecs, time.monotonic() - started)
         self.summaries_pending = False
 
+    @reconnecting(RECONNECT_FOR)
     def store_one(self, record):
         """Store one record with its daily summary. Returns True if stored, False if it was
         there already."""
@@ -353,11 +566,30 @@ class TargetDatabase:
         return self.manager.addRecord(record, log_success=False) > 0
 
 
-TRANCHE_DAYS = 5
+TRANCHE_DAYS = 5       # days of archive rows read at once
+WRITE_DAYS = 60        # days of summaries written in one transaction (a statement per type)
+
+
+def write_day_summaries(manager, cursor, accumulators):
+    """Write the daily summaries of the days of accumulators (weewx.accum.Accum, one per
+    day) in an open transaction, replacing what those days had: what WeeWX's
+    _set_day_summary() does for one day with a DELETE and an INSERT per type, here one
+    REPLACE per type for all the days (insert_rows)."""
+    per_type = {}
+    for accum in accumulators:
+        manager._check_unit_system(accum.unit_system)
+        sod = accum.timespan.start
+        for obs_type in accum:
+            if obs_type in manager.daykeys:
+                per_type.setdefault(obs_type, []).append(
+                    (sod,) + accum[obs_type].getStatsTuple())
+    for obs_type, rows in per_type.items():
+        insert_rows(manager.connection, cursor, '%s_day_%s' % (manager.table_name, obs_type),
+                    None, rows, replace=True)
 
 
 def backfill_day_summary(manager, days=None):
-    """What DaySummaryManager.backfill_day_summary() does, about three times faster.
+    """What DaySummaryManager.backfill_day_summary() does, several times faster.
 
     days: (first date, date after the last) to rebuild only those days (whose summaries were
     deleted), then mark the summaries complete; by default, from metadata lastUpdate to the
@@ -367,9 +599,12 @@ def backfill_day_summary(manager, days=None):
     them None. Adding a None value only creates the statistics of its type, so here the first
     record of each day goes in whole (creating every type, as WeeWX does) and the others
     without their None values. Same accumulators, same additions in the same order: the
-    summaries come out identical. Falls back to WeeWX's own code if its internals differ."""
-    needed = ('_set_day_summary', '_read_metadata', '_write_metadata', '_get_backfill_range',
-              '_calc_weight')
+    summaries come out identical. They are written WRITE_DAYS days at a time, one statement
+    per type (a round trip per day and type is what makes WeeWX's slow on MySQL), with
+    lastUpdate in the same transaction. Falls back to WeeWX's own code if its internals
+    differ."""
+    needed = ('_check_unit_system', '_read_metadata', '_write_metadata',
+              '_get_backfill_range', '_calc_weight', 'daykeys')
     if not all(hasattr(manager, name) for name in needed):
         return manager.backfill_day_summary(progress_fn=None)      # from lastUpdate on
     if manager.first_timestamp is None:
@@ -387,41 +622,44 @@ def backfill_day_summary(manager, days=None):
     ts_index = columns.index('dateTime')
     gust_dir = 'windGustDir' in columns
     nrecs = ndays = 0
+    pending = []              # the days built and not written yet
     mark_d = first_d
     while mark_d < last_d:
         stop_d = min(mark_d + datetime.timedelta(days=TRANCHE_DAYS), last_d)
         rows = _fetch_all(manager.connection, select,
                           (time.mktime(mark_d.timetuple()), time.mktime(stop_d.timetuple())))
         day_accum = None
-        with weedb.Transaction(manager.connection) as cursor:
-            for row in rows:
-                ts = row[ts_index]
-                if day_accum is None or not day_accum.timespan.includesArchiveTime(ts):
-                    if day_accum is not None:
-                        manager._set_day_summary(day_accum, None, cursor)
-                        ndays += 1
-                    day_accum = weewx.accum.Accum(weeutil.weeutil.archiveDaySpan(ts))
-                    record = dict(zip(columns, row))
-                else:
-                    record = {k: v for k, v in zip(columns, row) if v is not None}
-                    if gust_dir and 'windGustDir' not in record:
-                        # the wind accumulator takes windDir when windGustDir is absent,
-                        # but not when it is None: keep it
-                        record['windGustDir'] = None
-                try:
-                    weight = manager._calc_weight(record)
-                except (weewx.manager.IntervalError, ValueError, TypeError) as e:
-                    log.info('record %s ignored in daily summaries: %s', ts, e)
-                    continue
-                day_accum.addRecord(record, weight=weight)
-                last_daily_ts = ts if last_daily_ts is None else max(last_daily_ts, ts)
-                nrecs += 1
-            if day_accum is not None and not day_accum.isEmpty:
-                manager._set_day_summary(day_accum, None, cursor)
-                ndays += 1
-            if last_daily_ts:
-                manager._write_metadata('lastUpdate', str(int(last_daily_ts)), cursor)
+        for row in rows:
+            ts = row[ts_index]
+            if day_accum is None or not day_accum.timespan.includesArchiveTime(ts):
+                if day_accum is not None:
+                    pending.append(day_accum)
+                day_accum = weewx.accum.Accum(weeutil.weeutil.archiveDaySpan(ts))
+                record = dict(zip(columns, row))
+            else:
+                record = {k: v for k, v in zip(columns, row) if v is not None}
+                if gust_dir and 'windGustDir' not in record:
+                    # the wind accumulator takes windDir when windGustDir is absent,
+                    # but not when it is None: keep it
+                    record['windGustDir'] = None
+            try:
+                weight = manager._calc_weight(record)
+            except (weewx.manager.IntervalError, ValueError, TypeError) as e:
+                log.info('record %s ignored in daily summaries: %s', ts, e)
+                continue
+            day_accum.addRecord(record, weight=weight)
+            last_daily_ts = ts if last_daily_ts is None else max(last_daily_ts, ts)
+            nrecs += 1
+        if day_accum is not None and not day_accum.isEmpty:
+            pending.append(day_accum)
         mark_d = stop_d
+        if len(pending) >= WRITE_DAYS or mark_d >= last_d:
+            with weedb.Transaction(manager.connection) as cursor:
+                write_day_summaries(manager, cursor, pending)
+                if last_daily_ts:
+                    manager._write_metadata('lastUpdate', str(int(last_daily_ts)), cursor)
+            ndays += len(pending)
+            pending = []
     if days is not None:
         # the days after the range were complete before: so is everything now
         with weedb.Transaction(manager.connection) as cursor:
