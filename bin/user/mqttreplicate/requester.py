@@ -17,6 +17,7 @@ from . import config as cfg
 from . import database
 from . import protocol
 from .replica import Item, Link, Replica, State
+from .status import StatusPublisher
 from .transport import RateLimitedLog, Transport, is_termination
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ class Requester(Link):
         self.config_dict = config_dict
         self.replicas = {}
         self.faults = RateLimitedLog(log)
-        self.status_lock = threading.Lock()
         self.stopping = threading.Event()
         self.counter_lock = threading.Lock()
         self.rejected = 0            # messages (or parts of them) refused
@@ -50,16 +50,14 @@ class Requester(Link):
         subscriptions = [self.response_topic] + [
             protocol.archive_topic(self.conn.archive_topic, i) for i in options.instances] + \
             sorted(self.responder_status)
-        self.status_topics = [protocol.status_topic(self.conn.status_topic, i,
-                                                    self.conn.clientid)
-                              for i in options.instances]
-        self.offline = protocol.encode_json({'state': 'offline', 'role': 'requester',
-                                             'clientid': self.conn.clientid})
+        self.status = StatusPublisher(None, 'requester', self.conn.clientid, {
+            i: protocol.status_topic(self.conn.status_topic, i, self.conn.clientid)
+            for i in options.instances})
         self.transport = Transport(self.conn, subscriptions, self._on_message,
-                                   on_connected=self._on_connected,
-                                   will=(self.status_topics[0], self.offline),
+                                   on_connected=self._on_connected, will=self.status.will,
                                    manual_ack=True, name='requester',
                                    on_rejected=self._on_unsigned)
+        self.status.transport = self.transport
 
     def add_replica(self, replica):
         self.replicas[replica.key] = replica
@@ -72,7 +70,7 @@ class Requester(Link):
 
     def stop(self):
         self.stopping.set()            # the loop thread no longer waits for a full inbox
-        self.transport.stop([(t, self.offline) for t in self.status_topics])
+        self.transport.stop(self.status.finals())
 
     def ordered(self):
         return sorted(self.replicas.values(), key=lambda r: (r.binding.is_main, r.key))
@@ -125,13 +123,12 @@ class Requester(Link):
             log.debug('requester: ack not sent: %s', e)
 
     def publish_status(self):
-        # Called from the loop thread and from the threads that own the bindings: the lock
-        # makes sure an older picture is never published after a newer one.
-        with self.status_lock:
-            self._publish_status()
+        """Publish our status on every instance's topic (any thread)."""
+        self.status.publish(self._statuses)
 
-    def _publish_status(self):
-        for instance, topic in zip(self.options.instances, self.status_topics):
+    def _statuses(self):
+        statuses = {}
+        for instance in self.options.instances:
             bindings = {}
             for replica in self.ordered():
                 if replica.binding.instance != instance:
@@ -146,11 +143,9 @@ class Requester(Link):
                                          'catching_up': replica.catching_up,
                                          'verified': replica.verifier.verified,
                                          'repaired': replica.verifier.repaired}
-            status = {'state': 'online', 'role': 'requester', 'version': VERSION,
-                      'clientid': self.conn.clientid, 'instance': instance,
-                      'time': int(time.time()), 'bindings': bindings,
-                      'rejected': self.rejected}
-            self.transport.publish(topic, protocol.encode_json(status), qos=1, retain=True)
+            statuses[instance] = dict(self.status.online(instance), bindings=bindings,
+                                      rejected=self.rejected)
+        return statuses
 
     def count(self, name, n=1):
         """Add n to the counter `name` (rejected, dropped); any thread."""
