@@ -10,6 +10,7 @@ its own work directory.  Nothing here ever touches port 1883 or a system Mosquit
     broker = Broker(tmp_path / 'b', tls=True, require_certificate=True)
     broker = Broker(tmp_path / 'b', persistence=True)         # survives restart()
     broker = Broker(tmp_path / 'b', acl='user primary\\ntopic readwrite #\\n', password=True)
+    broker = Broker(tmp_path / 'b', bridge='connection x\\naddress ...')   # + a bridge
     ...
     broker.restart(); broker.kill(); broker.start(); broker.stop(); broker.log_text()
 """
@@ -246,6 +247,10 @@ class Broker:
         Per-client limits (defaults 100000 and 20).
     extra_config
         Text appended to mosquitto.conf (global options only, e.g. ``max_packet_size 10000``).
+    bridge
+        Text of bridge sections (``connection <name>`` and its options), written at the end of
+        mosquitto.conf, after the listeners. The attribute can be changed before start() or
+        restart() (e.g. to point the bridge at another address).
     start
         Start at once (default True).
 
@@ -260,7 +265,8 @@ class Broker:
                  require_certificate: bool = False, acl: Optional[str] = None,
                  persistence: bool = False, autosave_interval: int = 1,
                  max_queued_messages: int = 100000, max_inflight_messages: int = 20,
-                 extra_config: str = '', use_passwd_tool: bool = True, start: bool = True):
+                 extra_config: str = '', use_passwd_tool: bool = True, start: bool = True,
+                 bridge: str = ''):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = HOST
@@ -277,6 +283,7 @@ class Broker:
         self.max_queued_messages = max_queued_messages
         self.max_inflight_messages = max_inflight_messages
         self.extra_config = extra_config
+        self.bridge = bridge
 
         self.conf_path = self.workdir / 'mosquitto.conf'
         self.log_path = self.workdir / 'mosquitto.log'
@@ -343,6 +350,9 @@ class Broker:
                       'certfile %s' % self.certs.server_cert,
                       'keyfile %s' % self.certs.server_key,
                       'require_certificate %s' % ('true' if self.require_certificate else 'false')]
+        if self.bridge:
+            # last: every option after `connection` belongs to that bridge
+            lines += ['', self.bridge.strip()]
         return '\n'.join(lines) + '\n'
 
     # -- life cycle ----------------------------------------------------------------------------
