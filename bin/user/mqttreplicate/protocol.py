@@ -478,6 +478,15 @@ class Envelope:
     def number(self, name, default=None, minimum=0):
         return int_property(self.props, name, default, minimum)
 
+    def check_numbers(self):
+        """Refuse a message any of whose numeric properties is not a non-negative integer,
+        whether its kind uses that property or not: a peer that sends one is broken."""
+        for name in NUMBERS:
+            self.number(name)
+
+
+NUMBERS = ('seq', 'count', 'end', 'more', 'last', 'newest', 'prev')
+
 
 def _header(binding):
     return [('data_binding', binding), ('protocol', PROTOCOL)]
@@ -612,6 +621,7 @@ class Batch:
     def decode(cls, envelope):
         """Bad records are left out and listed in `rejected` (a page goes on without them);
         a message that is not a batch at all raises ProtocolError."""
+        envelope.check_numbers()
         records, rejected, sent = decode_batch(envelope.payload, envelope.props.get('encoding'))
         if envelope.version != 2:
             return cls(envelope.binding, records, None, rejected=tuple(rejected), version=1)
@@ -716,6 +726,7 @@ class LiveRecord:
 
     @classmethod
     def decode(cls, envelope):
+        envelope.check_numbers()
         records, rejected, sent = decode_batch(envelope.payload, envelope.props.get('encoding'))
         if rejected:
             raise ProtocolError(rejected[0])

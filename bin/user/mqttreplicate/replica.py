@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 
+from .faults import is_termination
 from .verify import AutoVerifier
 
 log = logging.getLogger(__name__)
@@ -501,6 +502,19 @@ class Replica:
 
     def close(self):
         self.sink.close()
+
+    def recover(self):
+        """The owning thread failed while handling something of ours: whatever was being
+        stored may be half done. Close the database (the next item opens it again, on a
+        new connection) and catch up again from what it holds."""
+        try:
+            self.close()
+        except Exception as e:
+            if is_termination(e):
+                raise
+            log.debug('requester: %s: closing after a failure: %s', self.key, e)
+        self.sink.store = None
+        self.catchup_wanted = True
 
     def handle(self, item):
         """Process one inbox item."""

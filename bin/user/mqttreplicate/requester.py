@@ -10,7 +10,6 @@ when run from the command line). The Requester is the replicas' Link to the brok
 import logging
 import queue
 import threading
-import time
 
 from . import VERSION
 from . import config as cfg
@@ -18,7 +17,9 @@ from . import database
 from . import protocol
 from .replica import Item, Link, Replica, State
 from .status import StatusPublisher
-from .transport import RateLimitedLog, Transport, is_termination
+from .faults import RateLimitedLog, is_termination
+from .transport import Transport
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -291,15 +292,19 @@ class Requester(Link):
 
 
 class Writer:
-    """A thread that owns the databases of the replicas it serves."""
+    """The thread that owns the databases of the replicas it serves (every binding but
+    `main` under weewxd; all of them from the command line): a worker.Worker serving one
+    inbox. A failure is logged and the worker goes on; the replicas then start again from
+    what their databases hold (Replica.recover)."""
 
     def __init__(self, requester, name='requester-writer'):
         self.requester = requester
         self.inbox = queue.Queue(INBOX_SIZE)
         self.replicas = []
-        self.stopping = threading.Event()
-        self.failed = None
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.failed = None             # the last failure, for whoever asks why
+        self.worker = Worker.serving(name, self.inbox, self._handle, requester.faults,
+                                     'requester: writer', idle=self._idle, setup=self._open,
+                                     cleanup=self._close, on_failure=self._recover)
 
     def add(self, binding, config_dict, preferred_units=None):
         mgr_dict = database.manager_dict(config_dict, binding.secondary_data_binding)
@@ -313,47 +318,37 @@ class Writer:
         return replica
 
     def start(self):
-        self.thread.start()
+        self.worker.start()
 
     def stop(self):
-        self.stopping.set()
-        try:
-            self.inbox.put_nowait(None)    # wakes the thread at once; else within a second
-        except queue.Full:
-            pass
-        self.thread.join(30)
+        self.worker.stop(30)
 
     def is_alive(self):
-        return self.thread.is_alive()
+        return self.worker.is_alive()
 
-    def _run(self):
-        try:
-            for replica in self.replicas:
-                replica.open()
-            last_idle = time.monotonic()
-            while not self.stopping.is_set():
-                try:
-                    item = self.inbox.get(timeout=1.0)
-                except queue.Empty:
-                    item = None
-                if item is not None:
-                    self._handle(item)
-                # timeouts and acks of every binding, even while another one is busy
-                if item is None or time.monotonic() - last_idle >= 1.0:
-                    last_idle = time.monotonic()
-                    for replica in self.replicas:
-                        replica.idle()
-        except Exception as e:
-            self.failed = e
-            log.error('requester: writer thread failed: %s: %s', type(e).__name__, e)
-            log.debug('traceback', exc_info=True)
-        finally:
-            for replica in self.replicas:
-                try:
-                    replica.close()
-                except Exception as e:
-                    log.error('requester: closing %s: %s', replica.key, e)
+    def _open(self):
+        for replica in self.replicas:
+            replica.open()
 
     def _handle(self, item):
         item.replica.handle(item)
         item.replica.flush_ack()
+
+    def _idle(self):
+        """Timeouts and acks of every binding, even while another one is busy."""
+        for replica in self.replicas:
+            replica.idle()
+
+    def _recover(self, failure):
+        self.failed = failure
+        for replica in self.replicas:
+            replica.recover()
+
+    def _close(self):
+        for replica in self.replicas:
+            try:
+                replica.close()
+            except Exception as e:
+                if is_termination(e):
+                    raise
+                log.error('requester: closing %s: %s', replica.key, e)
