@@ -18,6 +18,7 @@ What goes out (answers, live records, the primary's status) is kept on the stati
 and delivered when the link is back. The requester asks again after its page_timeout.
 """
 
+import json
 import sqlite3
 
 import pytest
@@ -143,3 +144,122 @@ def test_v5_properties_and_retained_statuses_cross_the_bridge(bridged):
             seen = {m.topic: (m.retain, m.payload) for m in fresh.drain(0.5)}
         assert seen['replicate/status/weewx/secondary-x'] == (True, b'{"state": "online"}')
         assert seen['replicate/status/weewx'] == (True, b'{"state": "online"}')
+
+
+# ------------------------------------------------------------------------------------------------
+# replication across the bridge
+# ------------------------------------------------------------------------------------------------
+
+def through_the_bridge(rig, bridged, **options):
+    """A primary with TOTAL records on the station's broker, a secondary on the internet broker
+    (TLS, the documented user), both with `options`."""
+    primary = rig.primary(bridged.station, count=TOTAL, batch_size=25, **options)
+    secondary = rig.secondary(bridged.internet, tls=True, user=SECONDARY_USER, page_size=50,
+                              page_timeout=3, **options)
+    return primary, secondary
+
+
+def wait_both_sides_know(bridged, primary, secondary):
+    """Mutual knowledge on both brokers: each side's status, carried over the bridge, shows
+    what the other has."""
+    wait_mutual_knowledge(bridged.internet, primary, [secondary], **bridged.secondary_login())
+    wait_mutual_knowledge(bridged.station, primary, [secondary])
+
+
+def test_signed_replication_with_the_link_cut_in_the_middle_of_the_catch_up(
+        rig, bridged, caplog):
+    primary, secondary = through_the_bridge(rig, bridged, shared_secret=SECRET)
+    responder = rig.start_responder(primary)
+    watcher = rig.client(bridged.internet, **bridged.secondary_login())
+    watcher.subscribe('replicate/archive/weewx')
+
+    # The link goes down about a third into the catch-up's answers (173 KB in all) ...
+    bridged.cut_after(60000)
+    node = rig.start_requester(secondary)
+    wait_until(lambda: not bridged.proxy.armed, 20, 'the link to go down')
+    at_cut = node.requester.progress_count
+    assert at_cut < TOTAL, 'the catch-up ended before the link went down'
+
+    # ... while it is down the primary goes on: its live records wait on the station's side
+    live = [START + (TOTAL + i) * STEP for i in range(3)]
+    for ts in live:
+        publish_live(primary, responder, ts)
+    assert not node.caught_up()
+    assert node.requester.progress_count < TOTAL + len(live)
+
+    bridged.restore()
+    # what went out while the link was down was kept on the station's side
+    # (the responder also publishes its newest record when it connects: the seeded one)
+    arrived = []
+    while not set(live) <= set(arrived):
+        arrived.append(json.loads(watcher.expect('replicate/archive/weewx', 10).payload)
+                       ['dateTime'])
+    assert arrived[-len(live):] == live
+    node.wait_caught_up(30)
+    node.wait_position(live[-1])
+    node.wait_verified()                  # the requester's own digest, through the bridge
+    assert node.replica.verifier.verified
+
+    # live records with the link up
+    more = [live[-1] + STEP, live[-1] + 2 * STEP]
+    for ts in more:
+        publish_live(primary, responder, ts)
+    node.wait_position(more[-1])
+
+    wait_both_sides_know(bridged, primary, secondary)
+    assert responder.counters['acks'] >= 1
+    assert responder.counters['rejected'] == 0 and node.requester.rejected == 0
+    assert_same(primary, secondary)
+    assert secondary.count_records() == TOTAL + len(live) + len(more)
+
+    # verify and repair through the bridge (the command line, as a user runs it)
+    node.stop()
+    altered = START + DAY + 600
+    con = sqlite3.connect(str(secondary.db_path(BINDING)))
+    with con:
+        con.execute('UPDATE archive SET outTemp = outTemp + 1 WHERE dateTime = ?', (altered,))
+        con.execute('DELETE FROM archive WHERE dateTime = ?', (altered + STEP,))
+    con.close()
+    found = secondary.run_cli('--connect-timeout', '10', 'verify', '--days', '10', timeout=120)
+    assert found.returncode == 1 and 'differs' in found.stdout, found.stdout + found.stderr
+    repaired = secondary.run_cli('--connect-timeout', '10', 'verify', '--days', '10',
+                                 '--repair', timeout=120)
+    assert repaired.returncode == 0 and 'repaired' in repaired.stdout, \
+        repaired.stdout + repaired.stderr
+    assert_same(primary, secondary)
+    assert responder.counters['rejected'] == 0
+    assert error_lines(caplog) == []
+
+
+def test_either_broker_restarted_in_the_middle_of_a_catch_up(rig, bridged, caplog):
+    """The link slowed down so that the catch-up takes seconds: the station's broker is
+    restarted a sixth of the way in (the responder and the bridge reconnect to it), the
+    internet broker half-way (the requester and the bridge reconnect to it); then live
+    records. Both brokers keep their state on disk, as an installed Mosquitto does."""
+    primary, secondary = through_the_bridge(rig, bridged)
+    responder = rig.start_responder(primary)
+    bridged.proxy.throttle(40000)          # 173 KB of answers: at least 4 s
+    node = rig.start_requester(secondary)
+
+    wait_until(lambda: node.requester.progress_count >= TOTAL // 6, 30, 'the first pages')
+    bridged.restart_station()
+    assert node.requester.progress_count < TOTAL, 'the catch-up ended before the restart'
+    assert responder.transport.wait_connected(15), 'the responder did not reconnect'
+
+    wait_until(lambda: node.requester.progress_count >= TOTAL // 2, 30, 'half the records')
+    bridged.restart_internet()
+    assert node.requester.progress_count < TOTAL, 'the catch-up ended before the restart'
+    node.wait_connected(15)
+
+    bridged.proxy.throttle(None)
+    node.wait_caught_up(30)
+    live = [START + (TOTAL + i) * STEP for i in range(3)]
+    for ts in live:
+        publish_live(primary, responder, ts)
+    node.wait_position(live[-1])
+    wait_both_sides_know(bridged, primary, secondary)
+    node.stop()
+    assert node.replica.stored == TOTAL + len(live)
+    assert secondary.count_records() == TOTAL + len(live)
+    assert_same(primary, secondary)
+    assert error_lines(caplog) == []
