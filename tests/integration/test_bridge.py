@@ -24,7 +24,7 @@ import sqlite3
 import pytest
 
 from tests.integration.harness import (BINDING, KEY, START, STEP, add_to_primary, assert_same,
-                                       configure, error_lines, new_record, read_for_live,
+                                       error_lines, new_record, read_for_live,
                                        wait_until)
 from tests.support.bridge import SECONDARY_USER, BridgedBrokers, documented_bridge
 from tests.support.mqtt import MqttClient, publish_properties
@@ -49,11 +49,6 @@ def publish_live(primary, responder, ts):
     """The primary's engine stored ts, and the responder published it live."""
     add_to_primary(primary, [new_record(ts)])
     responder.publish_live(responder.bindings[KEY], *read_for_live(primary, ts))
-
-
-def rejected(caplog):
-    return [r.getMessage() for r in caplog.records
-            if r.name.startswith('user.mqttreplicate') and 'reject' in r.getMessage()]
 
 
 # ------------------------------------------------------------------------------------------------
