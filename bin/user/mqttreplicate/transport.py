@@ -35,6 +35,58 @@ REFUSED_CODES = (134, 135, 138)   # bad user name or password, not authorized, b
 RECEIVE_MAXIMUM = 64
 
 
+class NetworkLoop:
+    """paho's network loop (loop_forever in paho's own thread, started by loop_start) with
+    the shape of worker.Worker: start / stop(timeout) / is_alive, and revive() for a loop
+    that an exception escaping paho ended. Its thread is paho's, named '<name>-mqtt': the
+    only one that ever writes to the socket while it runs."""
+
+    def __init__(self, client, name, errors, stopping):
+        self.client = client
+        self.name = name
+        self.errors = errors           # the transport's RateLimitedLog
+        self.stopping = stopping       # the transport's: set once it is being stopped
+        self.thread = None
+
+    def start(self):
+        # paho's loop_forever(retry_first_connection=True) in paho's thread
+        self.client.loop_start()
+        self.thread = getattr(self.client, '_thread', None)
+        if self.thread is not None:
+            self.thread.name = '%s-mqtt' % self.name
+
+    def stop(self, timeout=10.0):
+        """End the loop and wait at most timeout seconds for its thread. True if it ended.
+        loop_stop() tells the loop to end whatever state a connection is in (a CONNACK
+        that arrives after a disconnect() would otherwise keep it running); it joins
+        without a timeout, so it runs on a thread of its own."""
+        self.stopping.set()
+        if self.thread is None:
+            return True
+        threading.Thread(target=self.client.loop_stop, name='%s-stop' % self.name,
+                         daemon=True).start()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.warning('%s: MQTT thread did not stop within %g s', self.name, timeout)
+            return False
+        return True
+
+    def is_alive(self):
+        return self.thread is not None and self.thread.is_alive()
+
+    def revive(self):
+        """Restart the loop if it ended although nobody stopped it (an exception escaped
+        paho). True if it runs. Until then paho has no loop thread, and a publish() writes
+        from its caller's thread: the one window in which two threads could write, closed
+        within a second by the role's monitor."""
+        if self.stopping.is_set() or self.is_alive():
+            return not self.stopping.is_set()
+        self.errors(logging.ERROR, 'loop', '%s: the MQTT network loop stopped; restarting it',
+                    self.name)
+        self.start()                     # paho cleared its thread when the loop ended
+        return True
+
+
 class Transport:
     """One MQTT v5 client with its network loop in a background thread."""
 
@@ -61,11 +113,11 @@ class Transport:
         self.name = name
         self.connected = threading.Event()
         self.stopping = threading.Event()
-        self.thread = None
         self.connect_error = None      # text of the last failed connection, for the CLI
         self.refused = False           # the broker refused our credentials
         self.errors = RateLimitedLog(log)
         self.client = self._make_client()
+        self.loop = NetworkLoop(self.client, name, self.errors, self.stopping)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -122,30 +174,17 @@ class Transport:
         properties.ReceiveMaximum = RECEIVE_MAXIMUM
         self.client.connect_async(o.host, o.port, o.keepalive, bind_address=o.bind_address,
                                   clean_start=False, properties=properties)
-        self._start_loop()
-
-    def _start_loop(self):
-        # paho's loop_forever(retry_first_connection=True) in paho's thread
-        self.client.loop_start()
-        self.thread = getattr(self.client, '_thread', None)
-        if self.thread is not None:
-            self.thread.name = '%s-mqtt' % self.name
+        self.loop.start()
 
     def revive(self):
-        """Restart the network loop if it ended although nobody stopped it (an exception
-        escaped paho). True if it runs. Called now and then by the role's own monitor.
-        Until then paho has no loop thread, and a publish() writes from its caller's thread:
-        the one window in which two threads could write, closed within a second."""
-        if self.stopping.is_set() or self.is_alive():
-            return not self.stopping.is_set()
-        self.errors(logging.ERROR, 'loop', '%s: the MQTT network loop stopped; restarting it',
-                    self.name)
-        self._start_loop()               # paho cleared its thread when the loop ended
-        return True
+        """Restart the network loop if it ended although nobody stopped it. True if it runs.
+        Called now and then by the role's own monitor (see NetworkLoop.revive)."""
+        return self.loop.revive()
 
-    def stop(self, final_messages=()):
-        """Publish final (retained) messages if connected, disconnect, and join the thread.
-        The loop thread sends what was queued before the DISCONNECT, in order."""
+    def stop(self, final_messages=(), timeout=10.0):
+        """Publish final (retained) messages if connected, disconnect, and end the network
+        loop (waiting at most timeout seconds). The loop thread sends what was queued
+        before the DISCONNECT, in order."""
         self.stopping.set()
         if self.connected.is_set():
             for topic, payload in final_messages:
@@ -161,18 +200,15 @@ class Transport:
             if is_termination(e):
                 raise
             pass
-        if self.thread is not None:
-            # loop_stop() tells the loop to end whatever state a connection is in (a
-            # CONNACK that arrives after disconnect() would otherwise keep it running); it
-            # joins without a timeout, so it runs on a thread of its own
-            threading.Thread(target=self.client.loop_stop, name='%s-stop' % self.name,
-                             daemon=True).start()
-            self.thread.join(10)
-            if self.thread.is_alive():
-                log.warning('%s: MQTT thread did not stop within 10 s', self.name)
+        self.loop.stop(timeout)
 
     def is_alive(self):
-        return self.thread is not None and self.thread.is_alive()
+        return self.loop.is_alive()
+
+    @property
+    def thread(self):
+        """paho's loop thread while it runs (None before start())."""
+        return self.loop.thread
 
     def wait_connected(self, timeout):
         return self.connected.wait(timeout)
