@@ -1,9 +1,15 @@
 """The responder: publishes new archive records live and answers catch-up requests.
 
 Threads (SPEC §6.1): the engine thread publishes live records (MQTTResponder); the paho loop
-thread receives requests and hands them over a bounded queue to catch-up worker threads,
-which read the database through connections of their own, in short, fully fetched pages.
-Nothing here ever raises into the engine.
+thread receives requests and hands them over a bounded queue to catch-up workers, which
+read the database through connections of their own, in short, fully fetched pages; the
+status ticker publishes the status and keeps the MQTT loop running; protocol-1 answers go
+out from a thread of their own (LegacyServer). Each of these is a worker.Worker: none ends
+silently. Nothing here ever raises into the engine.
+
+Messages are built and read by protocol's message classes only: a request is read once
+into an Envelope, decoded by protocol.decode_request(), and answered with Page,
+DigestReply or ErrorReply; live records are LiveRecord, protocol-1 answers LegacyRecord.
 """
 
 import logging
@@ -18,8 +24,10 @@ from . import VERSION
 from . import config as cfg
 from . import database
 from . import protocol
+from .faults import RateLimitedLog, is_termination
 from .status import StatusPublisher
-from .transport import RateLimitedLog, Transport, is_termination
+from .transport import Transport
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +39,41 @@ LEGACY_RETRY_MAX = 60.0      # longest pause before a failed protocol-1 read is 
 
 
 class Request:
-    """One decoded request."""
+    """A request being served: the decoded request (protocol.RecordsRequest or
+    protocol.DigestRequest), the binding it names, how many records a page may have here,
+    where the answer goes, and when it arrived (an answer nobody waits for is not sent)."""
 
-    def __init__(self, binding, op, since, until, limit, response_topic, correlation, node,
-                 protocol_version, replace=False, expiry=None, digest=None):
+    def __init__(self, message, binding, limit, envelope):
+        self.message = message
         self.binding = binding
-        self.op = op
-        self.since = since
-        self.until = until
         self.limit = limit
-        self.response_topic = response_topic
-        self.correlation = correlation
-        self.node = node
-        self.protocol_version = protocol_version
-        self.replace = replace
-        self.expiry = expiry                    # seconds the requester waits for an answer
-        self.digest = digest                    # op=digest: (bucket, columns)
+        self.response_topic = envelope.response_topic
+        self.correlation = envelope.correlation
+        self.expiry = envelope.expiry          # seconds the requester waits for an answer
         self.received = time.monotonic()
 
     def expired(self):
         return self.expiry is not None and time.monotonic() - self.received > self.expiry
+
+
+class Sources:
+    """The database connections of one thread, one per binding key, opened when first
+    used: a WeeWX connection is used only in the thread that opened it."""
+
+    def __init__(self, manager_dicts):
+        self.manager_dicts = manager_dicts
+        self.open = {}
+
+    def __getitem__(self, key):
+        if key not in self.open:
+            self.open[key] = database.SourceDatabase(self.manager_dicts[key])
+        return self.open[key]
+
+    def close(self):
+        """Close them all (after a failure: one may be broken); the next use opens anew."""
+        for source in self.open.values():
+            source.close()
+        self.open.clear()
 
 
 class Responder:
@@ -63,7 +86,6 @@ class Responder:
         self.manager_dicts = {b.key: database.manager_dict(config_dict, b.name)
                               for b in options.bindings}
         self.requests = queue.Queue(QUEUE_SIZE)
-        self.workers = []
         self.faults = RateLimitedLog(log)
         self.counters = {'requests': 0, 'pages': 0, 'records_sent': 0, 'live': 0,
                          'rejected': 0, 'acks': 0, 'digests': 0}
@@ -82,36 +104,37 @@ class Responder:
                                    will=self.statuses.will, name='responder',
                                    on_rejected=self._on_unsigned)
         self.statuses.transport = self.transport
-        self.ticker = None
         self.connected_at = None       # when the current connection began (in the status)
+        self.workers = [self._catchup_worker(n) for n in range(options.workers)]
+        self.last_refresh = time.monotonic()
+        self.ticker = Worker('responder-status', self._tick, self.faults,
+                             'responder: status not published', stopping=self.stopping,
+                             on_failure=lambda e: self.status_dirty.set())
         self.legacy = LegacyServer(self)
+
+    def _catchup_worker(self, n):
+        sources = Sources(self.manager_dicts)
+        return Worker.serving('responder-worker-%d' % n, self.requests,
+                              lambda item: self._handle(item, sources), self.faults,
+                              'responder: request failed', stopping=self.stopping,
+                              on_failure=lambda e: sources.close(), cleanup=sources.close)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self):
         log.info('responder %s: %s', VERSION, self.conn.describe())
         log.info('responder: serving %s', ', '.join(sorted(self.bindings)))
-        for n in range(self.options.workers):
-            worker = threading.Thread(target=self._work, name='responder-worker-%d' % n,
-                                      daemon=True)
+        for worker in self.workers:
             worker.start()
-            self.workers.append(worker)
-        self.ticker = threading.Thread(target=self._tick, name='responder-status', daemon=True)
         self.ticker.start()
         self.legacy.start()
         self.transport.start()
 
     def stop(self):
         self.stopping.set()
-        for _ in self.workers:
-            try:
-                self.requests.put_nowait(None)
-            except queue.Full:
-                pass
         for worker in self.workers:
-            worker.join(10)
-        if self.ticker is not None:
-            self.ticker.join(5)
+            worker.stop(10)
+        self.ticker.stop(5)
         self.legacy.stop()
         self.transport.stop(self.statuses.finals())
         log.info('responder: stopped (%s)', self._counter_text())
@@ -119,12 +142,19 @@ class Responder:
     def is_alive(self):
         """True while every thread of the responder runs: the MQTT loop, the workers, the
         status ticker and the protocol-1 server."""
-        threads = self.workers + [self.ticker, self.legacy.thread]
-        return self.transport.is_alive() and all(t is not None and t.is_alive()
-                                                 for t in threads)
+        workers = self.workers + [self.ticker, self.legacy.worker]
+        return self.transport.is_alive() and all(w.is_alive() for w in workers)
 
     def _counter_text(self):
         return ', '.join('%s %d' % kv for kv in sorted(self.counters.items()))
+
+    def _count(self, name, n=1):
+        with self.lock:
+            self.counters[name] += n
+
+    def _answer(self, request, wire):
+        self.transport.publish(request.response_topic, wire.payload, wire.properties,
+                               correlation=request.correlation)
 
     # --- live records (engine thread or watcher) ---------------------------------------------
 
@@ -136,10 +166,8 @@ class Responder:
                           record.get('dateTime'), binding.key)
                 return
             topic = protocol.archive_topic(self.conn.archive_topic, binding.instance)
-            payload = protocol.encode_json(record)
-            self.transport.publish(topic, payload, [('data_binding', binding.key),
-                                                    ('protocol', protocol.PROTOCOL),
-                                                    ('prev', prev or 0)])
+            wire = protocol.LiveRecord(binding.key, record, prev).encode()
+            self.transport.publish(topic, wire.payload, wire.properties)
             with self.lock:
                 self.counters['live'] += 1
                 self.newest[binding.key] = max(self.newest.get(binding.key) or 0,
@@ -170,141 +198,88 @@ class Responder:
             return False
 
     def _reject(self, kind, text, *args):
-        with self.lock:
-            self.counters['rejected'] += 1
+        self._count('rejected')
         self.faults(logging.WARNING, 'reject-' + kind, 'responder: rejected a request: ' + text,
                     *args)
 
     def _on_unsigned(self, message):
         """A message without a valid signature: the transport logged and dropped it."""
-        with self.lock:
-            self.counters['rejected'] += 1
+        self._count('rejected')
         self.status_dirty.set()
 
     def _on_message(self, message):
-        props = protocol.user_properties(message.properties)
-        key = props.get('data_binding')
+        """A message on a request topic: an ack, or a request for the workers (protocol 2)
+        or for the LegacyServer (protocol 1). What is refused here is ours to refuse: an
+        unknown binding, a response topic outside our prefix; protocol.decode_request()
+        refuses what does not follow the protocol."""
+        envelope = protocol.Envelope.of(message)
+        key = envelope.binding
         binding = self.bindings.get(key)
-        instance = protocol.instance_of(message.topic, self.conn.request_topic)
+        instance = protocol.instance_of(envelope.topic, self.conn.request_topic)
         if binding is None or binding.instance != instance:
             log.debug('responder: request for unknown binding %r on %s ignored', key,
-                      message.topic)
-            if props.get('protocol') == protocol.PROTOCOL and props.get('op') != protocol.OP_ACK:
-                self._reply_error(message, props, 'unknown binding %r' % key)
+                      envelope.topic)
+            if envelope.version == 2 and envelope.op != protocol.OP_ACK:
+                self._reply_error(envelope, 'unknown binding %r' % key)
             return
-        op = props.get('op', protocol.OP_RECORDS)
-        if op == protocol.OP_ACK:
-            self._on_ack(props, message.payload)
-            return
-        response_topic = getattr(message.properties, 'ResponseTopic', None)
+        is_ack = envelope.op == protocol.OP_ACK
         prefix = self.conn.response_topic + '/'
-        if not response_topic or not response_topic.startswith(prefix) \
-                or any(c in response_topic for c in '+#') or response_topic == prefix:
-            self._reject('topic', 'response topic %r is outside %s (binding %s)',
-                         response_topic, prefix, key)
+        topic = envelope.response_topic
+        if not is_ack and (not topic or not topic.startswith(prefix)
+                           or any(c in topic for c in '+#') or topic == prefix):
+            self._reject('topic', 'response topic %r is outside %s (binding %s)', topic,
+                         prefix, key)
             return
-        version = {None: 1, protocol.PROTOCOL: 2}.get(props.get('protocol'))
         try:
-            if version is None:
-                raise protocol.ProtocolError('protocol %r is not supported'
-                                             % props.get('protocol'))
-            digest = None
-            limit = protocol.int_property(props, 'limit', self.options.page_size, 1)
-            if op == protocol.OP_DIGEST and version == 2:
-                since, until, bucket, columns = protocol.parse_digest_request(message.payload)
-                digest = (bucket, columns)
-            elif op == protocol.OP_RECORDS:
-                since = protocol.parse_since(message.payload)
-                until = protocol.int_property(props, 'until', None)
+            request = protocol.decode_request(envelope)
+        except protocol.ProtocolError as e:
+            if is_ack:
+                self._reject('ack', 'bad ack: %s', e)
             else:
-                raise protocol.ProtocolError('operation %r is not supported' % op)
-        except protocol.ProtocolError as e:
-            self._reject('malformed', '%s (binding %s)', e, key)
+                self._reject('malformed', '%s (binding %s)', e, key)
             return
-        correlation = getattr(message.properties, 'CorrelationData', None)
-        with self.lock:
-            self.counters['requests'] += 1
-        request = Request(binding, op, since, until, min(limit, self.options.page_size),
-                          response_topic, correlation, props.get('node'), version,
-                          props.get('replace') == '1',
-                          getattr(message.properties, 'MessageExpiryInterval', None), digest)
-        if version == 1:
-            self.legacy.submit(request)
+        if isinstance(request, protocol.Ack):
+            self._on_ack(request)
+            return
+        self._count('requests')
+        records = isinstance(request, protocol.RecordsRequest)
+        limit = self.options.page_size          # a page never has more records than that
+        if records and request.limit:
+            limit = min(request.limit, limit)
+        if records and request.version == 1:
+            self.legacy.submit(Request(request, binding, limit, envelope))
         else:
-            self._queue(request)
+            self._queue(Request(request, binding, limit, envelope))
 
-    def _reply_error(self, message, props, text):
-        response_topic = getattr(message.properties, 'ResponseTopic', None)
-        if not response_topic or not response_topic.startswith(self.conn.response_topic + '/'):
+    def _reply_error(self, envelope, text):
+        topic = envelope.response_topic
+        if not topic or not topic.startswith(self.conn.response_topic + '/'):
             return
-        self.transport.publish(response_topic, b'[]', [
-            ('data_binding', props.get('data_binding', '')), ('protocol', protocol.PROTOCOL),
-            ('seq', 0), ('count', 0), ('end', 1), ('more', 0), ('error', text)],
-            correlation=getattr(message.properties, 'CorrelationData', None))
+        wire = protocol.ErrorReply(envelope.binding or '', text).encode()
+        self.transport.publish(topic, wire.payload, wire.properties,
+                               correlation=envelope.correlation)
 
-    def _on_ack(self, props, payload):
-        node = props.get('node')
-        try:
-            acks = protocol.decode_payload(payload, None)
-            if not node or not isinstance(acks, dict):
-                raise protocol.ProtocolError('ack without node or object payload')
-            if len(node) > 200 or any(c in node for c in '/+#'):
-                raise protocol.ProtocolError('node %.40r is not a client id' % node)
-            entries = {}
-            for key, value in acks.items():
-                if key not in self.bindings:
-                    continue
-                count = value.get('count') if isinstance(value, dict) else None
-                if not isinstance(value, dict) or not protocol.plain_int(value.get('last')) \
-                        or not (count is None or protocol.plain_int(count)):
-                    raise protocol.ProtocolError('ack of %s is not {"last": int, "count": int}'
-                                                 % key)
-                entries[key] = {'last': value['last'], 'count': value.get('count'),
-                                'time': int(time.time())}
-            with self.lock:
-                self.nodes.setdefault(node, {}).update(entries)
-                if len(self.nodes) > MAX_NODES:
-                    oldest = min(self.nodes, key=lambda n: max(
-                        (e['time'] for e in self.nodes[n].values()), default=0))
-                    del self.nodes[oldest]
-                self.counters['acks'] += 1
-            self.status_dirty.set()
-        except protocol.ProtocolError as e:
-            self._reject('ack', 'bad ack: %s', e)
+    def _on_ack(self, ack):
+        now = int(time.time())
+        entries = {key: {'last': last, 'count': count, 'time': now}
+                   for key, (last, count) in ack.entries.items() if key in self.bindings}
+        with self.lock:
+            self.nodes.setdefault(ack.node, {}).update(entries)
+            if len(self.nodes) > MAX_NODES:
+                oldest = min(self.nodes, key=lambda n: max(
+                    (e['time'] for e in self.nodes[n].values()), default=0))
+                del self.nodes[oldest]
+            self.counters['acks'] += 1
+        self.status_dirty.set()
 
     # --- workers -----------------------------------------------------------------------------
 
-    def _work(self):
-        sources = {}
-        try:
-            while not self.stopping.is_set():
-                try:
-                    item = self.requests.get(timeout=1.0)
-                except queue.Empty:
-                    continue
-                if item is None:
-                    break
-                try:
-                    if isinstance(item, tuple):
-                        self._refresh(sources, publish_newest=item[0] == 'connected')
-                    else:
-                        self._serve(item, sources)
-                except Exception as e:
-                    # one line per kind of failure: a new kind is never hidden by an old one
-                    self.faults(logging.ERROR, 'worker-' + type(e).__name__,
-                                'responder: request failed: %s: %s', type(e).__name__, e)
-                    log.debug('traceback', exc_info=True)
-                    for source in sources.values():
-                        source.close()
-                    sources.clear()
-        finally:
-            for source in sources.values():
-                source.close()
-
-    def _source(self, sources, key):
-        if key not in sources:
-            sources[key] = database.SourceDatabase(self.manager_dicts[key])
-        return sources[key]
+    def _handle(self, item, sources):
+        """One item of the request queue, in a catch-up worker."""
+        if isinstance(item, tuple):
+            self._refresh(sources, publish_newest=item[0] == 'connected')
+        else:
+            self._serve(item, sources)
 
     def _refresh(self, sources, publish_newest=False):
         """Re-read each binding's newest record. After a (re)connection also publish it if
@@ -314,7 +289,7 @@ class Responder:
         for binding in self.options.ordered_bindings():
             key = binding.key
             try:
-                source = self._source(sources, key)
+                source = sources[key]
                 newest = source.newest()
                 with self.lock:
                     self.newest[key] = newest
@@ -329,32 +304,23 @@ class Responder:
         self.status_dirty.set()
 
     def _serve(self, request, sources):
+        asked = request.message
         if request.expired():
             log.debug('responder: request of %s since %s expired before it was served',
-                      request.node, request.since)
+                      asked.node, asked.since)
             return
-        source = self._source(sources, request.binding.key)
-        if request.digest is not None:
+        source = sources[request.binding.key]
+        if isinstance(asked, protocol.DigestRequest):
             self._serve_digest(request, source)
             return
-        records = source.read_page(request.since, request.until, request.limit)
-        more = len(records) >= request.limit
-        newest = source.newest()
-        last = records[-1]['dateTime'] if records else request.since
-        common = [('data_binding', request.binding.key), ('protocol', protocol.PROTOCOL)]
-        batches = list(protocol.split_batches(records, self.options.batch_size,
-                                              self.conn.max_message_bytes,
-                                              self.conn.compress, self._oversize)) \
-            if records else []
-        if not batches:
-            batches = [(b'[]', protocol.ENCODING_JSON, 0)]
-        for seq, (payload, encoding, count) in enumerate(batches):
-            props = common + [('encoding', encoding), ('seq', seq), ('count', count)]
-            if seq == len(batches) - 1:
-                props += [('end', 1), ('more', 1 if more else 0), ('last', last),
-                          ('newest', newest or 0)]
-            self.transport.publish(request.response_topic, payload, props,
-                                   correlation=request.correlation)
+        records = source.read_page(asked.since, asked.until, request.limit)
+        last = records[-1]['dateTime'] if records else asked.since
+        page = protocol.Page(request.binding.key, records, len(records) >= request.limit,
+                             last, source.newest())
+        wires = page.encode(self.options.batch_size, self.conn.max_message_bytes,
+                            self.conn.compress, self._oversize)
+        for wire in wires:
+            self._answer(request, wire)
         with self.lock:
             self.counters['pages'] += 1
             self.counters['records_sent'] += len(records)
@@ -362,23 +328,17 @@ class Responder:
                 self.newest[request.binding.key] = max(self.newest.get(request.binding.key)
                                                        or 0, last)
         log.debug('responder: page of %d records (%d messages) for %s since %s to %s',
-                  len(records), len(batches), request.node, request.since,
-                  request.response_topic)
+                  len(records), len(wires), asked.node, asked.since, request.response_topic)
 
     def _serve_digest(self, request, source):
         """One message: the digest of the range, read in short pages (SPEC 5.5)."""
-        bucket, columns = request.digest
-        buckets = source.digest(request.since, request.until, bucket, columns)
-        payload, encoding = protocol.encode_batch(buckets, self.conn.compress)
-        self.transport.publish(request.response_topic, payload, [
-            ('data_binding', request.binding.key), ('protocol', protocol.PROTOCOL),
-            ('encoding', encoding), ('seq', 0), ('count', len(buckets)), ('end', 1),
-            ('more', 0), ('units', source.unit_system() or 0)],
-            correlation=request.correlation)
-        with self.lock:
-            self.counters['digests'] += 1
+        asked = request.message
+        buckets = source.digest(asked.since, asked.until, asked.bucket, list(asked.columns))
+        reply = protocol.DigestReply(request.binding.key, buckets, source.unit_system())
+        self._answer(request, reply.encode(self.conn.compress))
+        self._count('digests')
         log.debug('responder: digest of %d buckets for %s (%s to %s)', len(buckets),
-                  request.node, request.since, request.until)
+                  asked.node, asked.since, asked.until)
 
     def _oversize(self, record, size):
         self.faults(logging.ERROR, 'oversize', 'responder: record %s is %d bytes, more than '
@@ -403,26 +363,19 @@ class Responder:
                     nodes=nodes, counters=counters)
 
     def _tick(self):
-        """Publish the status when it changed, queue the periodic refresh, and keep the MQTT
-        loop running. A failure is logged and the next tick tries again: status publishing
-        must never end silently."""
-        last_refresh = time.monotonic()
-        while not self.stopping.wait(STATUS_INTERVAL):
-            try:
-                self.transport.revive()
-                if time.monotonic() - last_refresh > REFRESH_INTERVAL:
-                    last_refresh = time.monotonic()
-                    self._queue(('refresh',))
-                if self.status_dirty.is_set() and self.transport.connected.is_set():
-                    self.status_dirty.clear()
-                    self._publish_status()
-            except Exception as e:
-                if is_termination(e):
-                    raise
-                self.faults(logging.ERROR, 'ticker-' + type(e).__name__,
-                            'responder: status not published: %s: %s', type(e).__name__, e)
-                log.debug('traceback', exc_info=True)
-                self.status_dirty.set()        # try again at the next tick
+        """One turn of the status ticker: after STATUS_INTERVAL, keep the MQTT loop running,
+        queue the periodic refresh, and publish the status if it changed. A failure is
+        logged by the worker and the status published again at the next turn: status
+        publishing must never end silently."""
+        if self.stopping.wait(STATUS_INTERVAL):
+            return
+        self.transport.revive()
+        if time.monotonic() - self.last_refresh > REFRESH_INTERVAL:
+            self.last_refresh = time.monotonic()
+            self._queue(('refresh',))
+        if self.status_dirty.is_set() and self.transport.connected.is_set():
+            self.status_dirty.clear()
+            self._publish_status()
 
     def _publish_status(self):
         status = self.status()
@@ -432,7 +385,7 @@ class Responder:
 
 
 class LegacyServer:
-    """Answers protocol-1 requests on a thread of its own, so they never hold up protocol-2
+    """Answers protocol-1 requests on a worker of its own, so they never hold up protocol-2
     pages. A protocol-1 requester cannot ask for less than everything, so the answer goes
     out throttle_count records at a time, throttle_sleep seconds apart (the broker's queue
     for a slow requester must not overflow). A newer request for the same response topic
@@ -442,16 +395,20 @@ class LegacyServer:
         self.responder = responder
         self.lock = threading.Lock()
         self.pending = {}              # response topic -> newest request
+        self.active = {}               # response topic -> [request, since, failures, not before]
         self.wake = threading.Event()
-        self.thread = threading.Thread(target=self._run, name='responder-protocol1',
-                                       daemon=True)
+        self.sources = Sources(responder.manager_dicts)
+        self.worker = Worker('responder-protocol1', self._turn, responder.faults,
+                             'responder: protocol-1 answers failed',
+                             stopping=responder.stopping, wake=self.wake.set,
+                             on_failure=lambda e: self.sources.close(),
+                             cleanup=self.sources.close)
 
     def start(self):
-        self.thread.start()
+        self.worker.start()
 
     def stop(self):
-        self.wake.set()
-        self.thread.join(10)
+        self.worker.stop(10)
 
     def submit(self, request):
         with self.lock:
@@ -462,44 +419,37 @@ class LegacyServer:
             self.pending[request.response_topic] = request
         self.wake.set()
 
-    def _run(self):
-        responder = self.responder
-        options = responder.options
-        sources = {}
-        active = {}                    # response topic -> [request, since, failures, not before]
-        try:
-            while not responder.stopping.is_set():
-                with self.lock:
-                    new, self.pending = self.pending, {}
-                for topic, request in new.items():
-                    active[topic] = [request, request.since, 0, 0.0]
-                if not active:
-                    self.wake.wait(1.0)
-                    self.wake.clear()
-                    continue
-                now = time.monotonic()
-                for topic in list(active):
-                    if active[topic][3] <= now:
-                        self._answer_part(topic, active, sources)
-                if active:
-                    responder.stopping.wait(options.throttle_sleep)
-        finally:
-            for source in sources.values():
-                source.close()
+    def _turn(self):
+        """Take the new requests, then send the next part of every answer that is due."""
+        with self.lock:
+            new, self.pending = self.pending, {}
+        for topic, request in new.items():
+            self.active[topic] = [request, request.message.since, 0, 0.0]
+        if not self.active:
+            self.wake.wait(1.0)
+            self.wake.clear()
+            return
+        now = time.monotonic()
+        for topic in list(self.active):
+            if self.active[topic][3] <= now:
+                self._answer_part(topic)
+        if self.active:
+            self.responder.stopping.wait(self.responder.options.throttle_sleep)
 
-    def _answer_part(self, topic, active, sources):
+    def _answer_part(self, topic):
         """Send the next throttle_count records of one answer. A failed read is tried again
         on a new connection, after a pause that doubles up to LEGACY_RETRY_MAX: a
         protocol-1 requester never asks again, so the answer is kept until it is done, a
         newer request replaces it, or the responder stops."""
         responder = self.responder
-        request, since, failures, _ = active[topic]
+        request, since, failures, _ = self.active[topic]
+        key = request.binding.key
         try:
-            source = responder._source(sources, request.binding.key)
-            records = source.read_page(since, None, responder.options.throttle_count)
+            records = self.sources[key].read_page(since, None,
+                                                  responder.options.throttle_count)
             for record in records:
-                responder.transport.publish(topic, protocol.encode_json(record),
-                                            [('data_binding', request.binding.key)])
+                wire = protocol.LegacyRecord(key, record).encode()
+                responder.transport.publish(topic, wire.payload, wire.properties)
                 since = record['dateTime']
         except Exception as e:
             if is_termination(e):
@@ -511,17 +461,15 @@ class LegacyServer:
                              pause, type(e).__name__, e)
             # a connection that failed (a MySQL server gone away) is not used again: the
             # next try opens a new one
-            for source in sources.values():
-                source.close()
-            sources.clear()
-            active[topic] = [request, since, failures, time.monotonic() + pause]
+            self.sources.close()
+            self.active[topic] = [request, since, failures, time.monotonic() + pause]
             return
         if len(records) < responder.options.throttle_count:
-            del active[topic]
-            log.debug('responder: protocol-1 answer since %s to %s done', request.since,
-                      topic)
+            del self.active[topic]
+            log.debug('responder: protocol-1 answer since %s to %s done',
+                      request.message.since, topic)
         else:
-            active[topic] = [request, since, 0, 0.0]
+            self.active[topic] = [request, since, 0, 0.0]
 
 
 class MQTTResponder(StdService):
