@@ -53,8 +53,9 @@ class MariaDB:
     """A private mariadbd listening on 127.0.0.1 only.
 
     max_allowed_packet: the server's limit in bytes (default: the server's, 16 MiB).
-    fast: no fsync per commit (innodb_flush_log_at_trx_commit = 2, no doublewrite): the
-    tests' data must survive a restart of the server, not of the machine.
+    fast: no fsync per commit (innodb_flush_log_at_trx_commit = 2, no doublewrite) and every
+    table in the system tablespace (a database's ~115 tables are created in a fraction of the
+    time): the tests' data must survive a restart of the server, not of the machine.
     """
 
     def __init__(self, workdir, *, max_allowed_packet: Optional[int] = None, fast=True,
@@ -101,7 +102,8 @@ class MariaDB:
                 '--skip-name-resolve', '--skip-log-bin', '--innodb-buffer-pool-size=128M',
                 '--character-set-server=utf8mb4', '--max-connections=200']
         if self.fast:
-            args += ['--innodb-flush-log-at-trx-commit=2', '--innodb-doublewrite=0']
+            args += ['--innodb-flush-log-at-trx-commit=2', '--innodb-doublewrite=0',
+                     '--innodb-file-per-table=0']
         if self.max_allowed_packet:
             args.append('--max-allowed-packet=%d' % self.max_allowed_packet)
         return args
