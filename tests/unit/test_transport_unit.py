@@ -1,5 +1,6 @@
-"""Unit tests of faults.RateLimitedLog (used by transport) with a fake monotonic clock
-(no broker, no sleeping)."""
+"""Unit tests of faults.RateLimitedLog (used by transport) with a fake monotonic clock (no
+broker, no sleeping), of Transport's callbacks without I/O, and of transport.NetworkLoop
+over a fake paho client."""
 
 import logging
 import threading
@@ -34,7 +35,7 @@ def clock(monkeypatch):
 @pytest.fixture
 def ratelog(clock, caplog):
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    return transport.RateLimitedLog(logging.getLogger(LOGGER), interval=300.0)
+    return faults.RateLimitedLog(logging.getLogger(LOGGER), interval=300.0)
 
 
 def messages(caplog):
@@ -42,7 +43,7 @@ def messages(caplog):
 
 
 def test_default_interval():
-    assert transport.RateLimitedLog(logging.getLogger(LOGGER)).interval == 300.0
+    assert faults.RateLimitedLog(logging.getLogger(LOGGER)).interval == 300.0
 
 
 def test_first_message_is_logged_with_level_and_args(ratelog, caplog):
@@ -111,7 +112,7 @@ def test_kinds_are_limited_independently(ratelog, caplog, clock):
 
 def test_custom_interval(clock, caplog):
     caplog.set_level(logging.DEBUG, logger=LOGGER)
-    ratelog = transport.RateLimitedLog(logging.getLogger(LOGGER), interval=5)
+    ratelog = faults.RateLimitedLog(logging.getLogger(LOGGER), interval=5)
     ratelog(logging.INFO, 'k', 'a')
     clock.advance(4.99)
     ratelog(logging.INFO, 'k', 'b')
@@ -159,7 +160,7 @@ def _transport(on_message=lambda message: None):
 def test_transport_connect_failures_are_rate_limited(clock, caplog):
     caplog.set_level(logging.DEBUG, logger='user.mqttreplicate.transport')
     t = _transport()
-    assert isinstance(t.errors, transport.RateLimitedLog)
+    assert isinstance(t.errors, faults.RateLimitedLog)
     for _ in range(10):
         t._on_connect_fail(t.client, None)
         clock.advance(20)
@@ -201,3 +202,54 @@ def test_refused_credentials_name_the_options_and_the_stanza_in_use(stanza):
     assert t.refused
     assert ("as user 'someone', client id 'unit-test-client': check the options 'username' "
             "and 'password' of [%s]" % stanza) in t.connect_error
+
+
+class FakeClient:
+    """What NetworkLoop uses of paho's client: loop_start() starts a thread that runs until
+    loop_stop() (or until it 'crashes')."""
+
+    def __init__(self):
+        self._thread = None
+        self.ended = threading.Event()
+        self.starts = 0
+
+    def loop_start(self):
+        self.starts += 1
+        self.ended = threading.Event()
+        self._thread = threading.Thread(target=self.ended.wait, daemon=True)
+        self._thread.start()
+
+    def loop_stop(self):
+        self.ended.set()
+        self._thread.join()
+        self._thread = None
+
+
+def test_network_loop_start_stop_is_alive_and_revive(caplog):
+    caplog.set_level(logging.DEBUG, logger='user.mqttreplicate.transport')
+    client, stopping = FakeClient(), threading.Event()
+    loop = transport.NetworkLoop(client, 'unit', faults.RateLimitedLog(transport.log),
+                                 stopping)
+    assert not loop.is_alive() and loop.thread is None
+    loop.start()
+    assert loop.is_alive() and loop.thread.name == 'unit-mqtt'
+    assert loop.revive() and client.starts == 1          # running: nothing to do
+    client.ended.set()                                   # the loop ended by itself
+    loop.thread.join(5)
+    assert not loop.is_alive()
+    assert loop.revive() and loop.is_alive() and client.starts == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == \
+        ['unit: the MQTT network loop stopped; restarting it']
+    assert loop.stop(5) and not loop.is_alive() and stopping.is_set()
+    assert loop.revive() is False and client.starts == 2  # a stopped loop stays stopped
+
+
+def test_network_loop_stop_does_not_wait_longer_than_its_timeout(caplog):
+    client = FakeClient()
+    client.loop_stop = lambda: None                      # paho's loop that never ends
+    loop = transport.NetworkLoop(client, 'stuck', faults.RateLimitedLog(transport.log),
+                                 threading.Event())
+    loop.start()
+    assert loop.stop(0.1) is False
+    assert 'stuck: MQTT thread did not stop within 0.1 s' in caplog.text
+    client.ended.set()
