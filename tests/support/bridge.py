@@ -17,13 +17,10 @@ documented secondary, ``secondary1``.
 
 import re
 import time
-from pathlib import Path
 
 from tests.support.proxy import TcpProxy
+from tests.support.topologies import documented_block
 
-DOC = Path(__file__).resolve().parents[2] / 'docs' / 'topologies.md'
-BEGIN = '<!-- bridge-example:begin -->'
-END = '<!-- bridge-example:end -->'
 DOC_ADDRESS = 'address mqtt.example.net:8883'
 DOC_CAFILE = 'bridge_cafile /etc/mosquitto/certs/internet-ca.pem'
 SECONDARY_USER = 'secondary1'
@@ -32,12 +29,8 @@ SECONDARY_PASSWORD = 'secondary1-secret'
 
 def documented_bridge():
     """The bridge configuration of docs/topologies.md: the fenced block between the
-    markers."""
-    text = DOC.read_text(encoding='utf-8')
-    assert text.count(BEGIN) == 1 and text.count(END) == 1, 'bridge markers missing in %s' % DOC
-    lines = text.split(BEGIN)[1].split(END)[0].strip().splitlines()
-    assert lines[0].startswith('```') and lines[-1] == '```', 'no fenced block between markers'
-    return '\n'.join(lines[1:-1]) + '\n'
+    bridge-example markers."""
+    return documented_block('bridge-example')
 
 
 def bridge_options(text):
