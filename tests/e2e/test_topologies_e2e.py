@@ -16,11 +16,16 @@ import re
 
 import pytest
 
-from tests.e2e.replication import (INTERVAL, PRIMARY_CONNECTED, RESPONDER, assert_clean_primary_log,
-                                   assert_clean_secondary_log, log_lines)
+from tests.e2e.replication import (DAY, GATE, HOLDING, INTERVAL, PRIMARY_CONNECTED,
+                                   RESPONDER, aligned_now, assert_clean_primary_log,
+                                   assert_clean_secondary_log, install_services, log_lines,
+                                   wait_until)
 from tests.support.mutual import wait_mutual_knowledge
-from tests.support.station import ENGINE_RESTART, UNRECOVERABLE, compare_databases
-from tests.support.topologies import documented_stanza
+from tests.support.station import (ENGINE_RESTART, STARTED, UNRECOVERABLE, compare_databases,
+                                   seed_history)
+from tests.support.topologies import documented_config, documented_stanza
+
+from user.mqttreplicate import config as cfg
 
 pytestmark = pytest.mark.e2e
 
@@ -124,3 +129,111 @@ def test_chain_through_a_restart_of_the_middle_station(replication):
     assert_clean_relay_log(middle, first_run_ends)
     assert_clean_secondary_log(tertiary)
     assert_clean_primary_log(primary)
+
+
+# ------------------------------------------------------------------------------------------------
+# several primaries into one secondary
+# ------------------------------------------------------------------------------------------------
+
+class GatedPrimary:
+    """A primary weewxd (simulator in generator mode from history_end, the responder, the
+    gate of station_services.py) with the page's stanza for `instance`."""
+
+    def __init__(self, stations, broker, instance, history_end, days):
+        self.instance = instance
+        self.station = st = stations(instance)
+        self.gate_file = st.root / 'gate'
+        self.history_end = history_end
+        install_services(st)
+        st.set_simulator(mode='generator', start=history_end, loop_interval=30)
+        st.add_service('restful_services', RESPONDER)
+        st.add_service('restful_services', GATE)
+        stanza = documented_stanza('several-primaries-' + instance, host=broker.host,
+                                   port=broker.port, max_delay=2)
+
+        def fn(config):
+            config['StdArchive']['loop_hilo'] = 'False'       # see replication.py
+            config['E2E'] = {'gate_file': str(self.gate_file)}
+            config['Replicator'] = stanza
+        st.edit(fn)
+        self.seeded = int(days * DAY // INTERVAL)
+        seed_history(st, history_end - (self.seeded - 1) * INTERVAL, self.seeded)
+
+    def hold_at(self, ts):
+        """The engine holds at its first record >= ts (after publishing it)."""
+        tmp = self.gate_file.with_suffix('.tmp')
+        tmp.write_text('%d\n' % ts)
+        tmp.replace(self.gate_file)
+
+    def start(self):
+        self.proc = self.station.start_weewxd()
+        self.proc.wait_for_log(STARTED, timeout=30)
+        return self.proc
+
+    def wait_held(self, at):
+        """Wait until the engine holds at record `at`."""
+        self.proc.wait_for_log(HOLDING.replace(r'(\d+)', str(at)), timeout=60)
+
+
+def test_two_primaries_into_one_secondary(stations, make_broker):
+    broker = make_broker()
+    history_end = aligned_now() - 10 * DAY
+    north = GatedPrimary(stations, broker, 'north', history_end, days=2)
+    south = GatedPrimary(stations, broker, 'south', history_end, days=3)   # a day more
+    secondary = stations('secondary')
+    documented = documented_config('several-primaries-secondary')
+    stanza = documented_stanza('several-primaries-secondary', host=broker.host,
+                               port=broker.port, max_delay=2)
+
+    def configure(config):
+        config['Station']['station_type'] = 'Replicator'
+        config['Engine']['Services']['process_services'] = ['weewx.engine.StdConvert']
+        config['Replicator'] = stanza
+        for section in ('DataBindings', 'Databases'):
+            config[section].update(documented[section])
+    secondary.edit(configure)
+    (secondary.root / 'archive').mkdir()                  # see test_bindings.py
+
+    # The primaries make 20 records each and hold: the catch-up has a fixed end.
+    for primary in (north, south):
+        primary.hold_at(history_end + 20 * INTERVAL)
+        primary.start()
+    sec = secondary.start_weewxd()
+    sec.wait_for_log(CAUGHT_UP % re.escape('north/wx_binding'), timeout=60)
+    caught_up = history_end + 20 * INTERVAL
+    wait_until(lambda: (secondary.last_timestamp('south_binding') or 0) >= caught_up, 30,
+               'the south binding\'s catch-up')
+
+    # Live records of both, until each holds 40 records later.
+    last = history_end + 60 * INTERVAL
+    for primary in (north, south):
+        primary.hold_at(last)
+    for primary in (north, south):
+        primary.wait_held(last)
+    for binding in ('wx_binding', 'south_binding'):
+        wait_until(lambda: secondary.last_timestamp(binding) == last, 30,
+                   'the secondary\'s %s to reach %s' % (binding, last))
+
+    statuses = {}
+    for primary in (north, south):
+        statuses.update(wait_mutual_knowledge(broker, primary.station, [secondary]))
+    clientid = cfg.parse_requester(secondary.config_dict()).connection.clientid
+    for instance in ('north', 'south'):
+        key = instance + '/wx_binding'
+        own = statuses['replicate/status/%s' % instance]
+        assert own['instance'] == instance and list(own['bindings']) == [key]
+        assert list(own['nodes']) == [clientid] and list(own['nodes'][clientid]) == [key]
+        mine = statuses['replicate/status/%s/%s' % (instance, clientid)]
+        assert list(mine['bindings']) == [key], mine
+
+    for primary in (north, south):
+        assert primary.proc.stop() == -15, primary.proc.describe()
+    assert sec.stop() == -15, sec.describe()
+    assert secondary.count_records('wx_binding') == north.seeded + 60
+    assert secondary.count_records('south_binding') == south.seeded + 60
+    assert_equal(north.station, secondary, 'wx_binding')
+    assert_equal(south.station, secondary, 'south_binding')
+    assert secondary.db_path('south_binding').name == 'south.sdb'
+    assert_clean_secondary_log(secondary)
+    for primary in (north, south):
+        assert_clean_primary_log(primary.station)

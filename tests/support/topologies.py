@@ -7,6 +7,7 @@ Each configuration the page shows stands between ``<!-- NAME:begin -->`` and
     documented_stanza('chain-tertiary', host='127.0.0.1', port=1234)
                                                   # its [Replicator], as a dict, with the
                                                   # documented host (and port) replaced
+    documented_config('several-primaries-secondary')['DataBindings']   # other sections
 
 The tests replace only where things are (hosts, ports, certificate files) and options that
 make a test quicker (reconnection delays); everything else is the page's text.
@@ -37,6 +38,11 @@ def _plain(section):
     return {k: (_plain(v) if isinstance(v, dict) else v) for k, v in section.items()}
 
 
+def documented_config(name):
+    """The whole documented weewx.conf block `name`, as nested dicts."""
+    return _plain(configobj.ConfigObj(io.StringIO(documented_block(name)), interpolation=False))
+
+
 def documented_stanza(name, *, stanza='Replicator', replace=None, **connection):
     """The [stanza] of the documented weewx.conf block `name`, as nested dicts.
 
@@ -44,9 +50,9 @@ def documented_stanza(name, *, stanza='Replicator', replace=None, **connection):
     replace one the page shows or add one it leaves at its default. replace: {section path
     (tuple of names below the stanza): {option: value}} for options in sub-sections (e.g.
     {('Responder',): {'host': ..., 'port': ...}}); each option named must be on the page."""
-    config = configobj.ConfigObj(io.StringIO(documented_block(name)), interpolation=False)
+    config = documented_config(name)
     assert stanza in config, 'the block %s has no [%s]' % (name, stanza)
-    top = _plain(config[stanza])
+    top = config[stanza]
     assert 'host' in top, 'the block %s sets no host to replace' % name
     top.update({k: str(v) for k, v in connection.items()})
     for path, values in (replace or {}).items():
