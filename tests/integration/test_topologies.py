@@ -128,8 +128,8 @@ def test_catch_up_begins_when_a_responder_comes_online_for_the_first_time(rig, b
     spy.expect('replicate/request/weewx', 10)      # its request: nobody subscribed yet
     rig.start_responder(primary)
     try:
-        wait_until(lambda: node.requester.progress_count > 0, 5,
-                   'the catch-up to begin within 5 s of the responder coming online')
+        wait_until(lambda: node.requester.progress_count > 0, 3,
+                   'the catch-up to begin within 3 s of the responder coming online')
     except AssertionError as e:
         raise KnownBug(str(e))
     node.wait_caught_up(20)
