@@ -51,8 +51,8 @@ FRESH_RELAY = (r'ERROR weewx\.manager: Cannot get columns of table archive',
 
 def assert_clean_relay_log(station, first_run_ends):
     """The checks of assert_clean_secondary_log and assert_clean_primary_log, except the
-    known error lines of the fresh relay (FRESH_RELAY), before first_run_ends (a byte offset
-    in the log: the first run's end)."""
+    known error lines of the fresh relay (FRESH_RELAY), before first_run_ends (where the
+    first run's log text ends)."""
     text = station.log_text()
     first, rest = text[:first_run_ends], text[first_run_ends:]
     known = [line for line in first.splitlines()
