@@ -112,7 +112,8 @@ class Worker:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self):
-        """Start the thread (again, if it ended). Returns at once."""
+        """Start the thread (again, if its body said DONE). Returns at once. A worker
+        that was stopped stays stopped: its thread ends at once."""
         if self.is_alive():
             return
         self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
