@@ -23,18 +23,3 @@ def test_private_server_with_its_own_user(mariadb):
         assert manager.lastGoodStamp() == 1
     with pytest.raises(weedb.BadPasswordError):
         weedb.connect(dict(db_dict, password='wrong'))
-
-
-def test_restart_keeps_the_data(make_mariadb):
-    server = make_mariadb()
-    server.execute('CREATE DATABASE kept')
-    server.execute('CREATE TABLE kept.t (a INTEGER)')
-    server.execute('INSERT INTO kept.t VALUES (7)')
-    port = server.port
-    server.restart()
-    assert server.port == port
-    assert server.execute('SELECT a FROM kept.t') == ((7,),)
-    server.kill()
-    assert not server.running
-    server.start()
-    assert server.execute('SELECT a FROM kept.t') == ((7,),)
