@@ -107,14 +107,16 @@ class Protocol1Responder:
         self.thread.start()
 
     def records_since(self, since):
+        """The records, one at a time as they are read: the first goes out at once, even
+        when the test process is busy (a list of thousands took up to 2 s to build)."""
         con = sqlite3.connect(str(self.database))
         con.row_factory = sqlite3.Row
         try:
-            rows = con.execute('SELECT * FROM archive WHERE dateTime > ? ORDER BY dateTime',
-                               (since,)).fetchall()
+            for row in con.execute('SELECT * FROM archive WHERE dateTime > ? ORDER BY dateTime',
+                                   (since,)):
+                yield {k: row[k] for k in row.keys() if row[k] is not None}
         finally:
             con.close()
-        return [{k: row[k] for k in row.keys() if row[k] is not None} for row in rows]
 
     def _run(self):
         while not self.stopping.is_set():
@@ -206,12 +208,12 @@ def test_protocol1_partial_answer_is_never_complete(rig, broker, monkeypatch, ca
     store_bulk = database.TargetDatabase.store_bulk
 
     def slow_store_bulk(self, records):         # a slow disk: the flood outruns it
-        time.sleep(0.2)
-        return store_bulk(self, records)
+        time.sleep(0.5)                         # (more than 400 records arrive meanwhile,
+        return store_bulk(self, records)        # even on a loaded machine)
 
     monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_store_bulk)
     primary = rig.primary(broker, count=2000)
-    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
+    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=2)
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING))
     counts = []
     try:
@@ -249,7 +251,7 @@ def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch
 
     monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_at_first)
     primary = rig.primary(broker, count=4000)
-    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
+    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=2)
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING), rate=1000)
     try:
         node = rig.start_requester(secondary)

@@ -331,11 +331,13 @@ class LegacyRound:
         return wake
 
     def take(self):
-        """The records received so far, oldest first, each dateTime once; the one held back
-        for the engine included."""
+        """The records received so far, oldest first, each dateTime once; if there are any,
+        the one held back for the engine with them."""
         with self.lock:
             records = list(self.records)
             self.records.clear()
+        if not records:
+            return records             # (the one held back waits for the round's end)
         if self.newest is not None:
             records.append(self.newest)
             self.newest = None
@@ -501,19 +503,23 @@ class Replica:
         return self.sink.open()
 
     def close(self):
-        self.sink.close()
+        """Close the database (the daily summaries of a bulk load first). Never raises: a
+        failure is logged, and the next open() opens a new connection."""
+        try:
+            self.sink.close()
+        except Exception as e:
+            if is_termination(e):
+                raise
+            log.error('requester: %s: closing the database: %s: %s', self.key,
+                      type(e).__name__, e)
+        finally:
+            self.sink.store = None
 
     def recover(self):
         """The owning thread failed while handling something of ours: whatever was being
         stored may be half done. Close the database (the next item opens it again, on a
         new connection) and catch up again from what it holds."""
-        try:
-            self.close()
-        except Exception as e:
-            if is_termination(e):
-                raise
-            log.debug('requester: %s: closing after a failure: %s', self.key, e)
-        self.sink.store = None
+        self.close()
         self.catchup_wanted = True
 
     def handle(self, item):

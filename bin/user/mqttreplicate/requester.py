@@ -346,9 +346,4 @@ class Writer:
 
     def _close(self):
         for replica in self.replicas:
-            try:
-                replica.close()
-            except Exception as e:
-                if is_termination(e):
-                    raise
-                log.error('requester: closing %s: %s', replica.key, e)
+            replica.close()
