@@ -250,3 +250,39 @@ def test_a_full_inbox_drops_an_item_after_a_while_and_acknowledges_it(rig, broke
     assert time.monotonic() - started >= 0.2
     assert acked == [message]                        # its slot in the broker's window freed
     assert replica.host.counts == {'dropped': 1}
+
+
+def test_a_failure_of_the_writer_is_survived_and_the_catchup_starts_again(rig, broker,
+                                                                           caplog):
+    """A store that fails in the middle of a catch-up (a disk error, a MySQL server gone
+    away): the writer logs it and goes on; the binding catches up again from what its
+    database holds, so nothing is skipped. (The writer thread used to die with it, and the
+    `request` command with it.)"""
+    import sqlite3
+    from user.mqttreplicate import database
+    store_bulk = database.TargetDatabase.store_bulk
+    calls = []
+
+    def failing_once(self, records):
+        calls.append(len(records))
+        if len(calls) == 3:
+            raise sqlite3.OperationalError('disk I/O error')
+        return store_bulk(self, records)
+
+    primary = rig.primary(broker, count=1000)
+    secondary = rig.secondary(broker, page_size=200)
+    rig.start_responder(primary)
+    original, database.TargetDatabase.store_bulk = database.TargetDatabase.store_bulk, \
+        failing_once
+    try:
+        node = rig.start_requester(secondary)
+        node.wait_position(START + 999 * STEP, timeout=60)
+        assert node.writer.is_alive()
+        node.stop()
+    finally:
+        database.TargetDatabase.store_bulk = original
+    assert len(calls) > 5
+    assert_same(primary, secondary)
+    errors = error_lines(caplog)
+    assert len(errors) == 1 and 'requester: writer: OperationalError: disk I/O error' \
+        in errors[0], errors
