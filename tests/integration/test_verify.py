@@ -7,8 +7,6 @@ import sqlite3
 import time
 import zlib
 
-import weewx.manager
-
 import pytest
 
 from tests.integration.harness import DAY, KEY, START, STEP, assert_same, wait_until
