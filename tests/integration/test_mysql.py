@@ -9,6 +9,7 @@ import logging
 import time
 
 import pytest
+import weedb
 import weewx
 
 from tests.integration.harness import (BINDING, DAY, KEY, START, STEP, add_binding,
@@ -323,3 +324,15 @@ def test_user_without_the_grants_gets_one_clear_sentence(rig, broker, mariadb, c
     node.stop()
     assert_same(primary, secondary)
     assert len(needs()) == 1
+
+
+def test_responder_user_without_select_is_told_it_needs_select(rig, mariadb):
+    """The primary's side needs SELECT only, and says so."""
+    primary = mysql_station(rig, mariadb, 'primary', count=10)
+    name = primary.manager_dict()['database_dict']['database_name']
+    mariadb.execute("CREATE USER IF NOT EXISTS 'nobody'@'127.0.0.1' IDENTIFIED BY 'nobody-pw'")
+    reader = rig.station('reader')
+    mariadb.configure(reader, database_name=name, user='nobody', password='nobody-pw')
+    with pytest.raises(weedb.PermissionError) as raised:
+        database.SourceDatabase(reader.manager_dict())
+    assert "user 'nobody' needs SELECT on database %s" % name in str(raised.value)

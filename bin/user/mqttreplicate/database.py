@@ -157,9 +157,10 @@ def _error_code(e):
     return getattr(inner, 'args', (None,))[0] if inner is not None else None
 
 
-def grants_error(e, database_dict):
+def grants_error(e, database_dict, needs=SECONDARY_GRANTS):
     """A MySQL error that says the user lacks a privilege, as one sentence naming the grants
-    a secondary needs; None for any other error."""
+    needed (a secondary's by default; a primary's responder needs SELECT); None for any
+    other error."""
     if not isinstance(e, weedb.DatabaseError) or not (
             isinstance(e, weedb.PermissionError) or _error_code(e) in DENIED):
         return None
@@ -168,8 +169,8 @@ def grants_error(e, database_dict):
     return weedb.PermissionError(
         "database '%s' on %s:%s: %s; user '%s' needs %s on database %s (GRANT %s ON %s.* TO "
         "'%s'@'<this host>')" % (name, database_dict.get('host', 'localhost'),
-                                 database_dict.get('port', 3306), e, user, SECONDARY_GRANTS,
-                                 name, SECONDARY_GRANTS, name, user))
+                                 database_dict.get('port', 3306), e, user, needs, name, needs,
+                                 name, user))
 
 
 def reconnect(connection):
@@ -210,7 +211,7 @@ def reconnecting(patience):
                     connection = self.manager.connection
                     if not is_mysql(connection):
                         raise
-                    denied = grants_error(e, getattr(self, 'database_dict', {}))
+                    denied = grants_error(e, self.database_dict, self.needs)
                     if denied is not None:
                         raise denied from e
                     if not lost_connection(e):
@@ -275,8 +276,17 @@ def archive_date(ts):
 class SourceDatabase:
     """The primary's side of one binding: short, fully fetched reads."""
 
+    needs = 'SELECT'
+
     def __init__(self, mgr_dict):
-        self.manager = weewx.manager.open_manager(mgr_dict, initialize=False)
+        self.database_dict = mgr_dict['database_dict']
+        try:
+            self.manager = weewx.manager.open_manager(mgr_dict, initialize=False)
+        except weedb.DatabaseError as e:
+            denied = grants_error(e, self.database_dict, self.needs)
+            if denied is None:
+                raise
+            raise denied from e
         self.name = getattr(self.manager, 'database_name', '?')
         self.table = self.manager.table_name
         self.columns = list(self.manager.sqlkeys)
@@ -346,6 +356,8 @@ class TargetDatabase:
     by finish_bulk() (as `weectl database transfer` does), which also runs before any single
     record is stored so the summaries never miss a row."""
 
+    needs = SECONDARY_GRANTS
+
     def __init__(self, mgr_dict, initialize=True, preferred_units=None, manager=None):
         """manager: an already opened manager to use (the engine's, on its thread)."""
         self.owned = manager is None
@@ -362,7 +374,8 @@ class TargetDatabase:
                     raise
                 raise denied from e
         self.manager = manager
-        self.database_dict = mgr_dict['database_dict'] if mgr_dict else {}
+        self.database_dict = mgr_dict['database_dict'] if mgr_dict else {
+            'database_name': self.name}
         self.name = getattr(manager, 'database_name', '?')
         self.table = manager.table_name
         self.columns = list(manager.sqlkeys)
