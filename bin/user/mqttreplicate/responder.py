@@ -10,6 +10,10 @@ silently. Nothing here ever raises into the engine.
 Messages are built and read by protocol's message classes only: a request is read once
 into an Envelope, decoded by protocol.decode_request(), and answered with Page,
 DigestReply or ErrorReply; live records are LiveRecord, protocol-1 answers LegacyRecord.
+
+Full catch-up pages are shared by the secondaries that ask for the same range at once
+(pagecache.PageCache: one read and one encoding per page, whatever the number of
+secondaries); live records are published once, on the archive topic, for all of them.
 """
 
 import logging
@@ -24,6 +28,7 @@ from . import VERSION
 from . import config as cfg
 from . import database
 from . import protocol
+from .pagecache import EncodedPage, PageCache
 from .faults import RateLimitedLog, is_termination
 from .status import StatusPublisher
 from .transport import Transport
@@ -87,8 +92,9 @@ class Responder:
                               for b in options.bindings}
         self.requests = queue.Queue(QUEUE_SIZE)
         self.faults = RateLimitedLog(log)
-        self.counters = {'requests': 0, 'pages': 0, 'records_sent': 0, 'live': 0,
-                         'rejected': 0, 'acks': 0, 'digests': 0}
+        self.counters = {'requests': 0, 'pages': 0, 'pages_shared': 0, 'records_sent': 0,
+                         'live': 0, 'rejected': 0, 'acks': 0, 'digests': 0}
+        self.cache = PageCache()       # encoded full pages, shared by the workers
         self.lock = threading.Lock()
         self.newest = {}           # binding key -> newest dateTime here
         self.published = {}        # binding key -> newest dateTime published live
@@ -137,6 +143,7 @@ class Responder:
         self.ticker.stop(5)
         self.legacy.stop()
         self.transport.stop(self.statuses.finals())
+        self.cache.clear()
         log.info('responder: stopped (%s)', self._counter_text())
 
     def is_alive(self):
@@ -167,7 +174,12 @@ class Responder:
                 return
             topic = protocol.archive_topic(self.conn.archive_topic, binding.instance)
             wire = protocol.LiveRecord(binding.key, record, prev).encode()
+            # one message for every secondary: they all subscribe to the archive topic
             self.transport.publish(topic, wire.payload, wire.properties)
+            if record['dateTime'] < (self.newest.get(binding.key) or 0):
+                # a record older than the newest (a backfill through the engine): the
+                # shared pages that cover it are read again
+                self.cache.invalidate(binding.key, record['dateTime'])
             with self.lock:
                 self.counters['live'] += 1
                 self.newest[binding.key] = max(self.newest.get(binding.key) or 0,
@@ -313,22 +325,51 @@ class Responder:
         if isinstance(asked, protocol.DigestRequest):
             self._serve_digest(request, source)
             return
-        records = source.read_page(asked.since, asked.until, request.limit)
-        last = records[-1]['dateTime'] if records else asked.since
-        page = protocol.Page(request.binding.key, records, len(records) >= request.limit,
-                             last, source.newest())
-        wires = page.encode(self.options.batch_size, self.conn.max_message_bytes,
-                            self.conn.compress, self._oversize)
+        key = request.binding.key
+        if asked.replace:
+            # a repair must see the database as it is now
+            page, shared = self._read_page(request, source), False
+        else:
+            page, shared = self.cache.fetch(self._page_key(request),
+                                            lambda: self._shareable(request, source))
+        # the newest record is read for every answer, so it is never stale
+        wires = with_newest(page.wires, source.newest())
         for wire in wires:
             self._answer(request, wire)
         with self.lock:
             self.counters['pages'] += 1
-            self.counters['records_sent'] += len(records)
-            if records:
-                self.newest[request.binding.key] = max(self.newest.get(request.binding.key)
-                                                       or 0, last)
-        log.debug('responder: page of %d records (%d messages) for %s since %s to %s',
-                  len(records), len(wires), asked.node, asked.since, request.response_topic)
+            self.counters['pages_shared'] += shared
+            self.counters['records_sent'] += page.count
+            if page.count:
+                self.newest[key] = max(self.newest.get(key) or 0, page.last)
+        log.debug('responder: page of %d records (%d messages%s) for %s since %s to %s',
+                  page.count, len(wires), ', shared' if shared else '', asked.node,
+                  asked.since, request.response_topic)
+
+    def _page_key(self, request):
+        """What makes two requests' pages the same: the range, the limit after the
+        page_size cap, and the encoding."""
+        asked = request.message
+        return (request.binding.key, asked.since, asked.until, request.limit,
+                self.options.batch_size, self.conn.max_message_bytes, self.conn.compress)
+
+    def _read_page(self, request, source):
+        """Read and encode one page (its `newest` is set when it is sent)."""
+        asked = request.message
+        records = source.read_page(asked.since, asked.until, request.limit)
+        last = records[-1]['dateTime'] if records else asked.since
+        more = len(records) >= request.limit
+        wires = protocol.Page(request.binding.key, records, more, last, None).encode(
+            self.options.batch_size, self.conn.max_message_bytes, self.conn.compress,
+            self._oversize)
+        return EncodedPage(wires, len(records), more, last)
+
+    def _shareable(self, request, source):
+        """(page, keep) for the cache: only a full page is kept. Its records are the first
+        `limit` after since, which new records do not change; a short page (the tail,
+        more=0) changes with the next record, so each request reads it anew."""
+        page = self._read_page(request, source)
+        return page, page.more
 
     def _serve_digest(self, request, source):
         """One message: the digest of the range, read in short pages (SPEC 5.5)."""
@@ -370,6 +411,7 @@ class Responder:
         if self.stopping.wait(STATUS_INTERVAL):
             return
         self.transport.revive()
+        self.cache.expire()            # expired pages do not wait for the next request
         if time.monotonic() - self.last_refresh > REFRESH_INTERVAL:
             self.last_refresh = time.monotonic()
             self._queue(('refresh',))
@@ -382,6 +424,15 @@ class Responder:
         self.statuses.publish({instance: dict(status, instance=instance, bindings={
             k: v for k, v in status['bindings'].items() if k.startswith(instance + '/')})
             for instance in self.options.instances})
+
+
+def with_newest(wires, newest):
+    """A page's wires with `newest` (the primary's newest record, now) on the last one; the
+    others are shared as they are."""
+    last = wires[-1]
+    props = [(name, newest or 0) if name == 'newest' else (name, value)
+             for name, value in last.properties]
+    return wires[:-1] + [protocol.Wire(last.payload, props)]
 
 
 class LegacyServer:
