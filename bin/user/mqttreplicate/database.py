@@ -374,9 +374,9 @@ class TargetDatabase:
                     raise
                 raise denied from e
         self.manager = manager
+        self.name = getattr(manager, 'database_name', '?')
         self.database_dict = mgr_dict['database_dict'] if mgr_dict else {
             'database_name': self.name}
-        self.name = getattr(manager, 'database_name', '?')
         self.table = manager.table_name
         self.columns = list(manager.sqlkeys)
         self.column_set = frozenset(self.columns)
