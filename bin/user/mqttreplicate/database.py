@@ -273,6 +273,17 @@ def archive_date(ts):
     return datetime.date.fromtimestamp(weeutil.weeutil.startOfArchiveDay(ts))
 
 
+def _check_created(database_dict, table):
+    """Raise NoDatabaseError or NoTableError while the engine has not created the database
+    (a new station's first start): weewx's manager would log an error of its own first."""
+    connection = weedb.connect(database_dict)
+    try:
+        if table not in connection.tables():
+            raise weedb.NoTableError("no table '%s' yet" % table)
+    finally:
+        connection.close()
+
+
 class SourceDatabase:
     """The primary's side of one binding: short, fully fetched reads."""
 
@@ -281,7 +292,10 @@ class SourceDatabase:
     def __init__(self, mgr_dict):
         self.database_dict = mgr_dict['database_dict']
         try:
+            _check_created(self.database_dict, mgr_dict['table_name'])
             self.manager = weewx.manager.open_manager(mgr_dict, initialize=False)
+        except (weedb.NoDatabaseError, weedb.NoTableError):
+            raise
         except weedb.DatabaseError as e:
             denied = grants_error(e, self.database_dict, self.needs)
             if denied is None:

@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 
+import weedb
 import weewx
 from weewx.engine import StdService
 
@@ -41,6 +42,10 @@ REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
 MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
 LEGACY_RETRY_MAX = 60.0      # longest pause before a failed protocol-1 read is tried again
+
+
+# what opening a binding's database raises before the engine created it
+NOT_CREATED = (weedb.NoDatabaseError, weedb.NoTableError)
 
 
 class Request:
@@ -310,6 +315,11 @@ class Responder:
                     record = source.record_near(newest, 0)
                     if record is not None:
                         self.publish_live(binding, record, source.previous(newest))
+            except NOT_CREATED as e:
+                # a new station whose engine has not created the database yet (a relay's
+                # first start): nothing to serve until it has
+                self.faults(logging.INFO, 'refresh-' + key, 'responder: binding %s has no '
+                            'database yet (%s); it is served once it has', key, e)
             except Exception as e:
                 self.faults(logging.ERROR, 'refresh-' + key,
                             'responder: cannot read binding %s: %s', key, e)
@@ -321,7 +331,17 @@ class Responder:
             log.debug('responder: request of %s since %s expired before it was served',
                       asked.node, asked.since)
             return
-        source = sources[request.binding.key]
+        try:
+            source = sources[request.binding.key]
+        except NOT_CREATED as e:
+            # no database yet, so no records: an empty, final page (or digest) says so
+            log.info('responder: binding %s has no database yet (%s); answered with nothing',
+                     request.binding.key, e)
+            self._answer(request, protocol.DigestReply(request.binding.key, []).encode(False)
+                         if isinstance(asked, protocol.DigestRequest) else
+                         protocol.Page(request.binding.key, [], False, asked.since,
+                                       None).encode(1, 1, False)[0])
+            return
         if isinstance(asked, protocol.DigestRequest):
             self._serve_digest(request, source)
             return
