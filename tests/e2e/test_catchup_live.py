@@ -63,7 +63,7 @@ def test_catch_up_through_the_engine(replication):
     """catchup = engine: every record of the backlog is a NEW_ARCHIVE_RECORD of the secondary's
     engine (its services see each one), and the databases still end equal."""
     rep = replication(requester_options={'catchup': 'engine'})
-    rep.seed(days=2)                                           # 576 records
+    rep.seed(days=1)                                           # 288 records
     pri = rep.start_primary()
     sec = rep.start_secondary()
     position, stored = rep.wait_caught_up(sec, timeout=120)
