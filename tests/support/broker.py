@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from tests.support.processes import kill_group
+from tests.support.processes import LocalServer, kill_group
 
 HOST = '127.0.0.1'
 
@@ -220,7 +220,7 @@ def make_certs(directory: Path, *, ca_cn: str = 'MQTTReplicate Test CA',
 # The broker
 # ------------------------------------------------------------------------------------------------
 
-class Broker:
+class Broker(LocalServer):
     """A private Mosquitto broker listening on 127.0.0.1 only.
 
     Keyword arguments select the variant (they combine freely):
@@ -259,6 +259,11 @@ class Broker:
     (dict, empty when anonymous), ``workdir``, ``conf_path``, ``log_path``,
     ``persistence_dir``.
     """
+
+    start_error = BrokerError
+    port_taken = 'Address already in use'
+    start_timeout = 15.0
+
 
     def __init__(self, workdir, *, password: bool = False, users: Optional[Dict[str, str]] = None,
                  allow_anonymous: Optional[bool] = None, tls: bool = False,
@@ -357,34 +362,11 @@ class Broker:
 
     # -- life cycle ----------------------------------------------------------------------------
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc else None
-
-    def start(self, timeout: float = 15.0) -> 'Broker':
-        """Start mosquitto (same ports and persistence as before, if it ran already)."""
-        if self.running:
-            return self
-        first = self.port == 0
-        attempts = 5 if first else 1
-        for attempt in range(attempts):
-            if first:
-                self.port = free_port()
-                self.tls_port = free_port() if self.tls else None
-                while self.tls and self.tls_port == self.port:
-                    self.tls_port = free_port()
-            try:
-                self._spawn(timeout)
-                return self
-            except BrokerError as e:
-                in_use = 'Address already in use' in str(e)
-                if not (first and in_use) or attempt == attempts - 1:
-                    raise
-        return self  # pragma: no cover
+    def _choose_ports(self) -> None:
+        self.port = free_port()
+        self.tls_port = free_port() if self.tls else None
+        while self.tls and self.tls_port == self.port:
+            self.tls_port = free_port()
 
     def _spawn(self, timeout: float) -> None:
         self.conf_path.write_text(self._config_text())

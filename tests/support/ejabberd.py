@@ -34,8 +34,8 @@ import weakref
 from pathlib import Path
 from typing import Dict, Optional
 
-from tests.support.broker import BrokerError, free_port
-from tests.support.processes import kill_group
+from tests.support.broker import BrokerError
+from tests.support.processes import LocalServer, kill_group
 
 HOST = '127.0.0.1'
 ERL = '/usr/bin/erl'
@@ -76,12 +76,17 @@ def _erlang_binary(text: str) -> str:
     return '<<"%s">>' % text
 
 
-class Ejabberd:
+class Ejabberd(LocalServer):
     """A private ejabberd with mod_mqtt on 127.0.0.1 only (see the module's docstring).
 
     Attributes as the harness uses them of a Broker: ``host``, ``port``, ``tls_port`` (None),
     ``ca_certs``/``client_cert``/``client_key`` (None), ``users``; and ``workdir``,
     ``conf_path``, ``log_path``, ``spool_dir``, ``version`` (from the log, once started)."""
+
+    start_error = BrokerError
+    port_taken = 'eaddrinuse'
+    start_timeout = 30.0
+
 
     def __init__(self, workdir, *, config: str = MINIMAL_CONFIG,
                  users: Optional[Dict[str, str]] = None, xmpp_host: str = 'localhost',
@@ -149,30 +154,6 @@ class Ejabberd:
         return env
 
     # -- life cycle ----------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc else None
-
-    def start(self, timeout: float = 30.0) -> 'Ejabberd':
-        """Start ejabberd (on the same port and spool as before, if it ran already)."""
-        if self.running:
-            return self
-        first = self.port == 0
-        for attempt in range(5 if first else 1):
-            if first:
-                self.port = free_port()
-            try:
-                self._spawn(timeout)
-                return self
-            except BrokerError as e:
-                if not (first and 'eaddrinuse' in str(e)) or attempt == 4:
-                    raise
-        return self  # pragma: no cover
 
     def _spawn(self, timeout: float) -> None:
         self.conf_path.write_text(self.config_text())

@@ -28,7 +28,8 @@ import weakref
 from pathlib import Path
 from typing import Optional
 
-from tests.support.broker import HOST, free_port, port_open
+from tests.support.broker import HOST, port_open
+from tests.support.processes import LocalServer
 
 USER = 'replicate'
 PASSWORD = 'replicate-pw-%s' % uuid.uuid4().hex[:8]
@@ -49,7 +50,7 @@ def _find(name):
     raise MariaDBError('%s not found (run scripts/setup: it installs mariadb-server)' % name)
 
 
-class MariaDB:
+class MariaDB(LocalServer):
     """A private mariadbd listening on 127.0.0.1 only.
 
     max_allowed_packet: the server's limit in bytes (default: the server's, 16 MiB).
@@ -57,6 +58,11 @@ class MariaDB:
     table in the system tablespace (a database's ~115 tables are created in a fraction of the
     time): the tests' data must survive a restart of the server, not of the machine.
     """
+
+    start_error = MariaDBError
+    port_taken = 'already in use'
+    start_timeout = 60.0
+
 
     def __init__(self, workdir, *, max_allowed_packet: Optional[int] = None, fast=True,
                  start=True):
@@ -116,30 +122,6 @@ class MariaDB:
                 cur.execute("GRANT ALL PRIVILEGES ON *.* TO '%s'@'%s'" % (self.user, host))
 
     # -- life cycle ----------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.proc.pid if self.proc else None
-
-    def start(self, timeout: float = 60.0) -> 'MariaDB':
-        """Start mariadbd (the same port and data as before, if it ran already)."""
-        if self.running:
-            return self
-        first = self.port == 0
-        for attempt in range(5 if first else 1):
-            if first:
-                self.port = free_port()
-            try:
-                self._spawn(timeout)
-                return self
-            except MariaDBError as e:
-                if not (first and 'already in use' in str(e)) or attempt == 4:
-                    raise
-        return self  # pragma: no cover
 
     def _spawn(self, timeout):
         offset = self.error_log.stat().st_size if self.error_log.exists() else 0
