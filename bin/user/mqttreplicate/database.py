@@ -273,13 +273,22 @@ def archive_date(ts):
     return datetime.date.fromtimestamp(weeutil.weeutil.startOfArchiveDay(ts))
 
 
-def _check_created(database_dict, table):
-    """Raise NoDatabaseError or NoTableError while the engine has not created the database
-    (a new station's first start): weewx's manager would log an error of its own first."""
-    connection = weedb.connect(database_dict)
+def _check_created(mgr_dict):
+    """Raise NoDatabaseError or NoTableError while the engine has not created the database,
+    its archive table and (for a manager that keeps them) its daily summaries: a new
+    station's first start. Weewx's manager would log an error of its own first, or fail
+    between the archive table and the summaries."""
+    table = mgr_dict['table_name']
+    needed = [table]
+    manager_class = weeutil.weeutil.get_object(mgr_dict['manager'])
+    if issubclass(manager_class, weewx.manager.DaySummaryManager):
+        needed.append('%s_day__metadata' % table)
+    connection = weedb.connect(mgr_dict['database_dict'])
     try:
-        if table not in connection.tables():
-            raise weedb.NoTableError("no table '%s' yet" % table)
+        tables = connection.tables()
+        for name in needed:
+            if name not in tables:
+                raise weedb.NoTableError("no table '%s' yet" % name)
     finally:
         connection.close()
 
@@ -292,7 +301,7 @@ class SourceDatabase:
     def __init__(self, mgr_dict):
         self.database_dict = mgr_dict['database_dict']
         try:
-            _check_created(self.database_dict, mgr_dict['table_name'])
+            _check_created(mgr_dict)
             self.manager = weewx.manager.open_manager(mgr_dict, initialize=False)
         except (weedb.NoDatabaseError, weedb.NoTableError):
             raise
