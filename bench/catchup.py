@@ -5,14 +5,36 @@ secondary, standalone (`request --once`) and under weewxd.
                                       [--db sqlite|mysql]
 
 Prints the time, the rate, the peak memory of both sides and the broker messages per record.
+
+It also measures two floors on the same records (read back from the primary's database after
+seeding), in the same run, right before each catch-up into SQLite, and prints that catch-up's
+time as a ratio to both (wall clock, time.monotonic):
+
+* WeeWX's own bulk load, into a new SQLite database made from the secondary's binding (same
+  schema, a temporary file): what `weectl database transfer` does (a plain
+  `weewx.manager.Manager` opened with `open_with_create`, `addRecord(records)`, 200 records
+  per transaction), then what `weectl database rebuild-daily` does
+  (`DaySummaryManager.backfill_day_summary(trans_days=20)`); transfer itself leaves the daily
+  summaries out.
+* The raw floor: the records (their non-null values) as one JSON list of objects, encoded and
+  decoded, then one `executemany` INSERT (of the columns that hold values) into an archive
+  table of the secondary's columns, in one transaction of Python's sqlite3, in a temporary
+  file database. No daily summaries.
+
 With --db mysql the same records also go into a MariaDB secondary, on a private server the
 bench starts (tests/support/mariadb.py, the server's default durability), right after the
 SQLite run, and the MariaDB time is printed beside the SQLite time with their ratio.
 """
 
 import argparse
+import copy
+import gc
+import json
+import logging
+import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -45,6 +67,11 @@ def standalone(broker, primary, secondary, records):
           'responder peak RSS %.0f MB; broker messages per record %.4f'
           % (summary.group(0), elapsed, stored, int(rss.group(1)) / 1024,
              responder_rss / 1024, int(messages.group(1)) / max(stored, 1)), flush=True)
+    summaries = re.search(r'daily summaries of (\d+) days updated with (\d+) records in '
+                          r'([\d.]+) s', out)
+    if summaries:       # the requester's own log line, when it logs one
+        print('standalone: of which daily summaries of %s days %s s (the requester\'s log)'
+              % (summaries.group(1), summaries.group(3)), flush=True)
     assert stored == records, 'stored %d of %d' % (stored, records)
     return float(summary.group(2))
 
@@ -70,17 +97,139 @@ def under_weewxd(broker, primary, secondary, records):
     return elapsed
 
 
-def run_modes(args, broker, primary, secondary, label, fresh):
-    """The selected modes into one secondary; fresh() empties it. {mode: seconds}."""
+def read_primary(primary):
+    """Every record of the primary's archive, as weewx reads them (dicts of every column)."""
+    import weewx.manager
+    manager_dict = primary.manager_dict()
+    with weewx.manager.Manager.open(manager_dict['database_dict'],
+                                    manager_dict['table_name']) as manager:
+        return list(manager.genBatchRecords())
+
+
+def weewx_bulk_load(secondary, records, directory):
+    """WeeWX's own bulk load of records into a new database of the secondary's schema.
+
+    `weectl database transfer` (weectllib/database_actions.transfer_database) then
+    `weectl database rebuild-daily` (rebuild_daily), without their prompts and progress
+    output. Returns (transfer seconds, rebuild-daily seconds).
+    """
+    import weewx.manager
+    manager_dict = copy.deepcopy(secondary.manager_dict())
+    database_dict = dict(manager_dict['database_dict'], SQLITE_ROOT=str(directory),
+                         database_name='weewx-bulk.sdb')
+    manager_dict['database_dict'] = database_dict
+    table = manager_dict['table_name']
+    logging.disable(logging.INFO)          # as transfer does
+    try:
+        t0 = time.monotonic()
+        with weewx.manager.Manager.open_with_create(database_dict, table_name=table,
+                                                    schema=manager_dict['schema']) as dest:
+            stored = dest.addRecord(records)
+        t1 = time.monotonic()
+        with weewx.manager.Manager.open(database_dict, table) as db:
+            sqlkeys = db.sqlkeys
+        day_schemas = [(e, 'scalar') for e in sqlkeys
+                       if e not in ('dateTime', 'usUnits', 'interval')]
+        if 'windSpeed' in sqlkeys:
+            day_schemas += [('wind', 'vector')]
+        manager_dict['schema'] = {'day_summaries': day_schemas}
+        with weewx.manager.open_manager(manager_dict, initialize=True) as dbm:
+            nrecs, _ = dbm.backfill_day_summary(trans_days=20, progress_fn=None)
+        t2 = time.monotonic()
+    finally:
+        logging.disable(logging.NOTSET)
+    assert stored == nrecs == len(records), (stored, nrecs, len(records))
+    return t1 - t0, t2 - t1
+
+
+def raw_floor(secondary, records, directory):
+    """The records through JSON and one executemany into a table of the secondary's columns.
+
+    Returns (JSON seconds, SQLite seconds).
+    """
+    manager_dict = secondary.manager_dict()
+    table_schema = manager_dict['schema']['table']
+    values = [{k: v for k, v in record.items() if v is not None} for record in records]
+    path = directory / 'raw.sdb'
+    t0 = time.monotonic()
+    decoded = json.loads(json.dumps(values, separators=(',', ':')))
+    t1 = time.monotonic()
+    present = set().union(*decoded)     # the INSERT names the columns that hold values
+    columns = [name for name, _ in table_schema if name in present]
+    connection = sqlite3.connect(str(path), isolation_level=None)
+    for pragma, value in (manager_dict['database_dict'].get('pragmas') or {}).items():
+        connection.execute('PRAGMA %s=%s' % (pragma, value))
+    connection.execute('CREATE TABLE %s (%s)' % (manager_dict['table_name'], ', '.join(
+        '%s %s' % column for column in table_schema)))
+    connection.execute('BEGIN')
+    connection.executemany('INSERT INTO %s (%s) VALUES (%s)' % (
+        manager_dict['table_name'], ', '.join(columns), ', '.join('?' * len(columns))),
+        (tuple(map(row.get, columns)) for row in decoded))
+    connection.execute('COMMIT')
+    connection.close()
+    t2 = time.monotonic()
+    stored = sqlite3.connect(str(path)).execute(
+        'SELECT COUNT(*) FROM %s' % manager_dict['table_name']).fetchone()[0]
+    assert stored == len(records), (stored, len(records))
+    return t1 - t0, t2 - t1
+
+
+def measure_floors(primary, secondary, root, records):
+    """Both floors on the primary's records. {'weewx': seconds, 'raw': seconds}."""
+    directory = root / 'floors'
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    print('--- floors (load average %.2f)' % os.getloadavg()[0], flush=True)
+    t0 = time.monotonic()
+    rows = read_primary(primary)
+    read = time.monotonic() - t0
+    assert len(rows) == records, 'the primary holds %d of %d' % (len(rows), records)
+    # What the bench holds (the records read, what seeding left) is kept out of the
+    # collector's passes, so that the floors do not pay for this process's own heap.
+    gc.collect()
+    gc.freeze()
+    transfer, rebuild = weewx_bulk_load(secondary, rows, directory)
+    print('floor, weewx bulk load: %.1f s = transfer (Manager.addRecord) %.1f s '
+          '+ rebuild-daily (backfill_day_summary) %.1f s' % (transfer + rebuild, transfer,
+                                                              rebuild), flush=True)
+    encode, insert = raw_floor(secondary, rows, directory)
+    print('floor, raw: %.1f s = JSON encode and decode %.1f s + one executemany and commit '
+          '%.1f s (reading the %d records from the primary, %.1f s, in neither)'
+          % (encode + insert, encode, insert, len(rows), read), flush=True)
+    gc.unfreeze()
+    del rows
+    gc.collect()
+    shutil.rmtree(directory, ignore_errors=True)
+    return {'weewx': transfer + rebuild, 'raw': encode + insert}
+
+
+def print_against_floors(floors, mode, seconds):
+    print('floors: weewx bulk load %.1f s, raw %.1f s; ours %s %.1f s = %.2fx raw, '
+          '%.2fx weewx bulk' % (floors['weewx'], floors['raw'], mode, seconds,
+                                seconds / floors['raw'], seconds / floors['weewx']), flush=True)
+
+
+def run_modes(args, broker, primary, secondary, label, fresh, floors=None):
+    """The selected modes into one secondary; fresh() empties it. {mode: seconds}.
+
+    With floors (a function measuring them), the floors are measured right before each mode
+    (the machine's load changes) and the mode's time is printed as a ratio to them.
+    """
     times = {}
     if args.mode in ('standalone', 'both'):
+        measured = floors() if floors else None
         print('--- %s, standalone' % label, flush=True)
         times['standalone'] = standalone(broker, primary, secondary, args.records)
+        if measured:
+            print_against_floors(measured, 'standalone', times['standalone'])
     if args.mode == 'both':
         fresh()
     if args.mode in ('weewxd', 'both'):
+        measured = floors() if floors else None
         print('--- %s, under weewxd' % label, flush=True)
         times['weewxd'] = under_weewxd(broker, primary, secondary, args.records)
+        if measured:
+            print_against_floors(measured, 'weewxd', times['weewxd'])
     return times
 
 
@@ -92,6 +241,8 @@ def main():
                         help='mysql: also into a MariaDB secondary, and the ratio')
     parser.add_argument('--keep', action='store_true', help='keep the work directory')
     args = parser.parse_args()
+    os.environ['TZ'] = 'UTC'       # the stations' processes run in UTC: the same days
+    time.tzset()
     print('machine:', c.machine())
     root = c.workdir('catchup')
     server = None
@@ -100,7 +251,8 @@ def main():
         def fresh_sqlite():
             shutil.rmtree(secondary.root / 'archive', ignore_errors=True)
         sqlite_times = run_modes(args, broker, primary, secondary, 'into SQLite',
-                                 fresh_sqlite)
+                                 fresh_sqlite,
+                                 lambda: measure_floors(primary, secondary, root, args.records))
         if args.db == 'mysql':
             from tests.support.mariadb import MariaDB
             server = MariaDB(root / 'mariadb', fast=False)
