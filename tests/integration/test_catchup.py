@@ -20,11 +20,15 @@ pytestmark = pytest.mark.integration
 
 def assert_pages_bring(requests, talk, expected):
     """The answers to requests bring exactly the records expected: each message as many as
-    its count says, each page newer than its since and every record once, in order."""
+    its count says, each page newer than its since and every record once, in order. (A
+    page's daily summaries travel in messages of their own, kind=days, with count 0.)"""
     brought = set()
     for request in requests:
         stamps = []
         for message in talk.answers(request):
+            if user_properties(message).get('kind') == 'days':
+                assert int(user_properties(message)['count']) == 0
+                continue
             batch = records(message)
             assert int(user_properties(message)['count']) == len(batch)
             stamps += [r['dateTime'] for r in batch]
@@ -82,6 +86,13 @@ def test_catchup_into_empty_secondary_pages_and_batches(rig, broker, caplog):
     # and together they brought every record (a page asked for again, when the requester
     # thinks the responder may have missed its request, brings some twice)
     assert_pages_bring(requests, talk, {START + i * STEP for i in range(3000)})
+    # every request asked for the daily summaries too (from the day of its since on), and
+    # every page that completes a day (3,000 records: 10 days, pages of 200: 17 hours)
+    # brought them, in messages of their own before its last one
+    assert all(int(user_properties(r)['days']) == int(r.payload) for r in requests)
+    kinds = [[user_properties(m).get('kind') for m in page] for page in pages]
+    assert all(page[-1] is None for page in kinds)
+    assert sum(1 for page in kinds if 'days' in page) >= 10
     assert error_lines(caplog) == []
 
 

@@ -57,7 +57,10 @@ def is_catchup_request(message):
 
 
 def records(message):
-    """The records of a page message (its payload decoded as its encoding says)."""
+    """The records of a page message (its payload decoded as its encoding says); none in
+    a message of daily summaries (kind=days)."""
+    if user_properties(message).get('kind') == 'days':
+        return []
     payload = message.payload
     if user_properties(message).get('encoding') == 'zlib+json':
         payload = zlib.decompress(payload)

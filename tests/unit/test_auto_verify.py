@@ -65,12 +65,14 @@ class FakeLink:
     def connected(self):
         return self.up
 
-    def send_digest(self, binding, since, until, bucket, columns, correlation=None):
+    def send_digest(self, binding, since, until, bucket, columns, correlation=None,
+                    summaries=False):
         assert binding.key == KEY and correlation is not None
         self.sent.append(Request('digest', correlation, since, until, bucket, list(columns)))
         return correlation
 
-    def send_records(self, binding, since, until=None, replace=False, correlation=None):
+    def send_records(self, binding, since, until=None, replace=False, correlation=None,
+                     days=None):
         assert binding.key == KEY and correlation is not None
         self.sent.append(Request('records', correlation, since, until, replace=replace))
         return correlation

@@ -67,7 +67,8 @@ def good(**changes):
 
 
 def test_parse_digest_request():
-    assert p.parse_digest_request(good()) == (T0, T0 + 7 * DAY, DAY, ['dateTime', 'outTemp'])
+    assert p.parse_digest_request(good()) == (T0, T0 + 7 * DAY, DAY, ['dateTime', 'outTemp'],
+                                              False)
 
 
 @pytest.mark.parametrize('payload', [

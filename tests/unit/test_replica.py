@@ -34,6 +34,7 @@ class FakeStore:
     """What a Replica uses of a TargetDatabase, in memory."""
 
     columns = ('dateTime', 'usUnits', 'interval', 'outTemp')
+    has_summaries = False             # (the daily summaries have tests of their own)
 
     def __init__(self, timestamps=()):
         self.rows = {ts: record(ts) for ts in timestamps}
@@ -116,7 +117,8 @@ class FakeHost:
     def connected(self):
         return self.up
 
-    def send_records(self, binding, since, until=None, replace=False, correlation=None):
+    def send_records(self, binding, since, until=None, replace=False, correlation=None,
+                     days=None):
         self.serial += 1
         correlation = correlation or b'c%d' % self.serial
         self.requests.append((since, until, correlation))

@@ -146,8 +146,10 @@ def watch(responder, options, stop, interval):
             for binding in options.ordered_bindings():
                 source = sources[binding.key]
                 for record in source.read_page(newest[binding.key], None, 1000):
-                    prev = source.previous(record['dateTime'])
-                    responder.publish_live(binding, record, prev)
+                    ts = record['dateTime']
+                    responder.publish_live(binding, record, source.previous(ts),
+                                           source.read_days(database.day_start(ts),
+                                                            database.day_stop(ts), ts))
                     newest[binding.key] = record['dateTime']
     finally:
         for source in sources.values():

@@ -253,9 +253,17 @@ def _read_page(connection, select, columns, since, until, limit):
 DIGEST_PAGE = 2000      # records read at once for a digest: memory stays bounded
 
 
-def digest_range(read_page, since, until, bucket, columns):
+def digest_range(read_page, since, until, bucket, columns, manager=None):
     """protocol.digest_buckets of the records since < dateTime <= until, read in short,
-    fully fetched pages."""
+    fully fetched pages; with a manager that keeps daily summaries, each entry also has
+    the digest of the summaries of the days that start in its bucket."""
+    buckets = _digest_records(read_page, since, until, bucket, columns)
+    if manager is None or not keeps_summaries(manager):
+        return buckets
+    return protocol.with_day_digests(buckets, day_digests(manager, since, until, bucket))
+
+
+def _digest_records(read_page, since, until, bucket, columns):
     def records():
         last = since
         while True:
@@ -271,6 +279,78 @@ def archive_date(ts):
     """The local archive day a record belongs to (a record at midnight ends the day before),
     as WeeWX's daily summaries count days."""
     return datetime.date.fromtimestamp(weeutil.weeutil.startOfArchiveDay(ts))
+
+
+# ------------------------------------------------------------------------------------------------
+# Daily summaries as they are: read on the primary, written as they are on a secondary
+# ------------------------------------------------------------------------------------------------
+
+def keeps_summaries(manager):
+    return bool(getattr(manager, 'daykeys', None)) and hasattr(manager, '_write_metadata')
+
+
+def day_columns(manager, obs_type):
+    """The columns of a manager's archive_day_<obs_type> table, in their order (read once
+    per manager)."""
+    cache = manager.__dict__.setdefault('_replicate_day_columns', {})
+    columns = cache.get(obs_type)
+    if columns is None:
+        columns = cache[obs_type] = tuple(
+            manager.connection.columnsOf('%s_day_%s' % (manager.table_name, obs_type)))
+    return columns
+
+
+def day_start(ts):
+    """The start of the local archive day a record at ts belongs to."""
+    return int(weeutil.weeutil.startOfArchiveDay(ts))
+
+
+def day_stop(ts):
+    """The start of the day after the archive day of ts."""
+    return int(weeutil.weeutil.archiveDaySpan(ts).stop)
+
+
+def units_of(manager):
+    units = manager.std_unit_system
+    if units is None:
+        row = _fetch_all(manager.connection, 'SELECT usUnits FROM %s LIMIT 1'
+                         % manager.table_name)
+        units = row[0][0] if row else None
+    return units
+
+
+def read_days(manager, first, stop, through=None):
+    """protocol.DayRows of the days first <= dateTime < stop as the manager's daily
+    summaries hold them, or None (no summaries, no records yet). A short statement per
+    observation type, each fully fetched."""
+    if first >= stop or not keeps_summaries(manager):
+        return None
+    units = units_of(manager)
+    if units is None:
+        return None
+    tables = {}
+    for obs_type in sorted(manager.daykeys):
+        columns = day_columns(manager, obs_type)
+        rows = _fetch_all(manager.connection, 'SELECT %s FROM %s_day_%s WHERE dateTime >= ? '
+                          'AND dateTime < ? ORDER BY dateTime' % (
+                              ', '.join(columns), manager.table_name, obs_type), (first, stop))
+        tables[obs_type] = (columns, [tuple(row) for row in rows])
+    return protocol.DayRows(units, str(manager.version), first, stop, tables, through)
+
+
+def day_digests(manager, since, until, bucket):
+    """protocol.digest_days of a manager's daily summaries in the buckets of since <
+    dateTime <= until, of whole days only (the day of until, which the primary may still be
+    adding to, is left out), one short statement per observation type."""
+    first, stop = (since + 1) - (since + 1) % bucket, day_start(until)
+    tables = []
+    for obs_type in sorted(manager.daykeys):
+        columns = day_columns(manager, obs_type)
+        tables.append((obs_type, _fetch_all(
+            manager.connection, 'SELECT %s FROM %s_day_%s WHERE dateTime >= ? AND dateTime '
+            '< ? ORDER BY dateTime' % (', '.join(columns), manager.table_name, obs_type),
+            (first, stop))))
+    return protocol.digest_days(tables, bucket)
 
 
 def _check_created(mgr_dict):
@@ -336,13 +416,18 @@ class SourceDatabase:
                           limit)
 
     @reconnecting(SOURCE_RECONNECT_FOR)
-    def digest(self, since, until, bucket, columns):
-        return digest_range(self.read_page, since, until, bucket, columns)
+    def digest(self, since, until, bucket, columns, summaries=False):
+        return digest_range(self.read_page, since, until, bucket, columns,
+                            self.manager if summaries else None)
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def unit_system(self):
         row = _fetch_all(self.manager.connection, 'SELECT usUnits FROM %s LIMIT 1' % self.table)
         return row[0][0] if row else None
+
+    @reconnecting(SOURCE_RECONNECT_FOR)
+    def read_days(self, first, stop, through=None):
+        return read_days(self.manager, first, stop, through)
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def previous(self, timestamp):
@@ -407,6 +492,10 @@ class TargetDatabase:
         self.summaries_pending = False
         self.dropped_warned = set()
         self.has_summaries = hasattr(manager, 'backfill_day_summary')
+        self.days_checked = {}         # what DayRows looked like -> why they cannot be used
+        # whether the last of the primary's summaries could be stored as they are (None: none
+        # seen yet): only then can a verification compare the summaries
+        self.copies_days = None
         if self.has_summaries:
             # A bulk store whose summaries were never rebuilt (a crash in between)?
             last_update = weeutil.weeutil.to_int(manager._read_metadata('lastUpdate'))
@@ -456,28 +545,141 @@ class TargetDatabase:
         return _read_page(self.manager.connection, select, self.columns, since, until, limit)
 
     @reconnecting(RECONNECT_FOR)
-    def digest(self, since, until, bucket, columns):
-        return digest_range(self.read_page, since, until, bucket, columns)
+    def digest(self, since, until, bucket, columns, summaries=False):
+        return digest_range(self.read_page, since, until, bucket, columns,
+                            self.manager if summaries and self.has_summaries else None)
 
     @reconnecting(RECONNECT_FOR)
-    def replace_range(self, first_exclusive, last_inclusive, records):
+    def replace_range(self, first_exclusive, last_inclusive, records, day_rows=None):
         """Make the rows first_exclusive < dateTime <= last_inclusive exactly `records`
-        (prepared, all in that range, one per dateTime), then rebuild the daily summaries of
-        the days touched from the archive.
+        (prepared, all in that range, one per dateTime), and the daily summaries of the days
+        touched the primary's day_rows (protocol.DayRows) if they cover those days and can
+        be stored as they are, else rebuild them from the archive.
 
-        One transaction replaces the rows, deletes those days' summaries and marks the
-        summaries complete only up to the first of them; the rebuild then marks them
-        complete again. A crash in between leaves summaries that WeeWX (at weewxd's start)
-        and TargetDatabase (at open) know to rebuild, never wrong ones."""
+        As they are: one transaction. Rebuilt: one transaction replaces the rows, deletes
+        those days' summaries and marks the summaries complete only up to the first of them;
+        the rebuild then marks them complete again. A crash in between leaves summaries that
+        WeeWX (at weewxd's start) and TargetDatabase (at open) know to rebuild, never wrong
+        ones."""
         self.finish_bulk()          # only a range is rebuilt: everything else must be done
         days = archive_date(first_exclusive + 1), \
             archive_date(last_inclusive) + datetime.timedelta(days=1)
+        span = [int(time.mktime(d.timetuple())) for d in days]
+        as_they_are = day_rows is not None and self.has_summaries \
+            and self.days_mismatch(day_rows) is None \
+            and day_rows.first <= span[0] and day_rows.stop >= span[1] \
+            and not self._records_between(self._last_update(), day_rows.first)
         with weedb.Transaction(self.manager.connection) as cursor:
             cursor.execute('DELETE FROM %s WHERE dateTime > ? AND dateTime <= ?' % self.table,
                            (first_exclusive, last_inclusive))
             self._insert_records(cursor, records)
-            self._forget_summaries(cursor, days)
-        self._rebuild_summaries(days)
+            if as_they_are:
+                self._write_days(cursor, day_rows)
+            else:
+                self._forget_summaries(cursor, days)
+        if not as_they_are:
+            self._rebuild_summaries(days)
+        return as_they_are
+
+    # --- the primary's daily summaries, as they are -------------------------------------------
+
+    def days_mismatch(self, day_rows):
+        """Why the primary's daily summaries (protocol.DayRows) cannot be stored here as
+        they are (a unit system, a version, observation types or columns that differ), or
+        None if they can. Checked once for each shape of DayRows."""
+        shape = (day_rows.units, day_rows.version,
+                 tuple(sorted((name, columns) for name, (columns, _) in day_rows.tables.items())))
+        if shape not in self.days_checked:
+            self.days_checked[shape] = self._mismatch(day_rows)
+        why = self.days_checked[shape]
+        self.copies_days = why is None
+        return why
+
+    def _mismatch(self, day_rows):
+        if not self.has_summaries:
+            return "database '%s' keeps no daily summaries" % self.name
+        nick = weewx.units.unit_nicknames
+        units = self.unit_system()
+        if units is not None and units != day_rows.units:
+            return 'the unit systems differ (primary %s, here %s)' % (
+                nick.get(day_rows.units, day_rows.units), nick.get(units, units))
+        version = str(self.manager.version)
+        if version != day_rows.version:
+            return 'the daily summaries are of version %s on the primary, %s here' % (
+                day_rows.version, version)
+        theirs, ours = day_rows.types, frozenset(self.manager.daykeys)
+        if theirs != ours:
+            def names(types):
+                types = sorted(types)
+                return ', '.join(types[:5]) + (' and %d more' % (len(types) - 5)
+                                               if len(types) > 5 else '') or 'none'
+            return 'the observation types differ (only on the primary: %s; only here: %s)' % (
+                names(theirs - ours), names(ours - theirs))
+        for name, (columns, _) in sorted(day_rows.tables.items()):
+            if day_columns(self.manager, name) != columns:
+                return 'the columns of %s_day_%s differ' % (self.table, name)
+        return None
+
+    def summaries_complete(self):
+        """Up to where the daily summaries here are complete: the newest record, or metadata
+        lastUpdate if older."""
+        newest = self.newest()
+        if not self.has_summaries or not newest:
+            return newest
+        return min(newest, self._last_update())
+
+    def _last_update(self):
+        return weeutil.weeutil.to_int(self.manager._read_metadata('lastUpdate')) or 0
+
+    def _records_between(self, after, upto):
+        """Are there records with after < dateTime <= upto?"""
+        if upto <= after:
+            return False
+        return bool(_fetch_all(self.manager.connection, 'SELECT dateTime FROM %s WHERE '
+                               'dateTime > ? AND dateTime <= ? LIMIT 1' % self.table,
+                               (after, upto)))
+
+    @reconnecting(RECONNECT_FOR)
+    def store_days(self, day_rows):
+        """Store the primary's daily summaries of some days (protocol.DayRows) as they are,
+        in place of what those days had here. True if stored; False if they cannot be
+        (days_mismatch()) or do not fit what is here: summaries not complete up to their
+        first day, or, for a live record's day (through), newer records of that day here
+        (a late redelivery). What is here is then left as WeeWX made it."""
+        if self.days_mismatch(day_rows) is not None:
+            return False
+        if self._records_between(self._last_update(), day_rows.first):
+            log.debug("database '%s': daily summaries from %s not stored: those before are not "
+                      "complete", self.name, day_rows.first)
+            return False
+        if day_rows.through is not None \
+                and self._records_between(day_rows.through, day_rows.stop):
+            log.debug("database '%s': daily summaries through %s not stored: newer records "
+                      "of that day are here", self.name, day_rows.through)
+            return False
+        with weedb.Transaction(self.manager.connection) as cursor:
+            self._write_days(cursor, day_rows)
+        return True
+
+    def _write_days(self, cursor, day_rows):
+        """Replace the summaries of day_rows' days, in an open transaction; the summaries
+        are then complete up to the end of those days (or the newest record), if they were
+        up to their first day."""
+        manager = self.manager
+        first, stop = day_rows.first, day_rows.stop
+        for key in manager.daykeys:
+            cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
+                           % (self.table, key), (first, stop))
+        for name, (columns, rows) in day_rows.tables.items():
+            insert_rows(manager.connection, cursor, '%s_day_%s' % (self.table, name), columns,
+                        rows, replace=True)
+        row = _fetch_all(manager.connection, 'SELECT MAX(dateTime) FROM %s' % self.table)
+        newest = (row[0][0] or 0) if row else 0
+        last_update = self._last_update()
+        complete = max(last_update, newest if newest <= stop else stop)
+        if complete != last_update:
+            manager._write_metadata('lastUpdate', str(complete), cursor)
+        self.summaries_pending = newest > complete
 
     def _insert_records(self, cursor, records):
         """Insert records (dicts) into the archive table, in an open transaction: records

@@ -11,6 +11,7 @@ decode_request() (requests) or in the receiver that expects it (answers), and a 
 in tests/unit/test_messages.py.
 """
 
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -304,6 +305,29 @@ def digest_buckets(records, columns, bucket):
     return result
 
 
+def digest_days(tables, bucket):
+    """{bucket_start: hex sha256} of daily-summary rows: tables is [(type, rows)] in type
+    order, each type's rows (dateTime first) in dateTime order. A bucket's digest covers
+    the rows whose dateTime (a day's start) is in it: each row hashed as the compact JSON
+    array of its type and canonical values followed by a newline, type by type."""
+    digests = {}
+    for name, rows in tables:
+        for row in rows:
+            start = row[0] - row[0] % bucket
+            sha = digests.get(start)
+            if sha is None:
+                sha = digests[start] = hashlib.sha256()
+            sha.update(json.dumps([name] + [_canonical(v) for v in row],
+                                  separators=(',', ':')).encode('utf-8') + b'\n')
+    return {start: sha.hexdigest() for start, sha in digests.items()}
+
+
+def with_day_digests(buckets, days):
+    """Digest entries [start, count, hex] extended by the digest of the daily summaries
+    of their bucket (digest_days; '' where there are none)."""
+    return [entry[:3] + [days.get(entry[0], '')] for entry in buckets]
+
+
 def differing_buckets(local, remote):
     """Bucket starts whose count or digest differ (or that only one side has), in order."""
     mine = {entry[0]: tuple(entry[1:]) for entry in local}
@@ -313,7 +337,8 @@ def differing_buckets(local, remote):
 
 
 def parse_digest_request(payload):
-    """(since, until, bucket, columns) of an op=digest request. Raises ProtocolError."""
+    """(since, until, bucket, columns, summaries) of an op=digest request (summaries: the
+    daily summaries' digests too). Raises ProtocolError."""
     request = decode_payload(payload, None)
     if not isinstance(request, dict):
         raise ProtocolError('digest request is not a JSON object')
@@ -333,7 +358,149 @@ def parse_digest_request(payload):
         raise ProtocolError('digest columns must be a list of 1 to %d names' % MAX_RECORD_KEYS)
     for name in columns:
         _check_name(name)
-    return since, until, bucket, columns
+    return since, until, bucket, columns, request.get('summaries') is True
+
+
+# ---------------------------------------------------------------------------------------------
+#  Daily summaries (the primary's archive_day_* rows of whole days)
+# ---------------------------------------------------------------------------------------------
+
+KIND_DAYS = 'days'                 # the `kind` of a page message that carries DayRows
+MAX_DAYS_SPAN = 4000 * 86400       # seconds one DayRows may cover
+MAX_DAY_COLUMNS = 64               # columns of one archive_day_* table
+MAX_DAYS_PROPERTY = 60000          # bytes of the `days` user property of a live record
+
+
+@dataclasses.dataclass(frozen=True)
+class DayRows:
+    """The daily-summary rows of the local days first <= dateTime < stop as the primary
+    holds them: for every observation type it keeps summaries of (even one without rows in
+    those days), the table's columns and rows. units and version (the summaries' metadata
+    Version) say whether a secondary can store them as they are; through is the newest
+    record they include (a live record's) or None (a catch-up page's)."""
+    units: int
+    version: str
+    first: int
+    stop: int
+    tables: dict               # type -> (columns tuple, [row tuple, ...]) rows by dateTime
+    through: Optional[int] = None
+
+    @property
+    def types(self):
+        return frozenset(self.tables)
+
+    def only(self, first, stop):
+        """The same rows restricted to the days first <= dateTime < stop."""
+        first, stop = max(first, self.first), min(stop, self.stop)
+        return dataclasses.replace(self, first=first, stop=max(first, stop), tables={
+            name: (columns, [row for row in rows if first <= row[0] < stop])
+            for name, (columns, rows) in self.tables.items()})
+
+    @classmethod
+    def merge(cls, parts):
+        """One DayRows of the parts of a page, or None if there are none or they do not
+        cover one range of days without a gap."""
+        parts = sorted(parts, key=lambda p: p.first)
+        if not parts or any(a.stop != b.first for a, b in zip(parts, parts[1:])):
+            return None
+        tables = {}
+        for part in parts:
+            for name, (columns, rows) in part.tables.items():
+                tables.setdefault(name, (columns, []))[1].extend(rows)
+        head = parts[0]
+        return cls(head.units, head.version, head.first, max(p.stop for p in parts), tables,
+                   head.through)
+
+    def to_json(self):
+        return {'units': self.units, 'version': self.version, 'first': self.first,
+                'stop': self.stop, 'through': self.through,
+                'tables': {name: {'columns': list(columns), 'rows': [list(r) for r in rows]}
+                           for name, (columns, rows) in self.tables.items()}}
+
+    @classmethod
+    def from_json(cls, obj):
+        """Validated DayRows of a decoded JSON object. Raises ProtocolError."""
+        if not isinstance(obj, dict):
+            raise ProtocolError('daily summaries are a %s, not an object'
+                                % type(obj).__name__)
+        units, version = obj.get('units'), obj.get('version')
+        first, stop, through = obj.get('first'), obj.get('stop'), obj.get('through')
+        if units not in KNOWN_UNIT_SYSTEMS or isinstance(units, bool):
+            raise ProtocolError('daily summaries: usUnits %r is not a known unit system'
+                                % (units,))
+        if not isinstance(version, str) or not 0 < len(version) <= 16:
+            raise ProtocolError('daily summaries: version %.20r is not a version' % (version,))
+        if not (plain_int(first) and plain_int(stop) and first <= stop
+                and stop - first <= MAX_DAYS_SPAN):
+            raise ProtocolError('daily summaries: days %.20r to %.20r are not a range of days'
+                                % (first, stop))
+        if through is not None and not plain_int(through):
+            raise ProtocolError('daily summaries: through %.20r is not a time' % (through,))
+        tables = obj.get('tables')
+        if not isinstance(tables, dict) or len(tables) > MAX_RECORD_KEYS:
+            raise ProtocolError('daily summaries: tables is not an object of at most %d types'
+                                % MAX_RECORD_KEYS)
+        result = {}
+        for name, table in tables.items():
+            _check_name(name)
+            columns = table.get('columns') if isinstance(table, dict) else None
+            rows = table.get('rows') if isinstance(table, dict) else None
+            if not isinstance(columns, list) or not 1 < len(columns) <= MAX_DAY_COLUMNS \
+                    or columns[0] != 'dateTime' or not isinstance(rows, list):
+                raise ProtocolError('daily summaries of %s: not {"columns": ["dateTime", '
+                                    '...], "rows": [...]}' % name)
+            for column in columns:
+                _check_name(column)
+            width = len(columns)
+            for row in rows:
+                if not isinstance(row, list) or len(row) != width:
+                    raise ProtocolError('daily summaries of %s: a row is not %d values'
+                                        % (name, width))
+                if not plain_int(row[0]) or not first <= row[0] < stop:
+                    raise ProtocolError('daily summaries of %s: day %.20r is not in %d to %d'
+                                        % (name, row[0], first, stop))
+                for value in row:
+                    if value is not None and not _is_number(value):
+                        raise ProtocolError('daily summaries of %s: value %.40r is not a '
+                                            'number' % (name, value))
+            result[name] = (tuple(columns), [tuple(row) for row in rows])
+        return cls(units, version, first, stop, result, through)
+
+    # --- on the wire ---
+
+    def encode_property(self):
+        """The `days` user property of a live record: base64 of zlib of the JSON, or None
+        if it would be larger than MAX_DAYS_PROPERTY (the secondary then updates the day
+        itself)."""
+        text = base64.b64encode(zlib.compress(encode_json(self.to_json()), 6)).decode('ascii')
+        return text if len(text) <= MAX_DAYS_PROPERTY else None
+
+    @classmethod
+    def decode_property(cls, text):
+        try:
+            payload = base64.b64decode(text.encode('ascii'), validate=True)
+        except (ValueError, UnicodeEncodeError) as e:
+            raise ProtocolError('daily summaries are not base64: %s' % e)
+        return cls.from_json(decode_payload(payload, ENCODING_ZLIB))
+
+    def split(self, max_bytes, compress):
+        """[(payload, encoding)] of these rows, each at most max_bytes: halved by days
+        until each part fits. None if a single day never fits (the secondary then
+        rebuilds the summaries itself)."""
+        pending, result = [self], []
+        while pending:
+            part = pending.pop()
+            payload, encoding = encode_batch(part.to_json(), compress)
+            if len(payload) <= max_bytes:
+                result.append((part.first, payload, encoding))
+                continue
+            days = sorted({row[0] for _, rows in part.tables.values() for row in rows})
+            if len(days) <= 1:
+                return None            # a day that never fits: no days at all
+            middle = days[len(days) // 2]
+            pending.append(part.only(middle, part.stop))
+            pending.append(part.only(part.first, middle))
+        return [(payload, encoding) for _, payload, encoding in sorted(result)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,6 +675,7 @@ class RecordsRequest:
     limit: Optional[int] = None
     replace: bool = False      # re-fetching a range to repair it
     version: int = 2           # 1: the earlier extension's request (no page, no end)
+    days: Optional[int] = None  # also the daily summaries, from the day of this dateTime
 
     def encode(self):
         props = _header(self.binding) + [('node', self.node), ('op', OP_RECORDS)]
@@ -517,13 +685,16 @@ class RecordsRequest:
             props.append(('until', self.until))
         if self.replace:
             props.append(('replace', 1))
+        if self.days is not None:
+            props.append(('days', self.days))
         return Wire(str(int(self.since)).encode('ascii'), props)
 
     @classmethod
     def decode(cls, envelope, version):
         return cls(envelope.binding, envelope.props.get('node'), parse_since(envelope.payload),
                    envelope.number('until'), envelope.number('limit', None, 1),
-                   envelope.props.get('replace') == '1', version)
+                   envelope.props.get('replace') == '1', version,
+                   envelope.number('days') if version == 2 else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -535,17 +706,21 @@ class DigestRequest:
     until: int
     bucket: int
     columns: tuple
+    summaries: bool = False    # each bucket's daily summaries too (a 4th entry)
 
     def encode(self):
-        return Wire(encode_json({'since': self.since, 'until': self.until,
-                                 'bucket': self.bucket, 'columns': list(self.columns)}),
+        request = {'since': self.since, 'until': self.until, 'bucket': self.bucket,
+                   'columns': list(self.columns)}
+        if self.summaries:
+            request['summaries'] = True
+        return Wire(encode_json(request),
                     _header(self.binding) + [('node', self.node), ('op', OP_DIGEST)])
 
     @classmethod
     def decode(cls, envelope):
-        since, until, bucket, columns = parse_digest_request(envelope.payload)
+        since, until, bucket, columns, summaries = parse_digest_request(envelope.payload)
         return cls(envelope.binding, envelope.props.get('node'), since, until, bucket,
-                   tuple(columns))
+                   tuple(columns), summaries)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -611,6 +786,7 @@ class Batch:
     newest: Optional[int] = None
     rejected: tuple = ()       # why each record left out was left out
     version: int = 2
+    days: Optional[DayRows] = None   # a message of daily summaries (no records)
 
     @property
     def sent(self):
@@ -622,6 +798,18 @@ class Batch:
         """Bad records are left out and listed in `rejected` (a page goes on without them);
         a message that is not a batch at all raises ProtocolError."""
         envelope.check_numbers()
+        if envelope.version == 2 and envelope.props.get('kind') == KIND_DAYS:
+            seq = envelope.number('seq')
+            if seq is None or envelope.number('end', 0):
+                raise ProtocolError('daily summaries message with seq %s that ends a page'
+                                    % seq)
+            try:
+                days = DayRows.from_json(decode_payload(envelope.payload,
+                                                        envelope.props.get('encoding')))
+            except ProtocolError as e:
+                # the page goes on without them: the secondary rebuilds those days itself
+                return cls(envelope.binding, [], seq, rejected=(str(e),))
+            return cls(envelope.binding, [], seq, days=days)
         records, rejected, sent = decode_batch(envelope.payload, envelope.props.get('encoding'))
         if envelope.version != 2:
             return cls(envelope.binding, records, None, rejected=tuple(rejected), version=1)
@@ -643,19 +831,27 @@ class Page:
     more: bool
     last: int
     newest: Optional[int]
+    days: Optional[DayRows] = None
 
     def encode(self, batch_size, max_bytes, compress, oversize=None):
         """[Wire] of the page's batches, each at most max_bytes (see split_batches); an
-        empty page is one empty, final message."""
+        empty page is one empty, final message. The daily summaries, if any, travel in
+        messages of their own (kind=days) just before the last one, so a page's end
+        still comes with its newest record."""
         batches = list(split_batches(self.records, batch_size, max_bytes, compress, oversize)) \
             if self.records else []
         if not batches:
             batches = [(b'[]', ENCODING_JSON, 0)]
+        days = self.days.split(max_bytes, compress) if self.days is not None else None
+        if days:
+            batches[-1:-1] = [(payload, encoding, None) for payload, encoding in days]
         wires = []
         for seq, (payload, encoding, count) in enumerate(batches):
             props = _header(self.binding) + [('encoding', encoding), ('seq', seq),
-                                             ('count', count)]
-            if seq == len(batches) - 1:
+                                             ('count', count or 0)]
+            if count is None:
+                props.append(('kind', KIND_DAYS))
+            elif seq == len(batches) - 1:
                 props += [('end', 1), ('more', _flag(self.more)), ('last', self.last),
                           ('newest', self.newest or 0)]
             wires.append(Wire(payload, props))
@@ -666,7 +862,7 @@ class Page:
 class DigestReply:
     """The digest of a range (SPEC 5.5) and the primary's unit system: one message."""
     binding: str
-    buckets: list              # [[bucket start, count, hex sha256], ...]
+    buckets: list              # [[bucket start, count, hex sha256(, summaries' hex)], ...]
     units: Optional[int] = None
 
     def encode(self, compress):
@@ -683,10 +879,11 @@ class DigestReply:
         if not isinstance(buckets, list):
             raise ProtocolError('the digest is not a list')
         for entry in buckets:
-            if not (isinstance(entry, list) and len(entry) == 3
-                    and all(plain_int(v) for v in entry[:2]) and isinstance(entry[2], str)):
-                raise ProtocolError('digest entry %.60r is not [bucket start, count, digest]'
-                                    % (entry,))
+            if not (isinstance(entry, list) and len(entry) in (3, 4)
+                    and all(plain_int(v) for v in entry[:2])
+                    and all(isinstance(v, str) for v in entry[2:])):
+                raise ProtocolError('digest entry %.60r is not [bucket start, count, digest'
+                                    '(, digest of the summaries)]' % (entry,))
         return cls(envelope.binding, buckets, envelope.number('units') or None)
 
 
@@ -716,13 +913,21 @@ def decode_answer(envelope, kind=Batch):
 @dataclasses.dataclass(frozen=True)
 class LiveRecord:
     """A new archive record of the primary, with the dateTime of the one before it there
-    (prev; None from a protocol-1 responder, which does not say)."""
+    (prev; None from a protocol-1 responder, which does not say) and the primary's daily
+    summaries of its day right after it was stored (days; None if not sent). Bad daily
+    summaries do not refuse the record: they are left out, and why is in days_error."""
     binding: str
     record: dict
     prev: Optional[int] = 0
+    days: Optional[DayRows] = None
+    days_error: Optional[str] = None
 
     def encode(self):
-        return Wire(encode_json(self.record), _header(self.binding) + [('prev', self.prev or 0)])
+        props = _header(self.binding) + [('prev', self.prev or 0)]
+        days = self.days.encode_property() if self.days is not None else None
+        if days is not None:
+            props.append(('days', days))
+        return Wire(encode_json(self.record), props)
 
     @classmethod
     def decode(cls, envelope):
@@ -732,7 +937,19 @@ class LiveRecord:
             raise ProtocolError(rejected[0])
         if sent != 1:
             raise ProtocolError('live message with %d records' % sent)
-        return cls(envelope.binding, records[0], envelope.number('prev'))
+        record = records[0]
+        days = error = None
+        text = envelope.props.get('days')
+        if text is not None and envelope.version == 2:
+            try:
+                days = DayRows.decode_property(text)
+                ts = record['dateTime']
+                if days.through != ts or not days.first < ts <= days.stop:
+                    raise ProtocolError('daily summaries of %s to %s through %s do not go with '
+                                        'record %s' % (days.first, days.stop, days.through, ts))
+            except ProtocolError as e:
+                days, error = None, str(e)
+        return cls(envelope.binding, record, envelope.number('prev'), days, error)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,9 @@ import queue
 import threading
 import time
 
+from .database import day_start
 from .faults import is_termination
+from .protocol import DayRows
 from .verify import AutoVerifier
 
 log = logging.getLogger(__name__)
@@ -66,11 +68,15 @@ class Link:
     def connected(self):
         raise NotImplementedError
 
-    def send_records(self, binding, since, until=None, replace=False, correlation=None):
-        """Ask for a page of records newer than since; returns the answer's correlation."""
+    def send_records(self, binding, since, until=None, replace=False, correlation=None,
+                     days=None):
+        """Ask for a page of records newer than since (and the daily summaries from the day
+        of `days` on, if not None); returns the answer's correlation."""
         raise NotImplementedError
 
-    def send_digest(self, binding, since, until, bucket, columns, correlation=None):
+    def send_digest(self, binding, since, until, bucket, columns, correlation=None,
+                    summaries=False):
+        """Ask for the digest of a range (with the daily summaries' if summaries)."""
         raise NotImplementedError
 
     def send_ack(self, replica):
@@ -96,6 +102,8 @@ class Sink:
         self.store = None
         self.position = 0
         self.stored = 0                # records stored since start
+        self.summaries = None          # 'copied' from the primary, or 'rebuilt' here
+        self.summaries_why = None      # why rebuilt
 
     def open(self):
         if self.store is None:
@@ -124,10 +132,11 @@ class Sink:
         self._stored(count, prepared[-1]['dateTime'])
         return count
 
-    def store_one(self, record):
-        """Store one record (or hand it to the engine). True if it was new. The engine sees
-        records strictly in dateTime order: an older one (a protocol-1 redelivery, a
-        primary whose clock stepped back) is stored here."""
+    def store_one(self, record, days=None):
+        """Store one record (or hand it to the engine), then its day's daily summaries as
+        the primary has them (days, a protocol.DayRows), if any. True if it was new. The
+        engine sees records strictly in dateTime order: an older one (a protocol-1
+        redelivery, a primary whose clock stepped back) is stored here."""
         record = self.store.prepare(record, self.key)
         ts = record['dateTime']
         if ts <= self.position and self.store.existing(ts, ts):
@@ -140,7 +149,30 @@ class Sink:
         elif not self.store.store_one(record):
             return False
         self._stored(1, ts)
+        self.store_days(days)
         return True
+
+    @property
+    def wants_days(self):
+        """Should catch-ups ask for the primary's daily summaries? Not once they were
+        found unusable here (any thread)."""
+        return self.summaries != 'rebuilt'
+
+    def store_days(self, days):
+        """Store the primary's daily summaries (a protocol.DayRows, or None) as they are,
+        after the records of their days; if they cannot be right here, say why once and
+        leave the summaries to be built here from the archive."""
+        if days is None or not self.store.has_summaries:
+            return False
+        why = self.store.days_mismatch(days)
+        if why is not None:
+            if why != self.summaries_why:
+                log.info('requester: %s: daily summaries are rebuilt here from the archive, '
+                         'not copied from the primary: %s', self.key, why)
+            self.summaries, self.summaries_why = 'rebuilt', why
+            return False
+        self.summaries = 'copied'
+        return self.store.store_days(days)
 
     def _stored(self, count, newest):
         self.stored += count
@@ -396,6 +428,8 @@ class Replica:
         self.acks = Acks(lambda: self.link.send_ack(self))
         self.primary_newest = None
         self.acknowledged = None               # our newest record, as the responder knows it
+        self.days_from = None                  # (since, day) of a catch-up's first page
+        self.page_days = []                    # the daily summaries of the page being stored
         self.verifier = AutoVerifier(self)
 
     # --- what others read ----------------------------------------------------------------------
@@ -441,7 +475,18 @@ class Replica:
     # --- loop thread -------------------------------------------------------------------------
 
     def _send_request(self, since, until):
-        return self.link.send_records(self.binding, since, until)
+        return self.link.send_records(self.binding, since, until, days=self.days_wanted(since))
+
+    def days_wanted(self, since):
+        """From where a page since `since` should bring the primary's daily summaries (None:
+        none). The first page of a catch-up from where the summaries here are complete (a
+        bulk store whose summaries never came, a live record's day the engine updated last);
+        the others from since, the day the page before left out."""
+        store = self.sink.store
+        if store is None or not store.has_summaries or not self.sink.wants_days:
+            return None
+        first = self.days_from
+        return first[1] if first is not None and first[0] == since else since
 
     def post(self, item):
         """Hand an item to the owning thread. Waits a while for room (the inbox is bounded);
@@ -587,6 +632,10 @@ class Replica:
         self.legacy_round.begin()
         self.last_progress = time.monotonic()
         since = self.position if since is None else since
+        self.page_days = []
+        store = self.sink.store
+        self.days_from = (since, min(since, store.summaries_complete())) \
+            if store is not None and store.has_summaries else None
         if self.link.connected():
             log.debug('requester: %s: catching up since %s', self.key, since)
         self.catchup.start(since, self.link.connected())
@@ -634,25 +683,44 @@ class Replica:
         self.last_progress = time.monotonic()
         self.state = State.RECEIVING
         self.responder_protocol = 2    # a protocol-2 page: the responder was upgraded
-        records = batch.records
-        if not records:
+        if batch.days is not None:     # stored after the page's records
+            self.page_days.append(batch.days)
             return
+        records = batch.records
+        days = None
+        if batch.end:
+            days, self.page_days = DayRows.merge(self.page_days), []
         if self.sink.engine and self.options.catchup == 'engine':
             for record in records:
                 self._store_one(record)
+            self._store_days(days)
             return
         newest = None
-        if self.sink.engine and batch.end and not batch.more:
+        if self.sink.engine and batch.end and not batch.more and records:
             # The newest record goes through the engine, so its services and reports see it.
             records, newest = records[:-1], records[-1]
-        self.sink.store_bulk(records)
-        if newest is not None:
-            self.sink.finish()
-            self._store_one(newest)
-        self.acks.due()
+        if records:
+            self.sink.store_bulk(records)
+            self.acks.due()
+        if newest is None:
+            self._store_days(days)
+            return
+        # the engine adds the newest record to its day's summaries: that day is stored as
+        # the primary has it after the engine stored the record
+        cut = day_start(newest['dateTime'])
+        if days is not None:
+            self._store_days(days.only(days.first, cut))
+        self.sink.finish()
+        self._store_one(newest, days.only(cut, days.stop) if days is not None else None)
 
-    def _store_one(self, record):
-        if not self.sink.store_one(record):
+    def _store_days(self, days):
+        """The daily summaries of a page, after its records. Summaries that could not be
+        stored are built here now, so those of the next page can be."""
+        if days is not None and not self.sink.store_days(days):
+            self.sink.finish()
+
+    def _store_one(self, record, days=None):
+        if not self.sink.store_one(record, days):
             return False
         self.acks.due()
         return True
@@ -681,7 +749,7 @@ class Replica:
             self.catchup.held_live.append(item)
             return
         try:
-            self._store_one(record)
+            self._store_one(record, live.days)
         finally:
             self._ack_message(item)
         self.flush_ack()

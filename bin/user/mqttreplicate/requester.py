@@ -91,16 +91,21 @@ class Requester(Link):
     def ack(self, message):
         self.transport.ack(message)
 
-    def send_records(self, binding, since, until=None, replace=False, correlation=None):
-        """Ask for a page of records newer than since; the correlation of the answer."""
+    def send_records(self, binding, since, until=None, replace=False, correlation=None,
+                     days=None):
+        """Ask for a page of records newer than since (with the daily summaries from the
+        day of `days` on, if not None); the correlation of the answer."""
         return self._ask(binding, protocol.RecordsRequest(
-            binding.key, self.conn.clientid, since, until, self.options.page_size, replace),
-            correlation)
+            binding.key, self.conn.clientid, since, until, self.options.page_size, replace,
+            days=days), correlation)
 
-    def send_digest(self, binding, since, until, bucket, columns, correlation=None):
-        """Ask for the digest of since < dateTime <= until (SPEC 5.5)."""
+    def send_digest(self, binding, since, until, bucket, columns, correlation=None,
+                    summaries=False):
+        """Ask for the digest of since < dateTime <= until (SPEC 5.5), with the daily
+        summaries' if summaries."""
         return self._ask(binding, protocol.DigestRequest(
-            binding.key, self.conn.clientid, since, until, bucket, tuple(columns)), correlation)
+            binding.key, self.conn.clientid, since, until, bucket, tuple(columns), summaries),
+            correlation)
 
     def _ask(self, binding, request, correlation=None):
         correlation = correlation or protocol.new_correlation()
@@ -143,7 +148,9 @@ class Requester(Link):
                                          'acknowledged': replica.acknowledged,
                                          'catching_up': replica.catching_up,
                                          'verified': replica.verifier.verified,
-                                         'repaired': replica.verifier.repaired}
+                                         'repaired': replica.verifier.repaired,
+                                         'summaries': replica.sink.summaries,
+                                         'summaries_why': replica.sink.summaries_why}
             statuses[instance] = dict(self.status.online(instance), bindings=bindings,
                                       rejected=self.rejected)
         return statuses
@@ -209,6 +216,9 @@ class Requester(Link):
             self._reject('malformed', '%s (binding %s, topic %s)', e, key, envelope.topic)
             self.transport.ack(envelope.message)
             return
+        if live.days_error:
+            self._reject('malformed', 'daily summaries of live record %s (binding %s) left '
+                         'out: %s', live.record['dateTime'], key, live.days_error)
         replica.post(Item('live', live, message=envelope.message))
 
     def _on_answer(self, envelope, replica):

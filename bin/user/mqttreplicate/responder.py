@@ -170,15 +170,16 @@ class Responder:
 
     # --- live records (engine thread or watcher) ---------------------------------------------
 
-    def publish_live(self, binding, record, prev):
-        """Publish one record of a binding as a live record. Never raises."""
+    def publish_live(self, binding, record, prev, days=None):
+        """Publish one record of a binding as a live record, with its day's daily summaries
+        (a protocol.DayRows, or None). Never raises."""
         try:
             if not self.transport.connected.is_set():
                 log.debug('responder: not connected; live record %s of %s left to catch-up',
                           record.get('dateTime'), binding.key)
                 return
             topic = protocol.archive_topic(self.conn.archive_topic, binding.instance)
-            wire = protocol.LiveRecord(binding.key, record, prev).encode()
+            wire = protocol.LiveRecord(binding.key, record, prev, days).encode()
             # one message for every secondary: they all subscribe to the archive topic
             self.transport.publish(topic, wire.payload, wire.properties)
             if record['dateTime'] < (self.newest.get(binding.key) or 0):
@@ -314,7 +315,9 @@ class Responder:
                 if publish_newest and unpublished:
                     record = source.record_near(newest, 0)
                     if record is not None:
-                        self.publish_live(binding, record, source.previous(newest))
+                        self.publish_live(binding, record, source.previous(newest),
+                                          source.read_days(database.day_start(newest),
+                                                           database.day_stop(newest), newest))
             except NOT_CREATED as e:
                 # a new station whose engine has not created the database yet (a relay's
                 # first start): nothing to serve until it has
@@ -368,9 +371,10 @@ class Responder:
 
     def _page_key(self, request):
         """What makes two requests' pages the same: the range, the limit after the
-        page_size cap, and the encoding."""
+        page_size cap, the day the daily summaries start from, and the encoding."""
         asked = request.message
-        return (request.binding.key, asked.since, asked.until, request.limit,
+        days = database.day_start(asked.days) if asked.days else asked.days
+        return (request.binding.key, asked.since, asked.until, request.limit, days,
                 self.options.batch_size, self.conn.max_message_bytes, self.conn.compress)
 
     def _read_page(self, request, source):
@@ -379,10 +383,26 @@ class Responder:
         records = source.read_page(asked.since, asked.until, request.limit)
         last = records[-1]['dateTime'] if records else asked.since
         more = len(records) >= request.limit
-        wires = protocol.Page(request.binding.key, records, more, last, None).encode(
+        days = self._read_days(asked, source, records, last, more)
+        wires = protocol.Page(request.binding.key, records, more, last, None, days).encode(
             self.options.batch_size, self.conn.max_message_bytes, self.conn.compress,
             self._oversize)
         return EncodedPage(wires, len(records), more, last)
+
+    @staticmethod
+    def _read_days(asked, source, records, last, more):
+        """The daily summaries a page brings if asked for: whole days, from the day of
+        asked.days (or of the page's first record) to the day of its last record (or of
+        until), which is left out if more records follow: the next page brings it."""
+        if asked.days is None:
+            return None
+        start = asked.days or (records[0]['dateTime'] if records else 0)
+        if not start:
+            return None
+        first = database.day_start(start)
+        stop = database.day_start(last) if more else database.day_stop(
+            max(last, start, asked.until or 0))
+        return source.read_days(first, stop)
 
     def _shareable(self, request, source):
         """(page, keep) for the cache: only a full page is kept. Its records are the first
@@ -394,7 +414,8 @@ class Responder:
     def _serve_digest(self, request, source):
         """One message: the digest of the range, read in short pages (SPEC 5.5)."""
         asked = request.message
-        buckets = source.digest(asked.since, asked.until, asked.bucket, list(asked.columns))
+        buckets = source.digest(asked.since, asked.until, asked.bucket, list(asked.columns),
+                                asked.summaries)
         reply = protocol.DigestReply(request.binding.key, buckets, source.unit_system())
         self._answer(request, reply.encode(self.conn.compress))
         self._count('digests')
@@ -599,14 +620,28 @@ class MQTTResponder(StdService):
                     log.debug('responder: no record of %s near %s', binding.key, ts)
                     continue
                 record = protocol.compact(record)
-                prev = database.previous_timestamp(manager, record['dateTime'])
-                self.responder.publish_live(binding, record, prev)
+                ts = record['dateTime']
+                prev = database.previous_timestamp(manager, ts)
+                self.responder.publish_live(binding, record, prev, self._days_of(manager, ts))
             except Exception as e:
                 if is_termination(e):
                     raise
                 self.responder.faults(logging.ERROR, 'live-' + binding.key,
                                       'responder: cannot publish %s record %s: %s: %s',
                                       binding.key, ts, type(e).__name__, e)
+
+    def _days_of(self, manager, ts):
+        """The daily summaries of the day of the record at ts, as StdArchive left them, or
+        None (the record goes without them: the secondaries update that day themselves)."""
+        try:
+            return database.read_days(manager, database.day_start(ts), database.day_stop(ts),
+                                      ts)
+        except Exception as e:
+            if is_termination(e):
+                raise
+            self.responder.faults(logging.WARNING, 'days', 'responder: daily summaries of %s '
+                                  'not read: %s: %s', ts, type(e).__name__, e)
+            return None
 
     def shutDown(self):
         """Publish what was committed but not published yet (a stop right after StdArchive

@@ -53,13 +53,15 @@ def bucket_range(start, until):
     return start - 1, min(start + BUCKET - 1, until)
 
 
-def repair_bucket(store, key, start, until, records):
+def repair_bucket(store, key, start, until, records, days=None):
     """Make the bucket starting at `start` (up to `until`) exactly the primary's `records`:
-    replaced in one transaction, daily summaries rebuilt. The number of records stored."""
+    replaced in one transaction, with the primary's daily summaries of the days touched
+    (days, a protocol.DayRows) where they can be stored as they are, else rebuilt. The
+    number of records stored."""
     since, last = bucket_range(start, until)
     unique = {r['dateTime']: r for r in records if since < r['dateTime'] <= last}
     prepared = [store.prepare(unique[ts], key) for ts in sorted(unique)]
-    store.replace_range(since, last, prepared)
+    store.replace_range(since, last, prepared, days)
     return len(prepared)
 
 
@@ -95,18 +97,34 @@ def remote_buckets(reply, since, until):
 
 @dataclasses.dataclass(frozen=True)
 class Difference:
-    """A bucket that differs, with its number of records on each side (0: none there)."""
+    """A bucket that differs, with its number of records on each side (0: none there);
+    summaries_only: its records are the same, the daily summaries of its days are not."""
     start: int
     here: int
     primary: int
+    summaries_only: bool = False
+
+    def describe(self):
+        if self.summaries_only:
+            return 'daily summaries differ (%d records on both sides)' % self.here
+        return '%d records here, %d on the primary' % (self.here, self.primary)
 
 
 def differences(local, remote):
     """[Difference] of the buckets whose count or digest differ, oldest first. local: a
-    digest list of this station's; remote: remote_buckets() of the primary's."""
-    ours = {entry[0]: entry[1] for entry in local}
-    return [Difference(start, ours.get(start, 0), remote[start][1] if start in remote else 0)
-            for start in protocol.differing_buckets(local, list(remote.values()))]
+    digest list of this station's; remote: remote_buckets() of the primary's. The digests
+    of the daily summaries (a 4th entry) are compared only if both sides have them."""
+    if not all(len(entry) == 4 for entry in list(local) + list(remote.values())):
+        local = [entry[:3] for entry in local]
+        remote = {start: entry[:3] for start, entry in remote.items()}
+    ours = {entry[0]: entry for entry in local}
+    result = []
+    for start in protocol.differing_buckets(local, list(remote.values())):
+        mine, theirs = ours.get(start), remote.get(start)
+        same_records = mine is not None and theirs is not None and mine[1:3] == theirs[1:3]
+        result.append(Difference(start, mine[1] if mine else 0, theirs[1] if theirs else 0,
+                                 same_records))
+    return result
 
 
 def plan_repairs(differing, careful):
@@ -123,13 +141,20 @@ def plan_repairs(differing, careful):
 class Comparison:
     """The comparison of (since, until] of a store with the primary's digest of it.
 
-    Ask for the digest of `columns`; take() the reply. Where the unit systems differ,
-    take() asks (once) for the digest of dateTime only instead."""
+    Ask for the digest of `columns` (with the daily summaries' if `summaries`); take() the
+    reply. Where the unit systems differ, take() asks (once) for the digest of dateTime only
+    instead, without the summaries."""
 
-    def __init__(self, store, since, until):
+    def __init__(self, store, since, until, summaries=False):
         self.store = store
         self.since, self.until = since, until
         self.dates_only = False
+        self.with_summaries = summaries
+
+    @property
+    def summaries(self):
+        """Are the daily summaries compared too?"""
+        return self.with_summaries and not self.dates_only
 
     @property
     def columns(self):
@@ -142,8 +167,8 @@ class Comparison:
             self.dates_only = True
             return None
         remote = remote_buckets(reply, self.since, self.until)
-        return differences(self.store.digest(self.since, self.until, BUCKET, self.columns),
-                           remote)
+        return differences(self.store.digest(self.since, self.until, BUCKET, self.columns,
+                                             self.summaries), remote)
 
 
 class Answer:
@@ -191,12 +216,16 @@ class BucketFetch:
         self.since, self.last = bucket_range(start, until)     # since: of the next page
         self.counted = counted
         self.records = {}              # dateTime -> record
+        self.days = []                 # protocol.DayRows the pages brought
 
     def add(self, page):
         """Take a page (its Batch messages in seq order). True if another page is to be asked
         for (since < dateTime <= last), False when the bucket is complete. Raises
         ProtocolError."""
         for batch in page:
+            if batch.days is not None:
+                self.days.append(batch.days)
+                continue
             if batch.rejected:
                 raise protocol.ProtocolError('a record of the page is bad: %s'
                                              % batch.rejected[0])
@@ -223,6 +252,10 @@ class BucketFetch:
 
     def result(self):
         return [self.records[ts] for ts in sorted(self.records)]
+
+    def day_rows(self):
+        """The primary's daily summaries the pages brought (protocol.DayRows), or None."""
+        return protocol.DayRows.merge(self.days)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,19 +316,21 @@ class Verifier:
         """The primary's DigestReply for a comparison."""
         (reply,) = self._ask(binding, protocol.DigestRequest(
             binding.key, self.conn.clientid, comparison.since, comparison.until, BUCKET,
-            tuple(comparison.columns)).encode(), protocol.DigestReply)
+            tuple(comparison.columns), comparison.summaries).encode(), protocol.DigestReply)
         return reply
 
-    def records(self, binding, start, until):
-        """Every record of the primary in the bucket starting at start (cut at until), page
-        by page, checked."""
+    def records(self, binding, start, until, days=False):
+        """The BucketFetch of every record of the primary in the bucket starting at start
+        (cut at until), page by page, checked; with the daily summaries of its days if
+        days."""
         fetch = BucketFetch(start, until)
         more = True
         while more:
             more = fetch.add(self._ask(binding, protocol.RecordsRequest(
                 binding.key, self.conn.clientid, fetch.since, fetch.last,
-                self.options.page_size, replace=True).encode(), protocol.Batch))
-        return fetch.result()
+                self.options.page_size, replace=True,
+                days=fetch.since if days else None).encode(), protocol.Batch))
+        return fetch
 
     def oldest(self, binding):
         """dateTime of the primary's oldest record, or None."""
@@ -344,7 +379,8 @@ class Verifier:
                 since = min(oldest) - min(oldest) % BUCKET - 1
             else:
                 since, until = window(until, days)
-            differing = self._compare(binding, store, since, until)
+            summaries = store.has_summaries
+            differing = self._compare(binding, store, since, until, summaries)
             if not differing:
                 self.out('%s: in sync from %s to %s' % (binding.key, when(since + 1),
                                                         when(until)))
@@ -353,11 +389,18 @@ class Verifier:
                 return False
             repairs, _ = plan_repairs(differing, careful=False)
             for difference in repairs:
-                records = self.records(binding, difference.start, until)
-                stored = repair_bucket(store, binding.key, difference.start, until, records)
+                fetch = self.records(binding, difference.start, until, summaries)
+                stored = repair_bucket(store, binding.key, difference.start, until,
+                                       fetch.result(), fetch.day_rows())
                 self.out('%s: repaired %s (%d records)' % (binding.key, when(difference.start),
                                                           stored))
-            still = self._compare(binding, store, since, until, quiet=True)
+            if summaries and store.copies_days is False:
+                # the primary's summaries cannot be stored here as they are: rebuilt from
+                # the archive, they are not compared
+                self.out('%s: daily summaries rebuilt here from the archive (not compared)'
+                         % binding.key)
+                summaries = False
+            still = self._compare(binding, store, since, until, summaries, quiet=True)
             for difference in still:
                 self.out('%s: %s still differs after repair' % (binding.key,
                                                                when(difference.start)))
@@ -365,21 +408,20 @@ class Verifier:
         finally:
             store.close()
 
-    def _compare(self, binding, store, since, until, quiet=False):
+    def _compare(self, binding, store, since, until, summaries, quiet=False):
         """[Difference] between the primary and here in (since, until], in digests of at most
         MAX_DIGEST_BUCKETS buckets."""
         differing = []
         span = protocol.MAX_DIGEST_BUCKETS * BUCKET
         while since < until:
-            comparison = Comparison(store, since, min(since + span, until))
+            comparison = Comparison(store, since, min(since + span, until), summaries)
             found = None
             while found is None:
                 found = comparison.take(self.digest(binding, comparison))
             if not quiet:
                 for difference in found:
-                    self.out('%s: %s differs: %d records here, %d on the primary'
-                             % (binding.key, when(difference.start), difference.here,
-                                difference.primary))
+                    self.out('%s: %s differs: %s' % (binding.key, when(difference.start),
+                                                     difference.describe()))
             differing += found
             since = comparison.until
         return differing
@@ -495,7 +537,10 @@ class AutoVerifier:
         if replica.primary_newest:
             # what the primary does not have (yet) is not compared
             until = min(until, replica.primary_newest)
-        self.comparison = Comparison(replica.store, *window(until, self.days))
+        # the daily summaries are compared where the primary's are stored as they are
+        store = replica.store
+        self.comparison = Comparison(store, *window(until, self.days),
+                                     summaries=getattr(store, 'copies_days', None) is True)
         self._guarded(self._ask_digest)
 
     def _give_up(self, why):
@@ -519,13 +564,14 @@ class AutoVerifier:
     def _ask_digest(self):
         comparison = self.comparison
         self._ask(protocol.DigestReply, self.replica.link.send_digest, comparison.since,
-                  comparison.until, BUCKET, comparison.columns)
+                  comparison.until, BUCKET, comparison.columns, summaries=comparison.summaries)
 
     def _ask_records(self):
+        days = self.fetch.since if getattr(self.replica.store, 'has_summaries', False) else None
         self._ask(protocol.Batch, self.replica.link.send_records, self.fetch.since,
-                  self.fetch.last, True)
+                  self.fetch.last, True, days=days)
 
-    def _ask(self, kind, send, *args):
+    def _ask(self, kind, send, *args, **kwargs):
         if self.correlation is not None:
             self.old.append(self.correlation)
         self.answer = Answer(kind)
@@ -533,7 +579,7 @@ class AutoVerifier:
         # known before the request leaves, so its answer is never taken for a stranger's
         correlation = protocol.new_correlation()
         self.awaited = (correlation, kind)
-        send(self.replica.binding, *args, correlation=correlation)
+        send(self.replica.binding, *args, correlation=correlation, **kwargs)
 
     # --- answers -----------------------------------------------------------------------------
 
@@ -602,7 +648,7 @@ class AutoVerifier:
         self.repairs.pop(0)
         self.fetch = None
         stored = repair_bucket(self.replica.store, self.key, fetch.start,
-                               self.comparison.until, fetch.result())
+                               self.comparison.until, fetch.result(), fetch.day_rows())
         self.repaired += 1
         log.info('requester: %s: repaired %s: %d records from the primary', self.key,
                  when(fetch.start)[:10], stored)
