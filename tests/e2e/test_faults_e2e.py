@@ -36,7 +36,7 @@ def cut_and_reconnect(proc, proxy, armed_bytes=None, direction='down'):
 def test_connections_cut_during_catchup_and_live(replication, fault_report):
     fault = Fault(fault_report,
                   "weewxd secondary's connection cut twice in the middle of pages of a "
-                  '20,000-record start-up catch-up, twice during live records (once inside a '
+                  '6,000-record start-up catch-up, twice during live records (once inside a '
                   "message), stalled during live records; the weewxd primary's connection cut "
                   'once',
                   'clean logs on both; 4 + 1 cuts; equal')
@@ -46,7 +46,7 @@ def test_connections_cut_during_catchup_and_live(replication, fault_report):
     try:
         through(rep.secondary, sec_proxy)
         through(rep.primary, pri_proxy)
-        rep.seed(count=20000)
+        rep.seed(count=6000)
         pri = rep.start_primary()
         sec = rep.start_secondary()
         sec.wait_for_log(CATCHING_UP % MAIN_KEY, timeout=30)

@@ -80,7 +80,7 @@ def test_broker_refuses_the_primarys_credentials(make_broker, stations, fault_re
                   'engine restart; the secondary then catches up, databases equal')
     runs = []
     with fault.settling(lambda: end_to_end(rep.primary, [rep.secondary])) as figures:
-        for username, password, window in (('intruder', 'secret', 5), ('primary', 'wrong', 5)):
+        for username, password, window in (('intruder', 'secret', 4), ('primary', 'wrong', 4)):
             set_credentials(rep.primary, username, password)
             before = rep.primary.last_timestamp()
             broker_log = len(broker.log_text())
@@ -134,7 +134,7 @@ def test_responder_worker_fails_during_catch_up(replication, fault_report):
     a weedb.OperationalError, then an unexpected RuntimeError. The responder logs each (one
     line per kind of failure: the unexpected one is not hidden by the first), keeps
     serving, and the requester's page timeout asks again."""
-    rep = replication(requester_options={'page_size': '100', 'page_timeout': '2'})
+    rep = replication(requester_options={'page_size': '100', 'page_timeout': '1'})
     rep.primary.add_service('archive_services', 'user.e2e_services.FailingReads')
     rep.primary.edit(lambda config: config['E2E'].update(
         {'failing_reads': 'OperationalError, RuntimeError', 'failing_reads_after': '1'}))

@@ -44,12 +44,12 @@ def test_secondary_restarts_while_primary_produces(replication, fault_report):
 
 @pytest.mark.slow
 def test_secondary_killed_during_catch_up(replication, fault_report):
-    """kill -9 twice while a 30,000-record backlog is being stored in bulk."""
+    """kill -9 twice while a 10,000-record backlog is being stored in bulk."""
     fault = Fault(fault_report,
-                  'weewxd secondary killed with `kill -9` twice during a 30,000-record catch-up '
+                  'weewxd secondary killed with `kill -9` twice during a 10,000-record catch-up '
                   '(bulk rows in, summaries not yet rebuilt)', 'clean logs; equal')
     rep = replication()
-    rep.seed(count=30000)
+    rep.seed(count=10000)
     pri = rep.start_primary()
     sec = rep.start_secondary()
     sec.wait_for_log(CATCHING_UP % MAIN_KEY, timeout=30)
@@ -64,7 +64,8 @@ def test_secondary_killed_during_catch_up(replication, fault_report):
     # Again, half-way through the rest of the catch-up.
     sec = rep.start_secondary()
     sec.wait_for_log(CATCHING_UP % MAIN_KEY, timeout=60)
-    wait_until(lambda: rep.secondary.count_records() >= at_first_kill + 8000, 60,
+    half_way = at_first_kill + (rep.seeded - at_first_kill) // 2
+    wait_until(lambda: rep.secondary.count_records() >= half_way, 60,
                'the catch-up to progress', interval=0.02)
     sec.kill9()
     at_second_kill = rep.secondary.count_records()

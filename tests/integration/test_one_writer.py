@@ -11,8 +11,8 @@ one SSL connection ("bad length", or records out of order).
 
 Sends come back short when the network is slower than the publishers. Here the responder
 reaches the broker's TLS listener through a proxy at 32 KiB/s with small socket buffers,
-and at once: a catch-up of 1,500 records (pages of 600 in compressed batches of 60, a
-quarter of a MiB), a live record every 50 ms (1 KiB each), the status (at most once a
+and at once: a catch-up of 750 records (pages of 300 in compressed batches of 60, an
+eighth of a MiB), a live record every 50 ms (1 KiB each), the status (at most once a
 second), and 60 other secondaries, already caught up, acknowledging the live records once
 a second each, as requesters do (the loop thread answers every ack; every ack changes the
 status). The requester and the other secondaries talk to the broker directly.
@@ -41,7 +41,8 @@ pytestmark = pytest.mark.integration
 RATE = 32 * 1024                # bytes a second through the proxy, each way
 BUFFER = 8192                   # the proxy's socket buffers
 SEND_BUFFER = 2048              # the responder's (Linux doubles it, to at least 4.5 KiB)
-HISTORY = 1500                  # records the requester catches up with
+HISTORY = 750                   # records the requester catches up with
+PAGE = 300                      # records a page (three pages, two catch-up workers)
 LIVE_EVERY = 0.05               # seconds between two live records
 PEERS = 60                      # other secondaries acknowledging the live records
 
@@ -168,8 +169,8 @@ def test_concurrent_publishers_over_a_slow_tls_link(slow_proxy, rig, tls_broker,
     log = logging.getLogger(__name__)
     proxy = slow_proxy
     primary = rig.primary(ViaTls(proxy, tls_broker), count=HISTORY, batch_size=60,
-                          page_size=600, workers=2)
-    secondary = rig.secondary(tls_broker, page_size=600)
+                          page_size=PAGE, workers=2)
+    secondary = rig.secondary(tls_broker, page_size=PAGE)
     started = time.monotonic()
     responder = rig.start_responder(primary)
     assert responder.conn.tls.enable and responder.conn.port == proxy.port

@@ -213,7 +213,7 @@ def test_protocol1_partial_answer_is_never_complete(rig, broker, monkeypatch, ca
 
     monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_store_bulk)
     primary = rig.primary(broker, count=2000)
-    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=2)
+    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING))
     counts = []
     try:
@@ -234,10 +234,11 @@ def test_protocol1_partial_answer_is_never_complete(rig, broker, monkeypatch, ca
 
 
 def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch, caplog):
-    """The requester's buffer overflows early in a 4-second flood, and storing stops
-    meanwhile (what was kept is stored): the answer is over only when nothing has arrived
-    for a while, not when nothing was stored for a while. Ending the round mid-flood would
-    take the rest of the first flood as new, jump over what was dropped and leave a hole."""
+    """The requester's buffer overflows early in a 3-second flood, and storing stops
+    meanwhile (what was kept is stored) for about twice the requester's patience (1 s): the
+    answer is over only when nothing has arrived for a while, not when nothing was stored
+    for a while. Ending the round mid-flood would take the rest of the first flood as new,
+    jump over what was dropped and leave a hole."""
     from user.mqttreplicate import database, replica
     monkeypatch.setattr(replica, 'MAX_LEGACY', 300)
     store_bulk = database.TargetDatabase.store_bulk
@@ -250,8 +251,8 @@ def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch
         return store_bulk(self, records)
 
     monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_at_first)
-    primary = rig.primary(broker, count=4000)
-    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=2)
+    primary = rig.primary(broker, count=3000)
+    secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING), rate=1000)
     try:
         node = rig.start_requester(secondary)
@@ -260,7 +261,7 @@ def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch
         node.stop()
     finally:
         fake.stop()
-    assert stored == 4000
+    assert stored == 3000
     assert any('some dropped here' in r.getMessage() for r in caplog.records)
     assert_same(primary, secondary)
     assert error_lines(caplog) == []
@@ -270,10 +271,10 @@ def test_protocol1_records_lost_on_the_way_are_found(rig, broker, caplog):
     """Three records of the first answer never arrive (a broker's queue overflowed), and
     the primary itself has a real gap (an outage). The gaps are asked about again; the lost
     records arrive, the outage brings nothing, and the catch-up ends."""
-    primary = rig.primary(broker, count=1000)
-    seed_history(primary, START + 1100 * STEP, 900)          # no records 1000..1099
+    primary = rig.primary(broker, count=400)
+    seed_history(primary, START + 500 * STEP, 400)           # no records 400..499
     secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
-    lost = [START + i * STEP for i in (200, 201, 1500)]
+    lost = [START + i * STEP for i in (200, 201, 700)]
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING), lost=lost)
     try:
         node = rig.start_requester(secondary)
@@ -281,7 +282,7 @@ def test_protocol1_records_lost_on_the_way_are_found(rig, broker, caplog):
         node.stop()
     finally:
         fake.stop()
-    assert secondary.count_records() == 1900
+    assert secondary.count_records() == 800
     assert_same(primary, secondary)
     gaps = [r.getMessage() for r in caplog.records if 'gap in the protocol-1' in r.getMessage()]
     assert gaps and str(START + 199 * STEP) in gaps[0]
