@@ -207,9 +207,9 @@ def test_protocol1_partial_answer_is_never_complete(rig, broker, monkeypatch, ca
     monkeypatch.setattr(replica, 'MAX_LEGACY', 400)
     store_bulk = database.TargetDatabase.store_bulk
 
-    def slow_store_bulk(self, records):         # a slow disk: the flood outruns it
+    def slow_store_bulk(self, records, day_rows=None):  # a slow disk: the flood outruns it
         time.sleep(0.5)                         # (more than 400 records arrive meanwhile,
-        return store_bulk(self, records)        # even on a loaded machine)
+        return store_bulk(self, records, day_rows)  # even on a loaded machine)
 
     monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_store_bulk)
     primary = rig.primary(broker, count=2000)
@@ -244,11 +244,11 @@ def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch
     store_bulk = database.TargetDatabase.store_bulk
     calls = []
 
-    def slow_at_first(self, records):           # a disk that is slow at first
+    def slow_at_first(self, records, day_rows=None):    # a disk that is slow at first
         calls.append(len(records))
         if len(calls) <= 3:
             time.sleep(0.5)                     # 1,500 records arrive meanwhile: overflow
-        return store_bulk(self, records)
+        return store_bulk(self, records, day_rows)
 
     monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_at_first)
     primary = rig.primary(broker, count=3000)

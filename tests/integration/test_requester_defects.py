@@ -263,11 +263,11 @@ def test_a_failure_of_the_writer_is_survived_and_the_catchup_starts_again(rig, b
     store_bulk = database.TargetDatabase.store_bulk
     calls = []
 
-    def failing_once(self, records):
+    def failing_once(self, records, day_rows=None):
         calls.append(len(records))
         if len(calls) == 3:
             raise sqlite3.OperationalError('disk I/O error')
-        return store_bulk(self, records)
+        return store_bulk(self, records, day_rows)
 
     primary = rig.primary(broker, count=1000)
     secondary = rig.secondary(broker, page_size=200)

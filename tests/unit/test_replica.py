@@ -50,7 +50,7 @@ class FakeStore:
         assert key == KEY
         return dict(rec)
 
-    def store_bulk(self, records):
+    def store_bulk(self, records, day_rows=None):
         self.bulk.append([r['dateTime'] for r in records])
         for r in records:
             self.rows[r['dateTime']] = r

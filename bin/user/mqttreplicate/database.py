@@ -583,6 +583,7 @@ class TargetDatabase:
 
     # --- the primary's daily summaries, as they are -------------------------------------------
 
+    @reconnecting(RECONNECT_FOR)
     def days_mismatch(self, day_rows):
         """Why the primary's daily summaries (protocol.DayRows) cannot be stored here as
         they are (a unit system, a version, observation types or columns that differ), or
@@ -620,6 +621,7 @@ class TargetDatabase:
                 return 'the columns of %s_day_%s differ' % (self.table, name)
         return None
 
+    @reconnecting(RECONNECT_FOR)
     def summaries_complete(self):
         """Up to where the daily summaries here are complete: the newest record, or metadata
         lastUpdate if older."""
@@ -640,12 +642,12 @@ class TargetDatabase:
                                (after, upto)))
 
     @reconnecting(RECONNECT_FOR)
-    def store_days(self, day_rows):
-        """Store the primary's daily summaries of some days (protocol.DayRows) as they are,
-        in place of what those days had here. True if stored; False if they cannot be
-        (days_mismatch()) or do not fit what is here: summaries not complete up to their
-        first day, or, for a live record's day (through), newer records of that day here
-        (a late redelivery). What is here is then left as WeeWX made it."""
+    def days_fit(self, day_rows):
+        """Can the primary's daily summaries of some days (protocol.DayRows) be stored here
+        as they are, in place of what those days have? Not if days_mismatch() says why, nor
+        if they do not fit what is here: summaries not complete up to their first day, or,
+        for a live record's day (through), newer records of that day here (a late
+        redelivery). What is here is then left as WeeWX made it."""
         if self.days_mismatch(day_rows) is not None:
             return False
         if self._records_between(self._last_update(), day_rows.first):
@@ -656,6 +658,14 @@ class TargetDatabase:
                 and self._records_between(day_rows.through, day_rows.stop):
             log.debug("database '%s': daily summaries through %s not stored: newer records "
                       "of that day are here", self.name, day_rows.through)
+            return False
+        return True
+
+    @reconnecting(RECONNECT_FOR)
+    def store_days(self, day_rows):
+        """Store the primary's daily summaries of some days as they are, if they fit
+        (days_fit()), in one transaction. True if stored."""
+        if not self.days_fit(day_rows):
             return False
         with weedb.Transaction(self.manager.connection) as cursor:
             self._write_days(cursor, day_rows)
@@ -746,9 +756,11 @@ class TargetDatabase:
         return {r[0] for r in rows}
 
     @reconnecting(RECONNECT_FOR)
-    def store_bulk(self, records):
-        """Insert archive rows of records not stored yet, in one transaction. Returns the
-        number inserted. Daily summaries wait for finish_bulk()."""
+    def store_bulk(self, records, day_rows=None):
+        """Insert archive rows of records not stored yet, in one transaction, with the
+        primary's daily summaries of their days (day_rows, a protocol.DayRows that fits:
+        see days_fit()) if given. Returns the number inserted. Daily summaries not given
+        wait for finish_bulk()."""
         if not records:
             return 0
         first = min(r['dateTime'] for r in records)
@@ -761,13 +773,16 @@ class TargetDatabase:
                 continue
             present.add(ts)
             new.append(record)
-        if not new:
-            return 0
         if self.manager.std_unit_system is None:
             self.manager.std_unit_system = records[0]['usUnits']
+        if not new and day_rows is None:
+            return 0
         with weedb.Transaction(self.manager.connection) as cursor:
             count = self._insert_records(cursor, new)
-        self.summaries_pending = self.has_summaries
+            if day_rows is not None:
+                self._write_days(cursor, day_rows)      # summaries_pending follows
+        if day_rows is None:
+            self.summaries_pending = self.has_summaries
         return count
 
     @reconnecting(RECONNECT_FOR)

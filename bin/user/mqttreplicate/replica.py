@@ -123,14 +123,17 @@ class Sink:
     def engine(self):
         return self.deliver is not None
 
-    def store_bulk(self, records):
-        """Store records newer than the position in one go. Returns how many."""
+    def store_bulk(self, records, days=None):
+        """Store records newer than the position in one go, with the primary's daily
+        summaries of their days (days, a protocol.DayRows) in the same transaction if they
+        can be stored as they are. (count stored, whether the summaries were)."""
         if not records:
-            return 0
+            return 0, False
         prepared = [self.store.prepare(r, self.key) for r in records]
-        count = self.store.store_bulk(prepared)
+        days = days if self._usable(days) and self.store.days_fit(days) else None
+        count = self.store.store_bulk(prepared, days)
         self._stored(count, prepared[-1]['dateTime'])
-        return count
+        return count, days is not None
 
     def store_one(self, record, days=None):
         """Store one record (or hand it to the engine), then its day's daily summaries as
@@ -160,8 +163,12 @@ class Sink:
 
     def store_days(self, days):
         """Store the primary's daily summaries (a protocol.DayRows, or None) as they are,
-        after the records of their days; if they cannot be right here, say why once and
-        leave the summaries to be built here from the archive."""
+        after the records of their days. True if stored."""
+        return self._usable(days) and self.store.store_days(days)
+
+    def _usable(self, days):
+        """Can the primary's daily summaries be right here? If not, say why once: the
+        summaries are then built here from the archive."""
         if days is None or not self.store.has_summaries:
             return False
         why = self.store.days_mismatch(days)
@@ -172,7 +179,7 @@ class Sink:
             self.summaries, self.summaries_why = 'rebuilt', why
             return False
         self.summaries = 'copied'
-        return self.store.store_days(days)
+        return True
 
     def _stored(self, count, newest):
         self.stored += count
@@ -699,17 +706,19 @@ class Replica:
         if self.sink.engine and batch.end and not batch.more and records:
             # The newest record goes through the engine, so its services and reports see it.
             records, newest = records[:-1], records[-1]
-        if records:
-            self.sink.store_bulk(records)
-            self.acks.due()
-        if newest is None:
-            self._store_days(days)
-            return
         # the engine adds the newest record to its day's summaries: that day is stored as
         # the primary has it after the engine stored the record
-        cut = day_start(newest['dateTime'])
-        if days is not None:
-            self._store_days(days.only(days.first, cut))
+        cut = day_start(newest['dateTime']) if newest is not None else None
+        before = days.only(days.first, cut) if days is not None and cut else days
+        if records:
+            _, stored = self.sink.store_bulk(records, before)
+            self.acks.due()
+            if not stored and before is not None:
+                self.sink.finish()     # built here now, so the next page's can be stored
+        else:
+            self._store_days(before)
+        if newest is None:
+            return
         self.sink.finish()
         self._store_one(newest, days.only(cut, days.stop) if days is not None else None)
 
@@ -797,7 +806,7 @@ class Replica:
             for record in newer:
                 round_.note_gap(before, record['dateTime'], record)
                 before = record['dateTime']
-            round_.new += self.sink.store_bulk(newer)
+            round_.new += self.sink.store_bulk(newer)[0]
             self.acks.due()
 
     def _legacy_store_one(self, record):
