@@ -254,9 +254,8 @@ def configure(port, now):
     primary['Simulator']['start'] = time.strftime('%Y-%m-%dT%H:%M',
                                                   time.localtime(now - HISTORY_ENDS))
     primary['Simulator']['resume'] = 'True'                # continue after the history
-    # Daily summaries from archive records only: by default WeeWX also folds the highs and
-    # lows of LOOP packets into them, and LOOP packets never leave the primary.
-    primary['StdArchive']['loop_hilo'] = 'False'
+    # WeeWX's stock loop_hilo = True: the primary's daily summaries hold the highs and lows
+    # of its LOOP packets, and the secondary gets them copied as they are.
     primary['Engine']['Services']['restful_services'] = [
         'user.mqttreplicate.MQTTResponder', 'user.demo_pacer.DemoPacer']
     primary['DemoPacer'] = {'pace': str(PACE), 'hold_file': str(RUN / 'primary' / 'hold'),

@@ -8,6 +8,8 @@
     rep.wait_live(n=20)                                 # live records after the catch-up
     rep.finish(pri, [sec], fault=fault)                 # hold, drain, mutual knowledge,
                                                         # stop, measure, compare, logs
+    rep.requester_status()['weewx/wx_binding']          # the secondary's status, as finish
+                                                        # read it ('summaries': 'copied')
 
 The primary runs weewx's Simulator in generator mode: it starts where the seeded history ends
 (``resume = True``), ``history_end`` before now, and produces ~80 archive records a second,
@@ -16,11 +18,11 @@ keeps it from ever passing ``now - 1 h`` (the requester rejects records more tha
 the future) and lets a test hold it between two records, so that a SIGTERM lands where it
 lands on a real primary: between archive periods.
 
-Daily summaries: the primary runs with ``[StdArchive] loop_hilo = False``.  With the
-default (True) WeeWX folds the highs and lows of LOOP packets -- which never leave the
-primary -- into its daily summaries (min/max/mintime/maxtime), so no replica of the archive
-records could reproduce them.  With loop_hilo off the summaries are a function of the
-archive records alone, and compare_databases can demand equality row by row.
+Daily summaries: both stations run WeeWX's stock ``[StdArchive] loop_hilo = True``, so the
+primary folds the highs and lows of its LOOP packets -- which never leave it -- into its
+daily summaries (min/max/mintime/maxtime).  The secondary's summaries are the primary's,
+copied verbatim (with the catch-up pages and with each live record), so compare_databases
+demands equality row by row, every ``archive_day_*`` table included.
 
 Log lines of the extension relied on here (user.mqttreplicate at DEBUG in test stations):
 
@@ -40,7 +42,7 @@ import time
 from pathlib import Path
 
 from tests.support.measure import end_to_end, settling
-from tests.support.mutual import wait_mutual_knowledge
+from tests.support.mutual import expectations, wait_mutual_knowledge
 from tests.support.station import (ENGINE_RESTART, STARTED, UNRECOVERABLE, compare_databases,
                                    generate_records, seed_history)
 from tests.support.waiting import wait_until  # noqa: F401 (used here and re-exported)
@@ -142,7 +144,6 @@ class Replication:
             bindings['aq_binding'] = {'type': 'secondary'}
 
         def fn(config):
-            config['StdArchive']['loop_hilo'] = 'False'
             config['E2E'] = {'gate_file': str(self.gate_file), 'aq_binding': 'aq_binding'}
             responder = {'enable': 'true', INSTANCE: bindings}
             responder.update(extra)
@@ -282,28 +283,59 @@ class Replication:
         wait_until(lambda: self.in_sync(station), timeout, 'the secondary to drain',
                    describe=lambda: self.describe_sync(station))
 
-    def finish(self, primary_proc, secondary_procs, stations=None, fault=None):
+    def finish(self, primary_proc, secondary_procs, stations=None, fault=None, compare=None):
         """Hold the primary, let the secondaries drain, wait for mutual knowledge (both
-        sides' statuses show what the other has), stop everything, then compare and check
-        the logs. fault: a tests.support.measure.Fault, whose row of the fault table gets
-        this run's figures (measured once everything stopped, or when the settling fails),
-        before anything is asserted on them. Returns the primary's newest record."""
+        sides' statuses show what the other has; kept for requester_status()), stop
+        everything, then compare and check the logs. fault: a tests.support.measure.Fault,
+        whose row of the fault table gets this run's figures (measured once everything
+        stopped, or when the settling fails), before anything is asserted on them.
+        compare(station): asserts a secondary holds what it should (default assert_equal:
+        the primary's databases, row by row). Returns the primary's newest record."""
         stations = stations or [self.secondary]
         with settling(lambda: self.figures(stations), fault) as figures:
             held = self.hold(primary_proc)
             for st in stations:
                 self.wait_in_sync(st)
-            wait_mutual_knowledge(self.broker, self.primary, stations)
+            self.statuses = wait_mutual_knowledge(self.broker, self.primary, stations)
             assert primary_proc.stop() == -15, primary_proc.describe()
             for proc in secondary_procs:
                 proc.stop()
         figures.assert_clean()
         assert self.primary.last_timestamp() == held
         for st in stations:
-            self.assert_equal(st)
+            (compare or self.assert_equal)(st)
             assert_clean_secondary_log(st)
         assert_clean_primary_log(self.primary)
         return held
+
+    def settle(self, station=None):
+        """With the primary held: wait until the secondary has everything and both sides'
+        statuses show it (what the secondary stores after a record, its day's daily
+        summaries, is stored before it acknowledges the record)."""
+        st = station or self.secondary
+        self.wait_in_sync(st)
+        self.statuses = wait_mutual_knowledge(self.broker, self.primary, [st])
+
+    def requester_status(self, station=None):
+        """{binding key: that binding's entry} of the secondary's retained status, as
+        finish() or settle() last read it."""
+        st = station or self.secondary
+        return {exp.key: self.statuses[exp.requester_topic]['bindings'][exp.key]
+                for exp in expectations(self.primary, [st])}
+
+    def reference(self, name='reference', units='US', bindings=None):
+        """A station (never started) holding, in each of bindings (default: every one), the
+        primary's archive records converted to `units` ('US', 'METRIC', 'METRICWX') and
+        daily summaries built from them alone (rebuild_from_archive). Make it once the
+        primary stopped."""
+        import weewx.units
+        st = self.stations(name, units=units)
+        if self.aq:
+            st.edit(_aq_database)
+        for binding in bindings or self.bindings:
+            rebuild_from_archive(self.primary, st, binding,
+                                 weewx.units.unit_constants[units.upper()])
+        return st
 
     def figures(self, stations=None):
         """What the run lost, doubled, restarted and locked (tests.support.measure)."""
@@ -314,6 +346,29 @@ class Replication:
         for binding in self.bindings:
             diffs = compare_databases(self.primary, binding, st, binding)
             assert diffs == [], '%s differs:\n%s' % (binding, '\n'.join(diffs))
+
+
+# --- daily summaries -----------------------------------------------------------------------
+
+def day_stop(ts):
+    """The first midnight after the archive day of ts (local time: TZ=UTC in tests)."""
+    import weeutil.weeutil
+    return int(weeutil.weeutil.archiveDaySpan(ts).stop)
+
+
+def rebuild_from_archive(source, target, binding='wx_binding', units=None):
+    """Load source's archive records of binding into target's (converted to `units`, a
+    unit system constant, if given) and build target's daily summaries from them alone,
+    as WeeWX's bulk load does (Manager.addRecord, then backfill_day_summary, like
+    `weectl database transfer` and `rebuild-daily`). Returns how many records."""
+    import weewx.units
+    with source.open_manager(binding) as manager:
+        records = list(manager.genBatchRecords())
+    if units is not None:
+        records = [weewx.units.to_std_system(r, units) for r in records]
+    seed_history(target, records[0]['dateTime'], len(records), binding=binding,
+                 records=records)
+    return len(records)
 
 
 # --- logs ------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.e2e.replication import CATCHING_UP, INTERVAL, MAIN_KEY
+from tests.e2e.replication import CATCHING_UP, DAY, INTERVAL, MAIN_KEY, day_stop
 from tests.support.station import compare_databases
 
 pytestmark = pytest.mark.e2e
@@ -29,34 +29,51 @@ def test_catch_up_then_live(replication):
 
     rep.finish(pri, [sec])
     assert rep.secondary.count_records() > rep.seeded + 80
+    assert rep.requester_status()[MAIN_KEY]['summaries'] == 'copied'
 
 
-def test_loop_highs_and_lows_stay_on_the_primary(replication):
-    """With WeeWX's default [StdArchive] loop_hilo = True, a primary folds the highs and lows of
-    its LOOP packets into its daily summaries.  LOOP packets are not replicated, so a
-    secondary's summaries can differ there -- and only there: the archive rows, counts and
-    sums are the same.  (Every other test runs its primary with loop_hilo = False.)"""
+HILO = re.compile(r'day_\w+: dateTime (\d+) \(.*?\) (min|max|mintime|maxtime|max_dir): ')
+
+
+def test_loop_highs_and_lows_copied_across_midnight(replication):
+    """With WeeWX's stock [StdArchive] loop_hilo = True a primary folds the highs and lows of
+    its LOOP packets into its daily summaries: they differ from what its archive records
+    alone give (min, max, mintime, maxtime). LOOP packets never leave the primary, yet the
+    secondary's summaries equal the primary's row by row -- after its catch-up and after
+    live records across midnight -- because they are the primary's, copied."""
     rep = replication()
-    rep.primary.edit(lambda c: c['StdArchive'].__setitem__('loop_hilo', 'True'))
-    rep.seed(days=2)
+    rep.seed(days=1)                                           # 288 records, no LOOP
+    midnight = day_stop(rep.history_end)                       # the simulator's first
     pri = rep.start_primary()
+    # The simulator runs past its first midnight and holds: the catch-up ends there, with a
+    # whole day and a quarter of one made from LOOP packets.
+    caught_up_at = rep.hold(pri, at=midnight + 6 * 3600)
     sec = rep.start_secondary()
     position, _ = rep.wait_caught_up(sec)
-    rep.wait_live(since=position, n=100)
-    rep.hold(pri)
-    pri.stop()
-    rep.wait_in_sync()
-    sec.stop()
+    assert position == caught_up_at
+    rep.settle()
+    rep.assert_equal()                                         # after the catch-up
+    assert rep.requester_status()[MAIN_KEY]['summaries'] == 'copied'
 
-    diffs = compare_databases(rep.primary, 'wx_binding', rep.secondary, 'wx_binding',
+    # Live records: the rest of that day, midnight, and the first hour of the next day.
+    rep.release()
+    next_midnight = midnight + DAY
+    rep.wait_live(since=next_midnight, n=12)
+    newest = rep.finish(pri, [sec])                            # equal, row by row
+    assert caught_up_at < next_midnight < newest
+    assert rep.requester_status()[MAIN_KEY]['summaries'] == 'copied'
+
+    # The primary's summaries really hold LOOP highs and lows: WeeWX's rebuild from its
+    # archive alone gives other ones, on the days the simulator made (caught up and live),
+    # and nothing else differs.
+    rebuilt = rep.reference('rebuilt')
+    diffs = compare_databases(rep.primary, 'wx_binding', rebuilt, 'wx_binding',
                               max_diffs=100000)
-    assert not [d for d in diffs if d.startswith('archive')], diffs[:10]
-    columns = {m.group(1) for d in diffs
-               if (m := re.match(r'day_\w+: dateTime \d+ \(.*?\) (\w+): ', d))}
-    assert diffs and len(columns) > 0, diffs[:10]
-    unexplained = [d for d in diffs if not re.match(r'day_\w+: dateTime \d+ \(.*?\) '
-                                                       r'(min|max|mintime|maxtime|max_dir): ', d)]
+    unexplained = [d for d in diffs if not HILO.match(d)]
     assert not unexplained, unexplained[:10]
+    days = {int(HILO.match(d).group(1)) for d in diffs}
+    assert days & {midnight, next_midnight} == {midnight, next_midnight}, sorted(days)
+    assert all(day >= day_stop(rep.history_end) - DAY for day in days), sorted(days)
 
 
 def test_catch_up_through_the_engine(replication):

@@ -150,7 +150,6 @@ class GatedPrimary:
                                    port=broker.port, max_delay=2)
 
         def fn(config):
-            config['StdArchive']['loop_hilo'] = 'False'       # see replication.py
             config['E2E'] = {'gate_file': str(self.gate_file)}
             config['Replicator'] = stanza
         st.edit(fn)
