@@ -37,9 +37,9 @@ FailingReads (any group, on a primary)
     Fault injection: makes the responder's reads of a page fail. ``[E2E] failing_reads`` is
     a comma-separated list of exception names (``OperationalError`` -- weedb's -- or any
     builtin, e.g. ``RuntimeError``): after ``[E2E] failing_reads_after`` calls (default 0) of
-    ``user.mqttreplicate.database.SourceDatabase.read_page`` went through, the next calls
-    raise those exceptions, one each, in that order (log: ``e2e: read_page call <n> raises
-    <name>``); every later call works.
+    ``user.mqttreplicate.database.SourceDatabase.read_columns`` (a page's read) went
+    through, the next calls raise those exceptions, one each, in that order (log: ``e2e:
+    read_columns call <n> raises <name>``); every later call works.
 """
 
 import logging
@@ -201,18 +201,18 @@ class FailingReads(StdService):
         after = int(options.get('failing_reads_after', 0))
         kinds = [weedb.OperationalError if n == 'OperationalError' else getattr(builtins, n)
                  for n in names]
-        original = database.SourceDatabase.read_page
+        original = database.SourceDatabase.read_columns
         lock = threading.Lock()
         calls = [0]
 
-        def read_page(source, since, until, limit):
+        def read_columns(source, since, until, limit):
             with lock:
                 n = calls[0]
                 calls[0] += 1
             if after <= n < after + len(kinds):
                 kind = kinds[n - after]
-                log.info('e2e: read_page call %d raises %s', n, kind.__name__)
-                raise kind('e2e: injected failure of read_page call %d' % n)
+                log.info('e2e: read_columns call %d raises %s', n, kind.__name__)
+                raise kind('e2e: injected failure of read_columns call %d' % n)
             return original(source, since, until, limit)
 
-        database.SourceDatabase.read_page = read_page
+        database.SourceDatabase.read_columns = read_columns

@@ -151,7 +151,7 @@ def test_responder_worker_fails_during_catch_up(replication, fault_report):
     pri.wait_for_log(PRIMARY_CONNECTED, timeout=15)
     with fault.settling(lambda: end_to_end(rep.primary, [rep.secondary])) as figures:
         sec = rep.start_secondary()
-        pri.wait_for_log(r'e2e: read_page call 2 raises RuntimeError', timeout=30)
+        pri.wait_for_log(r'e2e: read_columns call 2 raises RuntimeError', timeout=30)
         position, _ = rep.wait_caught_up(sec)
         rep.wait_live(since=position, n=10)
         held = settle(rep, pri, sec)
@@ -163,7 +163,7 @@ def test_responder_worker_fails_during_catch_up(replication, fault_report):
     assert contiguous(stamps), 'the primary skipped an archive period'
     assert produced / elapsed >= MIN_RATE, (produced, elapsed)
     log = pri.log_text()
-    assert len(re.findall(r'e2e: read_page call \d raises', log)) == 2
+    assert len(re.findall(r'e2e: read_columns call \d raises', log)) == 2
     errors = log_lines(rep.primary, 'ERROR')
     assert len(errors) == 2, errors
     assert re.search(r'responder: request failed: OperationalError: e2e: injected failure',

@@ -174,9 +174,14 @@ def test_a_forged_or_bad_repair_page_replaces_nothing(rig, broker, caplog, monke
     real_split = protocol.split_batches
 
     def corrupt(records, *args, **kwargs):
+        if isinstance(records, protocol.Columns):             # the rows as read
+            at = records.names.index('usUnits')
+            rows = [tuple(77 if i == at else v for i, v in enumerate(row))  # not a unit
+                    for row in records.rows[:1]] + records.rows[1:]         # system
+            return real_split(protocol.Columns(records.names, rows), *args, **kwargs)
         records = [dict(r) for r in records]
         if records:
-            records[0]['usUnits'] = 77                        # not a unit system
+            records[0]['usUnits'] = 77
         return real_split(records, *args, **kwargs)
 
     monkeypatch.setattr(protocol, 'split_batches', corrupt)

@@ -26,15 +26,15 @@ PAGE = 200                # the secondaries' page_size
 def reads(monkeypatch):
     """The catch-up reads of the responder's workers: (since, until, limit, records read)."""
     seen = []
-    real = database.SourceDatabase.read_page
+    real = database.SourceDatabase.read_columns
 
-    def read_page(self, since, until, limit):
+    def read_columns(self, since, until, limit):
         result = real(self, since, until, limit)
         if threading.current_thread().name.startswith('responder-worker'):
             seen.append((since, until, limit, len(result)))
         return result
 
-    monkeypatch.setattr(database.SourceDatabase, 'read_page', read_page)
+    monkeypatch.setattr(database.SourceDatabase, 'read_columns', read_columns)
     return seen
 
 
@@ -62,7 +62,7 @@ class Probe:
         """The dateTimes of the page since `since` (limit PAGE), and its end's properties."""
         correlation = uuid.uuid4().bytes
         props = {'data_binding': KEY, 'protocol': '2', 'node': 'probe', 'op': 'records',
-                 'limit': str(PAGE), 'days': str(since)}
+                 'limit': str(PAGE), 'days': str(since), 'layout': 'columns'}
         if replace:
             props['replace'] = '1'
         self.client.publish('replicate/request/weewx', str(since).encode(),

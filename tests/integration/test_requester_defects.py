@@ -190,7 +190,7 @@ def _main_replica(rig, broker, delivered):
     replica = requester.Replica(FakeRequester(options), options.main_binding,
                                 queue.Queue(requester.INBOX_SIZE),
                                 lambda: database.TargetDatabase(mgr_dict),
-                                deliver=delivered.append)
+                                deliver=lambda record, days=None: delivered.append(record))
     return secondary, replica
 
 

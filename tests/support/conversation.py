@@ -59,12 +59,18 @@ def is_catchup_request(message):
 def records(message):
     """The records of a page message (its payload decoded as its encoding says); none in
     a message of daily summaries (kind=days)."""
-    if user_properties(message).get('kind') == 'days':
+    props = user_properties(message)
+    if props.get('kind') == 'days':
         return []
     payload = message.payload
-    if user_properties(message).get('encoding') == 'zlib+json':
+    if props.get('encoding') == 'zlib+json':
         payload = zlib.decompress(payload)
-    return json.loads(payload)
+    body = json.loads(payload)
+    if props.get('layout') == 'columns':       # column-major: one list of values a column
+        names = body['columns']
+        return [{k: v for k, v in zip(names, row) if v is not None}
+                for row in zip(*body['values'])]
+    return body
 
 
 def collect(client, done, timeout=30.0, what='the messages waited for'):

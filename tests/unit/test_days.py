@@ -504,15 +504,37 @@ def test_kind_days_on_protocol_1_is_a_record():
     assert Batch.decode(env) == Batch(KEY, [rec], None, version=1)
 
 
-def test_a_bucket_fetch_collects_the_days_of_its_pages():
+def test_a_bucket_fetch_takes_the_records_and_leaves_days_messages_aside():
     recs = records(10)
-    rows = day_rows(days=1)
     fetch = verify.BucketFetch(T0, T0 + 2 * DAY)
-    page = decode_all(Page(KEY, recs, False, recs[-1]['dateTime'], 0, rows).encode(
+    page = decode_all(Page(KEY, recs, False, recs[-1]['dateTime'], 0, day_rows(days=1)).encode(
         4, 100000, False))
     assert fetch.add(page) is False
-    assert fetch.result() == recs and fetch.day_rows() == rows
-    assert verify.BucketFetch(T0, T0 + DAY).day_rows() is None
+    assert fetch.result() == recs
+
+
+def test_a_days_fetch_asks_for_the_day_that_starts_in_its_bucket_and_takes_it():
+    fetch = verify.DaysFetch(T0)
+    day = verify.summaries_day(T0)
+    assert (fetch.day, fetch.since, fetch.last) == (day, day + 1, day + 1)
+    rows = day_rows(days=3, first=day - DAY)
+    page = decode_all(Page(KEY, [], False, day + 1, 0, rows).encode(4, 100000, False))
+    assert fetch.add(page) is False
+    got = fetch.result()
+    assert got.first == day and all(row[0] == day for _, table in got.tables.values()
+                                    for row in table)
+    assert got.types == rows.types
+
+
+def test_a_days_fetch_refuses_an_answer_without_the_day_or_with_records():
+    fetch = verify.DaysFetch(T0)
+    fetch.add(decode_all(Page(KEY, [], False, fetch.since, 0).encode(4, 100000, False)))
+    with pytest.raises(ProtocolError, match='no daily summaries'):
+        fetch.result()
+    recs = records(2)
+    with pytest.raises(ProtocolError, match='records where daily summaries only'):
+        verify.DaysFetch(T0).add(decode_all(Page(KEY, recs, False, recs[-1]['dateTime'],
+                                                 0).encode(4, 100000, False)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -191,7 +191,9 @@ def request_envelope(wire):
     RecordsRequest(KEY, NODE, NOW - 3600, limit=500),
     RecordsRequest(KEY, NODE, 0, until=0, limit=1),
     RecordsRequest('other/aq_binding', 'n', 5, limit=7, replace=False),
-], ids=['full', 'plain', 'zeros', 'other'])
+    RecordsRequest(KEY, NODE, NOW - 3600, limit=500, days=NOW - 7200,
+                   layout=p.LAYOUT_COLUMNS),
+], ids=['full', 'plain', 'zeros', 'other', 'days-columns'])
 def test_records_request_round_trip(request_):
     env = request_envelope(request_.encode())
     decoded = decode_request(env)
@@ -511,6 +513,69 @@ def test_page_round_trip(compress, more):
     for b in batches[:-1]:
         assert (b.end, b.more, b.last, b.newest) == (False, False, None, None)
     assert batches[-1] == Batch(KEY, recs[6:], 2, True, more, recs[-1]['dateTime'], NOW)
+
+
+def as_columns(recs, names=('dateTime', 'usUnits', 'interval', 'outTemp', 'rain', 'extra')):
+    """Records as SourceDatabase.read_columns gives them: every column, None for NULL."""
+    return p.Columns(names, [tuple(r.get(n) for n in names) for r in recs])
+
+
+@pytest.mark.parametrize('compress', [False, True])
+def test_page_of_columns_round_trip(compress):
+    """A page read as Columns goes column-major (layout=columns on every records message),
+    without the columns no record has a value in, and comes back as the same records
+    (None values left out, as in the object layout)."""
+    recs = records(7)
+    page = Page(KEY, as_columns(recs), True, recs[-1]['dateTime'], NOW)
+    wires = page.encode(3, 100000, compress)
+    assert [dict(wire_pairs(w)).get('layout') for w in wires] == ['columns'] * 3
+    payload = wires[0].payload
+    body = json.loads(zlib.decompress(payload) if compress else payload)
+    # rain and extra hold nothing: left out
+    assert body['columns'] == ['dateTime', 'usUnits', 'interval', 'outTemp']
+    assert body['values'][0] == [r['dateTime'] for r in recs[:3]]
+    batches = [decode_answer(envelope(w, correlation=CORRELATION)) for w in wires]
+    compact = [p.compact(r) for r in recs]
+    assert [rec for b in batches for rec in b.records] == compact
+    assert batches[-1] == Batch(KEY, compact[6:], 2, True, True, recs[-1]['dateTime'], NOW)
+
+
+def test_columns_slices_and_dates():
+    cols = as_columns(records(5), names=('usUnits', 'dateTime', 'outTemp'))
+    assert len(cols) == 5 and len(cols[1:3]) == 2 and isinstance(cols[1:3], p.Columns)
+    assert (cols.first, cols.last) == (NOW - 86400, NOW - 86400 + 4 * 300)
+    assert cols.records()[0] == {'usUnits': 1, 'dateTime': NOW - 86400, 'outTemp': 10.0}
+
+
+@pytest.mark.parametrize('body, match', [
+    ([1, 2], 'not an object'),
+    ({'columns': ['dateTime'], 'values': []}, 'not {"columns"'),
+    ({'columns': ['dateTime', 'outTemp'], 'values': [[1, 2], [3]]}, 'not {"columns"'),
+    ({'columns': ['dateTime'], 'values': [5]}, 'not {"columns"'),
+    ({'columns': 'dateTime', 'values': [[1]]}, 'not {"columns"'),
+    ({'columns': ['date Time'], 'values': [[1]]}, 'not a plain name'),
+    ({'columns': ['dateTime', 'dateTime'], 'values': [[1], [2]]}, 'twice'),
+])
+def test_columns_payload_that_is_not_columns_is_refused(body, match):
+    env = batch_env(json.dumps(body).encode(), page_pairs(count=1) + [('layout', 'columns')])
+    with pytest.raises(ProtocolError, match=match):
+        decode_answer(env)
+
+
+def test_a_bad_record_in_columns_is_left_out():
+    good = record(NOW - 600)
+    body = {'columns': ['dateTime', 'usUnits', 'interval', 'outTemp'],
+            'values': [[NOW - 600, -5], [1, 1], [5, 5], [12.5, 13.0]]}
+    env = batch_env(json.dumps(body).encode(), page_pairs(count=2) + [('layout', 'columns')])
+    batch = decode_answer(env)
+    assert batch.records == [p.compact(good)]
+    assert len(batch.rejected) == 1 and 'dateTime -5' in batch.rejected[0]
+
+
+def test_a_request_for_columns_from_protocol_1_is_plain():
+    env = raw(b'1699990000', [('data_binding', KEY), ('layout', 'columns'), ('days', '5')],
+              topic=REQUEST_TOPIC, response_topic='replicate/response/old', correlation=b'c')
+    assert decode_request(env) == RecordsRequest(KEY, None, 1699990000, None, None, False, 1)
 
 
 def test_empty_page_round_trip():

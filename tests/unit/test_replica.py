@@ -375,7 +375,7 @@ def test_a_live_record_already_here_is_not_stored_again(clock):
 
 def test_the_newest_record_of_a_catchup_goes_through_the_engine(clock):
     delivered = []
-    replica, host, store = make(deliver=lambda r: delivered.append(r['dateTime']))
+    replica, host, store = make(deliver=lambda r, days=None: delivered.append(r['dateTime']))
     replica.start_catchup()
     page(replica, host, [record(at(1)), record(at(2)), record(at(3))])
     assert store.bulk == [[at(1), at(2)]] and delivered == [at(3)]
@@ -384,7 +384,7 @@ def test_the_newest_record_of_a_catchup_goes_through_the_engine(clock):
 
 def test_catchup_engine_hands_every_record_to_the_engine(clock):
     delivered = []
-    replica, host, store = make(deliver=lambda r: delivered.append(r['dateTime']),
+    replica, host, store = make(deliver=lambda r, days=None: delivered.append(r['dateTime']),
                                 catchup='engine')
     replica.start_catchup()
     page(replica, host, [record(at(1)), record(at(2))])
@@ -394,7 +394,7 @@ def test_catchup_engine_hands_every_record_to_the_engine(clock):
 def test_an_older_record_is_stored_here_not_handed_to_the_engine(clock):
     delivered = []
     replica, host, store = make(FakeStore([at(1), at(3)]),
-                                deliver=lambda r: delivered.append(r['dateTime']))
+                                deliver=lambda r, days=None: delivered.append(r['dateTime']))
     replica.start_catchup()
     page(replica, host, [])
     live(replica, at(2), 0)            # the primary's clock stepped back

@@ -239,14 +239,18 @@ def reconnecting(patience):
     return wrap
 
 
-def _read_page(connection, select, columns, since, until, limit):
+def _read_rows(connection, select, since, until, limit):
     sql = select + ' WHERE dateTime > ?'
     args = [since]
     if until is not None:
         sql += ' AND dateTime <= ?'
         args.append(until)
     sql += ' ORDER BY dateTime ASC LIMIT %d' % int(limit)
-    rows = _fetch_all(connection, sql, args)
+    return _fetch_all(connection, sql, args)
+
+
+def _read_page(connection, select, columns, since, until, limit):
+    rows = _read_rows(connection, select, since, until, limit)
     return [{k: v for k, v in zip(columns, row) if v is not None} for row in rows]
 
 
@@ -409,6 +413,12 @@ class SourceDatabase:
         return self.manager.lastGoodStamp()
 
     @reconnecting(SOURCE_RECONNECT_FOR)
+    def read_columns(self, since, until, limit):
+        """read_page() as protocol.Columns: the rows as the database gives them."""
+        return protocol.Columns(tuple(self.columns), list(_read_rows(
+            self.manager.connection, self.select, since, until, limit)))
+
+    @reconnecting(SOURCE_RECONNECT_FOR)
     def read_page(self, since, until, limit):
         """Up to `limit` records with since < dateTime <= until, oldest first, None values
         left out."""
@@ -428,6 +438,13 @@ class SourceDatabase:
     @reconnecting(SOURCE_RECONNECT_FOR)
     def read_days(self, first, stop, through=None):
         return read_days(self.manager, first, stop, through)
+
+    @reconnecting(SOURCE_RECONNECT_FOR)
+    def first_after(self, after, upto):
+        """dateTime of the oldest record with after < dateTime <= upto, or None."""
+        row = _fetch_all(self.manager.connection, 'SELECT MIN(dateTime) FROM %s WHERE '
+                         'dateTime > ? AND dateTime <= ?' % self.table, (after, upto))
+        return row[0][0] if row and row[0][0] is not None else None
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def previous(self, timestamp):
@@ -550,36 +567,26 @@ class TargetDatabase:
                             self.manager if summaries and self.has_summaries else None)
 
     @reconnecting(RECONNECT_FOR)
-    def replace_range(self, first_exclusive, last_inclusive, records, day_rows=None):
+    def replace_range(self, first_exclusive, last_inclusive, records):
         """Make the rows first_exclusive < dateTime <= last_inclusive exactly `records`
-        (prepared, all in that range, one per dateTime), and the daily summaries of the days
-        touched the primary's day_rows (protocol.DayRows) if they cover those days and can
-        be stored as they are, else rebuild them from the archive.
+        (prepared, all in that range, one per dateTime), then rebuild the daily summaries of
+        the days touched from the archive. (Those days hold records outside the range too,
+        which may not be the primary's: the primary's summaries of a day are stored only
+        where its records are known to be the same, see verify.)
 
-        As they are: one transaction. Rebuilt: one transaction replaces the rows, deletes
-        those days' summaries and marks the summaries complete only up to the first of them;
-        the rebuild then marks them complete again. A crash in between leaves summaries that
-        WeeWX (at weewxd's start) and TargetDatabase (at open) know to rebuild, never wrong
-        ones."""
+        One transaction replaces the rows, deletes those days' summaries and marks the
+        summaries complete only up to the first of them; the rebuild then marks them
+        complete again. A crash in between leaves summaries that WeeWX (at weewxd's start)
+        and TargetDatabase (at open) know to rebuild, never wrong ones."""
         self.finish_bulk()          # only a range is rebuilt: everything else must be done
         days = archive_date(first_exclusive + 1), \
             archive_date(last_inclusive) + datetime.timedelta(days=1)
-        span = [int(time.mktime(d.timetuple())) for d in days]
-        as_they_are = day_rows is not None and self.has_summaries \
-            and self.days_mismatch(day_rows) is None \
-            and day_rows.first <= span[0] and day_rows.stop >= span[1] \
-            and not self._records_between(self._last_update(), day_rows.first)
         with weedb.Transaction(self.manager.connection) as cursor:
             cursor.execute('DELETE FROM %s WHERE dateTime > ? AND dateTime <= ?' % self.table,
                            (first_exclusive, last_inclusive))
             self._insert_records(cursor, records)
-            if as_they_are:
-                self._write_days(cursor, day_rows)
-            else:
-                self._forget_summaries(cursor, days)
-        if not as_they_are:
-            self._rebuild_summaries(days)
-        return as_they_are
+            self._forget_summaries(cursor, days)
+        self._rebuild_summaries(days)
 
     # --- the primary's daily summaries, as they are -------------------------------------------
 

@@ -21,12 +21,14 @@ import weewx.engine
 from . import DRIVER_NAME, VERSION
 from . import config as cfg
 from . import database
+from .protocol import PRIMARY_DAYS
 from .requester import INBOX_SIZE, Replica, Requester, Writer
 from .transport import is_termination
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = 'mqttreplicateHeartbeat'
+IDLE_EVERY = 1.0       # seconds: the main binding's idle() at least this often
 
 
 def loader(config_dict, engine):
@@ -55,6 +57,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
         self.writer = None
         self.main = None
         self.heartbeat = HeartbeatUnits(self.options.archive_interval)
+        self.last_idle = time.monotonic()
         self.termination = TerminationGuard()
         others = [b for b in self.options.bindings if not b.is_main]
         try:
@@ -84,17 +87,25 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
                                                     initialize=True)
         return database.TargetDatabase(None, manager=manager, preferred_units=self.units)
 
-    def _dispatch(self, record):
-        """Hand a record to the engine, as a hardware archive record. StdArchive merges
-        the heartbeats' accumulators into the record's day, which fails if their unit
-        system is not the record's: until the heartbeats have caught up with a new unit
-        system (an empty database's first records), records are stored directly."""
+    def _dispatch(self, record, days=None):
+        """Hand a record to the engine, as a hardware archive record, with the primary's
+        summaries of its day that will replace what StdArchive makes of it (days, for a
+        responder on this station: a relay). StdArchive merges the heartbeats'
+        accumulators into the record's day, which fails if their unit system is not the
+        record's: until the heartbeats have caught up with a new unit system (an empty
+        database's first records), records are stored directly."""
         if not self.heartbeat.compatible(record['usUnits']):
             self.heartbeat.warn_once(record['usUnits'])
             return self.main.store.store_one(record)
-        self.engine.dispatchEvent(weewx.Event(weewx.NEW_ARCHIVE_RECORD, record=record,
-                                              origin='hardware'))
+        event = weewx.Event(weewx.NEW_ARCHIVE_RECORD, record=record, origin='hardware')
+        if days is not None:
+            setattr(event, PRIMARY_DAYS, days)
+        self.engine.dispatchEvent(event)
         return True
+
+    def _idle(self):
+        self.last_idle = time.monotonic()
+        self.main.idle()
 
     def _check_threads(self):
         if not self.requester.is_alive():
@@ -104,21 +115,26 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
                                      % self.writer.failed)
 
     def _serve_main(self, seconds):
-        """Process the main binding's inbox for up to `seconds`."""
+        """Process the main binding's inbox for up to `seconds`; idle() when it is quiet
+        and, while items keep coming (live records every second), at least once a second:
+        page time-outs and the verification must not wait for a pause."""
         end = time.monotonic() + seconds
         while True:
             self.termination.check()
-            remaining = end - time.monotonic()
+            now = time.monotonic()
+            remaining = end - now
             if remaining <= 0:
                 break
             try:
                 try:
                     item = self.main.inbox.get(timeout=min(remaining, 1.0))
                 except queue.Empty:
-                    self.main.idle()
+                    self._idle()
                     continue
                 self.main.handle(item)
                 self.main.flush_ack()
+                if time.monotonic() - self.last_idle >= IDLE_EVERY:
+                    self._idle()
             except Exception as e:
                 if is_termination(e):
                     raise

@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 PROTOCOL = '2'
 ENCODING_JSON = 'json'
 ENCODING_ZLIB = 'zlib+json'
+LAYOUT_COLUMNS = 'columns'         # a batch as {"columns": [...], "values": [[...], ...]}
 
 OP_RECORDS = 'records'
 OP_DIGEST = 'digest'
@@ -155,6 +156,41 @@ def compact(record):
     return {k: v for k, v in record.items() if v is not None}
 
 
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """Records as the database gives them: the column names (dateTime among them) and one
+    tuple per record (None for NULL), oldest first. Sliced, it stays Columns; on the wire it is
+    column-major, without the columns that hold nothing (LAYOUT_COLUMNS)."""
+    names: tuple
+    rows: list
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice):
+            raise TypeError('Columns are sliced, not indexed: records() gives the records')
+        return Columns(self.names, self.rows[key])
+
+    @property
+    def first(self):
+        return self.rows[0][self.names.index('dateTime')]
+
+    @property
+    def last(self):
+        return self.rows[-1][self.names.index('dateTime')]
+
+    def records(self):
+        """The records as dicts, without their None values."""
+        names = self.names
+        return [{k: v for k, v in zip(names, row) if v is not None} for row in self.rows]
+
+    def to_json(self):
+        values = list(zip(*self.rows))
+        keep = [i for i, column in enumerate(values) if column.count(None) != len(column)]
+        return {'columns': [self.names[i] for i in keep], 'values': [values[i] for i in keep]}
+
+
 # ---------------------------------------------------------------------------------------------
 #  Payloads
 # ---------------------------------------------------------------------------------------------
@@ -164,15 +200,16 @@ def encode_json(obj):
 
 
 def encode_batch(records, compress):
-    """Payload and encoding name for a list of records."""
-    payload = encode_json(records)
+    """Payload and encoding name for a list of records (or Columns)."""
+    payload = encode_json(records.to_json() if isinstance(records, Columns) else records)
     if compress:
         return zlib.compress(payload, 1), ENCODING_ZLIB
     return payload, ENCODING_JSON
 
 
 def split_batches(records, batch_size, max_bytes, compress, oversize=None):
-    """Encode records into (payload, encoding, count) batches, each at most max_bytes.
+    """Encode records (a list, or Columns) into (payload, encoding, count) batches, each
+    at most max_bytes.
 
     A batch that comes out too big is halved until it fits. A single record that can never
     fit is passed to oversize(record, size) and left out, or raises ProtocolError if oversize
@@ -185,10 +222,11 @@ def split_batches(records, batch_size, max_bytes, compress, oversize=None):
         if len(payload) <= max_bytes:
             yield payload, encoding, len(chunk)
         elif len(chunk) == 1:
+            record = chunk.records()[0] if isinstance(chunk, Columns) else chunk[0]
             if oversize is None:
                 raise ProtocolError('record %s is larger than max_message_bytes (%d bytes)'
-                                    % (chunk[0].get('dateTime'), len(payload)))
-            oversize(chunk[0], len(payload))
+                                    % (record.get('dateTime'), len(payload)))
+            oversize(record, len(payload))
         else:
             half = len(chunk) // 2
             pending.append(chunk[half:])
@@ -226,14 +264,16 @@ def decode_records(payload, encoding):
     return records
 
 
-def decode_batch(payload, encoding):
+def decode_batch(payload, encoding, layout=None):
     """(valid records, [error text of each invalid record], number of records sent).
 
     A page must go on even if one of its records is bad: the bad ones are left out (and
     counted by the caller), the others stored. Raises ProtocolError for a payload that is
-    not a list of records at all."""
+    not a list of records at all (or, in LAYOUT_COLUMNS, not columns of the same length)."""
     obj = decode_payload(payload, encoding)
-    if isinstance(obj, dict):
+    if layout == LAYOUT_COLUMNS:
+        obj = _columns_to_records(obj)
+    elif isinstance(obj, dict):
         obj = [obj]
     if not isinstance(obj, list):
         raise ProtocolError('payload is a %s, not a list of records' % type(obj).__name__)
@@ -245,6 +285,25 @@ def decode_batch(payload, encoding):
         except ProtocolError as e:
             errors.append(str(e))
     return valid, errors, len(obj)
+
+
+def _columns_to_records(obj):
+    """The records (dicts without None values) of a column-major batch."""
+    if not isinstance(obj, dict):
+        raise ProtocolError('columns payload is a %s, not an object' % type(obj).__name__)
+    names, values = obj.get('columns'), obj.get('values')
+    if not isinstance(names, list) or not isinstance(values, list) \
+            or len(names) != len(values) or len(names) > MAX_RECORD_KEYS \
+            or not all(isinstance(column, list) for column in values) \
+            or len({len(column) for column in values}) > 1:
+        raise ProtocolError('columns payload is not {"columns": [names], "values": [one list '
+                            'per column, all of the same length]}')
+    for name in names:
+        if name not in _GOOD_NAMES:
+            _check_name(name)
+    if len(set(names)) != len(names):
+        raise ProtocolError('columns payload names a column twice')
+    return [{k: v for k, v in zip(names, row) if v is not None} for row in zip(*values)]
 
 
 def parse_since(payload):
@@ -369,6 +428,9 @@ KIND_DAYS = 'days'                 # the `kind` of a page message that carries D
 MAX_DAYS_SPAN = 4000 * 86400       # seconds one DayRows may cover
 MAX_DAY_COLUMNS = 64               # columns of one archive_day_* table
 MAX_DAYS_PROPERTY = 60000          # bytes of the `days` user property of a live record
+# On a relay, the attribute of the NEW_ARCHIVE_RECORD event of a replicated record that holds
+# the primary's DayRows of its day: its responder sends those on (see MQTTResponder._publish)
+PRIMARY_DAYS = 'mqttreplicate_days'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -676,6 +738,7 @@ class RecordsRequest:
     replace: bool = False      # re-fetching a range to repair it
     version: int = 2           # 1: the earlier extension's request (no page, no end)
     days: Optional[int] = None  # also the daily summaries, from the day of this dateTime
+    layout: Optional[str] = None    # LAYOUT_COLUMNS: batches column-major
 
     def encode(self):
         props = _header(self.binding) + [('node', self.node), ('op', OP_RECORDS)]
@@ -687,14 +750,19 @@ class RecordsRequest:
             props.append(('replace', 1))
         if self.days is not None:
             props.append(('days', self.days))
+        if self.layout is not None:
+            props.append(('layout', self.layout))
         return Wire(str(int(self.since)).encode('ascii'), props)
 
     @classmethod
     def decode(cls, envelope, version):
+        modern = version == 2
+        layout = envelope.props.get('layout')
         return cls(envelope.binding, envelope.props.get('node'), parse_since(envelope.payload),
                    envelope.number('until'), envelope.number('limit', None, 1),
                    envelope.props.get('replace') == '1', version,
-                   envelope.number('days') if version == 2 else None)
+                   envelope.number('days') if modern else None,
+                   LAYOUT_COLUMNS if modern and layout == LAYOUT_COLUMNS else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -810,7 +878,9 @@ class Batch:
                 # the page goes on without them: the secondary rebuilds those days itself
                 return cls(envelope.binding, [], seq, rejected=(str(e),))
             return cls(envelope.binding, [], seq, days=days)
-        records, rejected, sent = decode_batch(envelope.payload, envelope.props.get('encoding'))
+        records, rejected, sent = decode_batch(
+            envelope.payload, envelope.props.get('encoding'),
+            envelope.props.get('layout') if envelope.version == 2 else None)
         if envelope.version != 2:
             return cls(envelope.binding, records, None, rejected=tuple(rejected), version=1)
         seq, count = envelope.number('seq'), envelope.number('count')
@@ -827,7 +897,7 @@ class Batch:
 class Page:
     """A page of records as the responder sends it: one or more Batch messages."""
     binding: str
-    records: list
+    records: list              # dicts, or Columns (sent column-major)
     more: bool
     last: int
     newest: Optional[int]
@@ -845,10 +915,13 @@ class Page:
         days = self.days.split(max_bytes, compress) if self.days is not None else None
         if days:
             batches[-1:-1] = [(payload, encoding, None) for payload, encoding in days]
+        layout = [('layout', LAYOUT_COLUMNS)] if isinstance(self.records, Columns) else []
         wires = []
         for seq, (payload, encoding, count) in enumerate(batches):
             props = _header(self.binding) + [('encoding', encoding), ('seq', seq),
                                              ('count', count or 0)]
+            if count:
+                props += layout
             if count is None:
                 props.append(('kind', KIND_DAYS))
             elif seq == len(batches) - 1:

@@ -147,7 +147,8 @@ class Sink:
             return False
         if self.deliver is not None and ts > self.position:
             self.store.finish_bulk()
-            if self.deliver(record) is False:
+            will_fit = days is not None and self._usable(days) and self.store.days_fit(days)
+            if self.deliver(record, days if will_fit else None) is False:
                 return False
         elif not self.store.store_one(record):
             return False

@@ -97,7 +97,7 @@ class Requester(Link):
         day of `days` on, if not None); the correlation of the answer."""
         return self._ask(binding, protocol.RecordsRequest(
             binding.key, self.conn.clientid, since, until, self.options.page_size, replace,
-            days=days), correlation)
+            days=days, layout=protocol.LAYOUT_COLUMNS), correlation)
 
     def send_digest(self, binding, since, until, bucket, columns, correlation=None,
                     summaries=False):

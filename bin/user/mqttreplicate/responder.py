@@ -30,6 +30,7 @@ from . import config as cfg
 from . import database
 from . import protocol
 from .pagecache import EncodedPage, PageCache
+from .protocol import PRIMARY_DAYS
 from .faults import RateLimitedLog, is_termination
 from .status import StatusPublisher
 from .transport import Transport
@@ -371,38 +372,54 @@ class Responder:
 
     def _page_key(self, request):
         """What makes two requests' pages the same: the range, the limit after the
-        page_size cap, the day the daily summaries start from, and the encoding."""
+        page_size cap, the day the daily summaries start from, the layout and the
+        encoding."""
         asked = request.message
         days = database.day_start(asked.days) if asked.days else asked.days
-        return (request.binding.key, asked.since, asked.until, request.limit, days,
+        return (request.binding.key, asked.since, asked.until, request.limit, days, asked.layout,
                 self.options.batch_size, self.conn.max_message_bytes, self.conn.compress)
 
     def _read_page(self, request, source):
         """Read and encode one page (its `newest` is set when it is sent)."""
         asked = request.message
-        records = source.read_page(asked.since, asked.until, request.limit)
-        last = records[-1]['dateTime'] if records else asked.since
+        records = source.read_columns(asked.since, asked.until, request.limit)
+        last = records.last if records else asked.since
         more = len(records) >= request.limit
-        days = self._read_days(asked, source, records, last, more)
+        days = self._read_days(asked, source, records.first if records else 0, last, more)
+        if asked.layout != protocol.LAYOUT_COLUMNS:
+            records = records.records()         # one object per record, as protocol 2 began
         wires = protocol.Page(request.binding.key, records, more, last, None, days).encode(
             self.options.batch_size, self.conn.max_message_bytes, self.conn.compress,
             self._oversize)
         return EncodedPage(wires, len(records), more, last)
 
     @staticmethod
-    def _read_days(asked, source, records, last, more):
+    def _read_days(asked, source, first, last, more):
         """The daily summaries a page brings if asked for: whole days, from the day of
         asked.days (or of the page's first record) to the day of its last record (or of
-        until), which is left out if more records follow: the next page brings it."""
+        until), which is left out if more records follow: the next page brings it.
+
+        Records and summaries are read one after the other: a record stored in between
+        (the primary's engine goes on) is in the summaries but not in the page. So the
+        days from that of the first record the page should have had but has not are left
+        out: that record's live message brings its day."""
         if asked.days is None:
             return None
-        start = asked.days or (records[0]['dateTime'] if records else 0)
+        start = asked.days or first
         if not start:
             return None
         first = database.day_start(start)
         stop = database.day_start(last) if more else database.day_stop(
             max(last, start, asked.until or 0))
-        return source.read_days(first, stop)
+        days = source.read_days(first, stop)
+        if days is None:
+            return None
+        wanted = stop if asked.until is None else min(stop, asked.until)
+        later = source.first_after(last, wanted)
+        if later is not None:
+            cut = database.day_start(later)
+            days = days.only(first, cut) if cut > first else None
+        return days
 
     def _shareable(self, request, source):
         """(page, keep) for the cache: only a full page is kept. Its records are the first
@@ -598,13 +615,17 @@ class MQTTResponder(StdService):
     def new_archive_record(self, event):
         """Publish the new record of every binding: other bindings first, main last."""
         try:
-            self._publish(event.record['dateTime'], event.record)
+            self._publish(event.record['dateTime'], event.record,
+                          main_days=getattr(event, PRIMARY_DAYS, None))
         except Exception as e:    # never harm the primary
             if is_termination(e):
                 raise
             log.error('responder: new_archive_record failed: %s', e)
 
-    def _publish(self, ts, main_record=None, newest_only=False):
+    def _publish(self, ts, main_record=None, newest_only=False, main_days=None):
+        """main_days: on a relay, the summaries of the record's day its own primary sent
+        with it (they replace what StdArchive just made of that day, once the engine is
+        done with the record): those are sent on, not what the database holds now."""
         for binding in self.options.ordered_bindings():
             try:
                 manager = self.engine.db_binder.get_manager(binding.name)
@@ -622,7 +643,9 @@ class MQTTResponder(StdService):
                 record = protocol.compact(record)
                 ts = record['dateTime']
                 prev = database.previous_timestamp(manager, ts)
-                self.responder.publish_live(binding, record, prev, self._days_of(manager, ts))
+                days = main_days if binding.is_main and main_days is not None \
+                    and main_days.through == ts else self._days_of(manager, ts)
+                self.responder.publish_live(binding, record, prev, days)
             except Exception as e:
                 if is_termination(e):
                     raise

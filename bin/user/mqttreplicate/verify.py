@@ -53,16 +53,22 @@ def bucket_range(start, until):
     return start - 1, min(start + BUCKET - 1, until)
 
 
-def repair_bucket(store, key, start, until, records, days=None):
+def repair_bucket(store, key, start, until, records):
     """Make the bucket starting at `start` (up to `until`) exactly the primary's `records`:
-    replaced in one transaction, with the primary's daily summaries of the days touched
-    (days, a protocol.DayRows) where they can be stored as they are, else rebuilt. The
-    number of records stored."""
+    replaced in one transaction, the daily summaries of the days touched rebuilt (where
+    they then differ from the primary's, the next comparison finds a day whose summaries
+    only differ). The number of records stored."""
     since, last = bucket_range(start, until)
     unique = {r['dateTime']: r for r in records if since < r['dateTime'] <= last}
     prepared = [store.prepare(unique[ts], key) for ts in sorted(unique)]
-    store.replace_range(since, last, prepared, days)
+    store.replace_range(since, last, prepared)
     return len(prepared)
+
+
+def summaries_day(start):
+    """The start of the local day whose daily summaries the bucket starting at `start`
+    holds in a digest (the day that starts in it)."""
+    return database.day_start(start + BUCKET)
 
 
 def when(ts):
@@ -216,7 +222,6 @@ class BucketFetch:
         self.since, self.last = bucket_range(start, until)     # since: of the next page
         self.counted = counted
         self.records = {}              # dateTime -> record
-        self.days = []                 # protocol.DayRows the pages brought
 
     def add(self, page):
         """Take a page (its Batch messages in seq order). True if another page is to be asked
@@ -224,8 +229,7 @@ class BucketFetch:
         ProtocolError."""
         for batch in page:
             if batch.days is not None:
-                self.days.append(batch.days)
-                continue
+                continue               # (not asked for)
             if batch.rejected:
                 raise protocol.ProtocolError('a record of the page is bad: %s'
                                              % batch.rejected[0])
@@ -253,9 +257,38 @@ class BucketFetch:
     def result(self):
         return [self.records[ts] for ts in sorted(self.records)]
 
-    def day_rows(self):
-        """The primary's daily summaries the pages brought (protocol.DayRows), or None."""
-        return protocol.DayRows.merge(self.days)
+
+class DaysFetch:
+    """The primary's daily summaries of the day that starts in one bucket, whose records
+    are the same on both sides: asked for as a page without records (since = until =
+    days = just after the day's start), answered with its kind=days messages."""
+
+    def __init__(self, start):
+        self.start = start
+        self.day = summaries_day(start)
+        self.since = self.last = self.day + 1
+        self.parts = []
+
+    def add(self, page):
+        """Take the page. False: nothing more to ask for. Raises ProtocolError."""
+        for batch in page:
+            if batch.rejected:
+                raise protocol.ProtocolError('the daily summaries are bad: %s'
+                                             % batch.rejected[0])
+            if batch.records:
+                raise protocol.ProtocolError('records where daily summaries only were asked '
+                                             'for')
+            if batch.days is not None:
+                self.parts.append(batch.days)
+        return False
+
+    def result(self):
+        """protocol.DayRows of the day. Raises ProtocolError if the answer has none."""
+        days = protocol.DayRows.merge(self.parts)
+        if days is None or not days.first <= self.day < days.stop:
+            raise protocol.ProtocolError('no daily summaries of %s in the answer'
+                                         % when(self.day)[:10])
+        return days.only(self.day, database.day_stop(self.day + 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,18 +352,42 @@ class Verifier:
             tuple(comparison.columns), comparison.summaries).encode(), protocol.DigestReply)
         return reply
 
-    def records(self, binding, start, until, days=False):
-        """The BucketFetch of every record of the primary in the bucket starting at start
-        (cut at until), page by page, checked; with the daily summaries of its days if
-        days."""
+    def records(self, binding, start, until):
+        """Every record of the primary in the bucket starting at start (cut at until), page
+        by page, checked."""
         fetch = BucketFetch(start, until)
         more = True
         while more:
             more = fetch.add(self._ask(binding, protocol.RecordsRequest(
                 binding.key, self.conn.clientid, fetch.since, fetch.last,
                 self.options.page_size, replace=True,
-                days=fetch.since if days else None).encode(), protocol.Batch))
-        return fetch
+                layout=protocol.LAYOUT_COLUMNS).encode(), protocol.Batch))
+        return fetch.result()
+
+    def day_summaries(self, binding, start):
+        """The primary's daily summaries (protocol.DayRows) of the day that starts in the
+        bucket starting at start."""
+        fetch = DaysFetch(start)
+        fetch.add(self._ask(binding, protocol.RecordsRequest(
+            binding.key, self.conn.clientid, fetch.since, fetch.last, 1, replace=True,
+            days=fetch.since).encode(), protocol.Batch))
+        return fetch.result()
+
+    def summaries_comparable(self, binding, store, until):
+        """Can this station's daily summaries be compared with the primary's? Only if it
+        keeps them and could store the primary's as they are (one day of them asked for to
+        see); if not, says why."""
+        if not store.has_summaries:
+            return False
+        try:
+            days = self.day_summaries(binding, until - until % BUCKET - BUCKET)
+        except protocol.ProtocolError:
+            return False               # none there (an older responder, an empty day)
+        why = store.days_mismatch(days)
+        if why is not None:
+            self.out('%s: daily summaries not compared: they are rebuilt here from the '
+                     'archive (%s)' % (binding.key, why))
+        return why is None
 
     def oldest(self, binding):
         """dateTime of the primary's oldest record, or None."""
@@ -379,7 +436,7 @@ class Verifier:
                 since = min(oldest) - min(oldest) % BUCKET - 1
             else:
                 since, until = window(until, days)
-            summaries = store.has_summaries
+            summaries = self.summaries_comparable(binding, store, until)
             differing = self._compare(binding, store, since, until, summaries)
             if not differing:
                 self.out('%s: in sync from %s to %s' % (binding.key, when(since + 1),
@@ -388,25 +445,32 @@ class Verifier:
             if not repair:
                 return False
             repairs, _ = plan_repairs(differing, careful=False)
-            for difference in repairs:
-                fetch = self.records(binding, difference.start, until, summaries)
-                stored = repair_bucket(store, binding.key, difference.start, until,
-                                       fetch.result(), fetch.day_rows())
-                self.out('%s: repaired %s (%d records)' % (binding.key, when(difference.start),
-                                                          stored))
-            if summaries and store.copies_days is False:
-                # the primary's summaries cannot be stored here as they are: rebuilt from
-                # the archive, they are not compared
-                self.out('%s: daily summaries rebuilt here from the archive (not compared)'
-                         % binding.key)
-                summaries = False
+            self._repair(binding, store, until, repairs)
             still = self._compare(binding, store, since, until, summaries, quiet=True)
+            if summaries and any(not d.summaries_only for d in repairs):
+                # records replaced: their days' summaries were rebuilt here; now that the
+                # records are the primary's, the primary's summaries of those days can be
+                self._repair(binding, store, until, [d for d in still if d.summaries_only])
+                still = self._compare(binding, store, since, until, summaries, quiet=True)
             for difference in still:
                 self.out('%s: %s still differs after repair' % (binding.key,
                                                                when(difference.start)))
             return not still
         finally:
             store.close()
+
+    def _repair(self, binding, store, until, repairs):
+        for difference in repairs:
+            if difference.summaries_only:
+                stored = store.store_days(self.day_summaries(binding, difference.start))
+                self.out('%s: %s %s' % (binding.key, 'repaired the daily summaries of'
+                                        if stored else 'could not store the daily summaries '
+                                        'of', when(summaries_day(difference.start))[:10]))
+                continue
+            records = self.records(binding, difference.start, until)
+            stored = repair_bucket(store, binding.key, difference.start, until, records)
+            self.out('%s: repaired %s (%d records)' % (binding.key, when(difference.start),
+                                                      stored))
 
     def _compare(self, binding, store, since, until, summaries, quiet=False):
         """[Difference] between the primary and here in (since, until], in digests of at most
@@ -472,6 +536,8 @@ class AutoVerifier:
         self.fetch = None              # BucketFetch of repairs[0]
         self.verified = None           # wall-clock time of the last complete verification
         self.repaired = 0              # days repaired since start
+        self.records_repaired = False  # in this verification: records replaced
+        self.follow_up = False         # this verification follows one that replaced records
 
     @property
     def key(self):
@@ -533,6 +599,7 @@ class AutoVerifier:
                 or not replica.link.connected():
             return
         self.due = False
+        self.records_repaired = False
         until = replica.position
         if replica.primary_newest:
             # what the primary does not have (yet) is not compared
@@ -567,9 +634,10 @@ class AutoVerifier:
                   comparison.until, BUCKET, comparison.columns, summaries=comparison.summaries)
 
     def _ask_records(self):
-        days = self.fetch.since if getattr(self.replica.store, 'has_summaries', False) else None
-        self._ask(protocol.Batch, self.replica.link.send_records, self.fetch.since,
-                  self.fetch.last, True, days=days)
+        fetch = self.fetch
+        days = fetch.since if isinstance(fetch, DaysFetch) else None
+        self._ask(protocol.Batch, self.replica.link.send_records, fetch.since, fetch.last,
+                  True, days=days)
 
     def _ask(self, kind, send, *args, **kwargs):
         if self.correlation is not None:
@@ -619,6 +687,7 @@ class AutoVerifier:
                 'the primary\'s copy)', self.key, when(difference.start)[:10],
                 difference.here, difference.primary)
         if not self.repairs:
+            self.follow_up = False
             if not differing:
                 log.info('requester: %s: verified %s to %s: in sync', self.key,
                          when(self.comparison.since + 1), when(self.comparison.until))
@@ -632,13 +701,20 @@ class AutoVerifier:
 
     def _fetch_next(self):
         difference = self.repairs[0]
-        self.fetch = BucketFetch(difference.start, self.comparison.until, difference.primary)
+        if difference.summaries_only:
+            self.fetch = DaysFetch(difference.start)
+        else:
+            self.fetch = BucketFetch(difference.start, self.comparison.until,
+                                     difference.primary)
         self._ask_records()
 
     def _on_page(self, page):
         fetch = self.fetch
         if fetch.add(page):
             self._ask_records()
+            return
+        if isinstance(fetch, DaysFetch):
+            self._store_days(fetch)
             return
         if fetch.missing:
             # the primary's copy changed since its digest (or the answer is short)
@@ -648,13 +724,36 @@ class AutoVerifier:
         self.repairs.pop(0)
         self.fetch = None
         stored = repair_bucket(self.replica.store, self.key, fetch.start,
-                               self.comparison.until, fetch.result(), fetch.day_rows())
+                               self.comparison.until, fetch.result())
         self.repaired += 1
+        self.records_repaired = True
         log.info('requester: %s: repaired %s: %d records from the primary', self.key,
                  when(fetch.start)[:10], stored)
+        self._next_repair()
+
+    def _store_days(self, fetch):
+        days = fetch.result()
+        self.repairs.pop(0)
+        self.fetch = None
+        if self.replica.store.store_days(days):
+            self.repaired += 1
+            log.info('requester: %s: repaired the daily summaries of %s from the primary',
+                     self.key, when(fetch.day)[:10])
+        else:
+            log.debug('requester: %s: the daily summaries of %s do not fit here; left as '
+                      'they are', self.key, when(fetch.day)[:10])
+        self._next_repair()
+
+    def _next_repair(self):
         if self.repairs:
             self._fetch_next()
+        elif self.records_repaired and self.comparison.summaries and not self.follow_up:
+            # the days of the records replaced have summaries rebuilt here: compare again
+            # at once, so the primary's can replace them
+            self.follow_up = True
+            self._finish(0)
         else:
+            self.follow_up = False
             self._finish(VERIFY_INTERVAL)
 
     def _finish(self, again_in, complete=True):
