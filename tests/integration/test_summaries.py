@@ -203,6 +203,8 @@ REFUSALS = {
     'a type more': 'the observation types differ (only on the primary: cloudbase2; only here: '
                    'none)',
     'columns': 'the columns of archive_day_outTemp differ',
+    'another time zone': "the primary's days start at other times than here (another time "
+                         "zone)",
     'incomplete before': None,
     'newer records of a live day': None,
 }
@@ -235,6 +237,12 @@ def test_refused_summaries_leave_the_secondarys_untouched(rig, primary, case):
     elif case == 'a type more':
         days = dataclasses.replace(days, tables=dict(days.tables,
                                                      cloudbase2=days.tables['cloudbase']))
+    elif case == 'another time zone':
+        # a primary whose midnights are an hour after this station's
+        days = dataclasses.replace(days, first=days.first + 3600, stop=days.stop + 3600,
+                                   tables={name: (columns, [(row[0] + 3600,) + row[1:]
+                                                            for row in rows])
+                                           for name, (columns, rows) in days.tables.items()})
     elif case == 'columns':
         columns, rows = days.tables['outTemp']
         days = dataclasses.replace(days, tables=dict(

@@ -10,9 +10,11 @@ never refuses the records that came with it. No broker, no network, no database.
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import json
 import random
+import time
 import zlib
 
 import pytest
@@ -504,6 +506,19 @@ def test_kind_days_on_protocol_1_is_a_record():
     assert Batch.decode(env) == Batch(KEY, [rec], None, version=1)
 
 
+def test_summaries_with_a_value_json_cannot_hold_are_not_sent():
+    """An overflowed sum (inf) in the primary's tables: the page and the live record go
+    without the summaries (the secondary builds them), not without the records."""
+    rows = day_rows(days=1)
+    columns, table = rows.tables['outTemp']
+    bad = dataclasses.replace(rows, tables=dict(rows.tables, outTemp=(
+        columns, [table[0][:-1] + (float('inf'),)])))
+    assert bad.split(100000, True) is None and bad.encode_property() is None
+    recs = records(3)
+    wires = Page(KEY, recs, False, recs[-1]['dateTime'], 0, bad).encode(10, 100000, True)
+    assert [rec for b in decode_all(wires) for rec in b.records] == recs
+
+
 def test_a_bucket_fetch_takes_the_records_and_leaves_days_messages_aside():
     recs = records(10)
     fetch = verify.BucketFetch(T0, T0 + 2 * DAY)
@@ -515,8 +530,9 @@ def test_a_bucket_fetch_takes_the_records_and_leaves_days_messages_aside():
 
 def test_a_days_fetch_asks_for_the_day_that_starts_in_its_bucket_and_takes_it():
     fetch = verify.DaysFetch(T0)
-    day = verify.summaries_day(T0)
-    assert (fetch.day, fetch.since, fetch.last) == (day, day + 1, day + 1)
+    day, last_day = verify.summaries_days(T0)
+    assert day == last_day and T0 <= day < T0 + DAY
+    assert (fetch.day, fetch.days, fetch.since, fetch.last) == (day, day + 1, day + 1, day + 1)
     rows = day_rows(days=3, first=day - DAY)
     page = decode_all(Page(KEY, [], False, day + 1, 0, rows).encode(4, 100000, False))
     assert fetch.add(page) is False
@@ -524,6 +540,21 @@ def test_a_days_fetch_asks_for_the_day_that_starts_in_its_bucket_and_takes_it():
     assert got.first == day and all(row[0] == day for _, table in got.tables.values()
                                     for row in table)
     assert got.types == rows.types
+
+
+def test_a_bucket_with_two_midnights_fetches_both_days(monkeypatch):
+    """Europe/London, 2025-03-30: summer time begins at 01:00 UTC, so the UTC day of
+    2025-03-30 holds the local midnights of the 30th (00:00 UTC) and the 31st (23:00 UTC)."""
+    monkeypatch.setenv('TZ', 'Europe/London')
+    time.tzset()
+    try:
+        bucket = 1743292800                          # 2025-03-30 00:00 UTC
+        assert verify.summaries_days(bucket) == (bucket, bucket + 23 * 3600)
+        fetch = verify.DaysFetch(bucket)
+        assert (fetch.days, fetch.since) == (bucket + 1, bucket + 23 * 3600 + 1)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_days_fetch_refuses_an_answer_without_the_day_or_with_records():

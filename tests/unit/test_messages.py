@@ -555,10 +555,20 @@ def test_columns_slices_and_dates():
     ({'columns': 'dateTime', 'values': [[1]]}, 'not {"columns"'),
     ({'columns': ['date Time'], 'values': [[1]]}, 'not a plain name'),
     ({'columns': ['dateTime', 'dateTime'], 'values': [[1], [2]]}, 'twice'),
+    ({'columns': [['dateTime']], 'values': [[1]]}, 'not a plain name'),
+    ({'columns': [{'a': 1}], 'values': [[1]]}, 'not a plain name'),
 ])
 def test_columns_payload_that_is_not_columns_is_refused(body, match):
     env = batch_env(json.dumps(body).encode(), page_pairs(count=1) + [('layout', 'columns')])
     with pytest.raises(ProtocolError, match=match):
+        decode_answer(env)
+
+
+def test_a_columns_payload_of_too_many_values_is_refused(monkeypatch):
+    monkeypatch.setattr(p, 'MAX_COLUMN_CELLS', 5)
+    body = {'columns': ['dateTime', 'usUnits'], 'values': [[1, 2, 3], [1, 1, 1]]}
+    env = batch_env(json.dumps(body).encode(), page_pairs(count=3) + [('layout', 'columns')])
+    with pytest.raises(ProtocolError, match='6 values is too large'):
         decode_answer(env)
 
 

@@ -148,8 +148,7 @@ def watch(responder, options, stop, interval):
                 for record in source.read_page(newest[binding.key], None, 1000):
                     ts = record['dateTime']
                     responder.publish_live(binding, record, source.previous(ts),
-                                           source.read_days(database.day_start(ts),
-                                                            database.day_stop(ts), ts))
+                                           source.live_days(ts))
                     newest[binding.key] = record['dateTime']
     finally:
         for source in sources.values():

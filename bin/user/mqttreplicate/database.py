@@ -342,19 +342,33 @@ def read_days(manager, first, stop, through=None):
     return protocol.DayRows(units, str(manager.version), first, stop, tables, through)
 
 
+def live_days(manager, ts):
+    """protocol.DayRows of the day of the record at ts, through ts, or None: also if a
+    newer record of that day is stored already (its rows then count that record too, and
+    the secondary would add it again)."""
+    first, stop = day_start(ts), day_stop(ts)
+    days = read_days(manager, first, stop, ts)
+    if days is not None and _fetch_all(manager.connection, 'SELECT dateTime FROM %s WHERE '
+                                       'dateTime > ? AND dateTime <= ? LIMIT 1'
+                                       % manager.table_name, (ts, stop)):
+        return None
+    return days
+
+
 def day_digests(manager, since, until, bucket):
     """protocol.digest_days of a manager's daily summaries in the buckets of since <
     dateTime <= until, of whole days only (the day of until, which the primary may still be
     adding to, is left out), one short statement per observation type."""
     first, stop = (since + 1) - (since + 1) % bucket, day_start(until)
-    tables = []
-    for obs_type in sorted(manager.daykeys):
-        columns = day_columns(manager, obs_type)
-        tables.append((obs_type, _fetch_all(
-            manager.connection, 'SELECT %s FROM %s_day_%s WHERE dateTime >= ? AND dateTime '
-            '< ? ORDER BY dateTime' % (', '.join(columns), manager.table_name, obs_type),
-            (first, stop))))
-    return protocol.digest_days(tables, bucket)
+
+    def tables():              # one type's rows at a time
+        for obs_type in sorted(manager.daykeys):
+            columns = day_columns(manager, obs_type)
+            yield obs_type, _fetch_all(
+                manager.connection, 'SELECT %s FROM %s_day_%s WHERE dateTime >= ? AND '
+                'dateTime < ? ORDER BY dateTime' % (', '.join(columns), manager.table_name,
+                                                    obs_type), (first, stop))
+    return protocol.digest_days(tables(), bucket)
 
 
 def _check_created(mgr_dict):
@@ -438,6 +452,10 @@ class SourceDatabase:
     @reconnecting(SOURCE_RECONNECT_FOR)
     def read_days(self, first, stop, through=None):
         return read_days(self.manager, first, stop, through)
+
+    @reconnecting(SOURCE_RECONNECT_FOR)
+    def live_days(self, ts):
+        return live_days(self.manager, ts)
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def first_after(self, after, upto):
@@ -599,9 +617,22 @@ class TargetDatabase:
                  tuple(sorted((name, columns) for name, (columns, _) in day_rows.tables.items())))
         if shape not in self.days_checked:
             self.days_checked[shape] = self._mismatch(day_rows)
-        why = self.days_checked[shape]
+        why = self.days_checked[shape] or self._other_days(day_rows)
         self.copies_days = why is None
         return why
+
+    @staticmethod
+    def _other_days(day_rows):
+        """Why the days of day_rows are not this station's days (its time zone differs),
+        or None."""
+        starts = {day_rows.first} | {row[0] for _, rows in day_rows.tables.values()
+                                     for row in rows}
+        if any(day_start(ts + 1) != ts for ts in starts) \
+                or (day_rows.stop > day_rows.first and day_start(day_rows.stop + 1)
+                    != day_rows.stop):
+            return ("the primary's days start at other times than here (another time "
+                    "zone)")
+        return None
 
     def _mismatch(self, day_rows):
         if not self.has_summaries:
@@ -649,13 +680,18 @@ class TargetDatabase:
                                (after, upto)))
 
     @reconnecting(RECONNECT_FOR)
-    def days_fit(self, day_rows):
+    def days_fit(self, day_rows, oldest=None):
         """Can the primary's daily summaries of some days (protocol.DayRows) be stored here
-        as they are, in place of what those days have? Not if days_mismatch() says why, nor
-        if they do not fit what is here: summaries not complete up to their first day, or,
-        for a live record's day (through), newer records of that day here (a late
-        redelivery). What is here is then left as WeeWX made it."""
+        as they are, in place of what those days have (with records about to be stored,
+        the oldest at `oldest`)? Not if days_mismatch() says why, nor if they do not fit
+        what is here: summaries not complete up to their first day, records to be stored
+        before it, or, for a live record's day (through), newer records of that day here
+        (a late redelivery). What is here is then left as WeeWX made it."""
         if self.days_mismatch(day_rows) is not None:
+            return False
+        if oldest is not None and day_start(oldest) < day_rows.first:
+            log.debug("database '%s': daily summaries from %s not stored: records of days "
+                      "before them come with them", self.name, day_rows.first)
             return False
         if self._records_between(self._last_update(), day_rows.first):
             log.debug("database '%s': daily summaries from %s not stored: those before are not "

@@ -27,6 +27,7 @@ PROTOCOL = '2'
 ENCODING_JSON = 'json'
 ENCODING_ZLIB = 'zlib+json'
 LAYOUT_COLUMNS = 'columns'         # a batch as {"columns": [...], "values": [[...], ...]}
+MAX_COLUMN_CELLS = 2000000         # values one column-major batch may hold
 
 OP_RECORDS = 'records'
 OP_DIGEST = 'digest'
@@ -299,10 +300,13 @@ def _columns_to_records(obj):
         raise ProtocolError('columns payload is not {"columns": [names], "values": [one list '
                             'per column, all of the same length]}')
     for name in names:
-        if name not in _GOOD_NAMES:
+        if not isinstance(name, str) or name not in _GOOD_NAMES:
             _check_name(name)
     if len(set(names)) != len(names):
         raise ProtocolError('columns payload names a column twice')
+    if values and len(values) * len(values[0]) > MAX_COLUMN_CELLS:
+        raise ProtocolError('columns payload of %d values is too large'
+                            % (len(values) * len(values[0])))
     return [{k: v for k, v in zip(names, row) if v is not None} for row in zip(*values)]
 
 
@@ -534,7 +538,11 @@ class DayRows:
         """The `days` user property of a live record: base64 of zlib of the JSON, or None
         if it would be larger than MAX_DAYS_PROPERTY (the secondary then updates the day
         itself)."""
-        text = base64.b64encode(zlib.compress(encode_json(self.to_json()), 6)).decode('ascii')
+        try:
+            payload = encode_json(self.to_json())
+        except ValueError:             # a value JSON cannot hold (inf): without them
+            return None
+        text = base64.b64encode(zlib.compress(payload, 6)).decode('ascii')
         return text if len(text) <= MAX_DAYS_PROPERTY else None
 
     @classmethod
@@ -552,7 +560,10 @@ class DayRows:
         pending, result = [self], []
         while pending:
             part = pending.pop()
-            payload, encoding = encode_batch(part.to_json(), compress)
+            try:
+                payload, encoding = encode_batch(part.to_json(), compress)
+            except ValueError:         # a value JSON cannot hold (inf): without them
+                return None
             if len(payload) <= max_bytes:
                 result.append((part.first, payload, encoding))
                 continue

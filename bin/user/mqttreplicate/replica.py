@@ -17,6 +17,7 @@ the earlier extension's answers (LegacyRound) apart from both.
 """
 
 import collections
+import dataclasses
 import enum
 import logging
 import queue
@@ -130,7 +131,8 @@ class Sink:
         if not records:
             return 0, False
         prepared = [self.store.prepare(r, self.key) for r in records]
-        days = days if self._usable(days) and self.store.days_fit(days) else None
+        days = days if self._usable(days) and self.store.days_fit(
+            days, min(r['dateTime'] for r in prepared)) else None
         count = self.store.store_bulk(prepared, days)
         self._stored(count, prepared[-1]['dateTime'])
         return count, days is not None
@@ -721,7 +723,10 @@ class Replica:
         if newest is None:
             return
         self.sink.finish()
-        self._store_one(newest, days.only(cut, days.stop) if days is not None else None)
+        # (through the newest record: on a relay its responder sends them on with it)
+        self._store_one(newest, dataclasses.replace(days.only(cut, days.stop),
+                                                    through=newest['dateTime'])
+                        if days is not None else None)
 
     def _store_days(self, days):
         """The daily summaries of a page, after its records. Summaries that could not be

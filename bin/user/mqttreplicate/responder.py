@@ -38,6 +38,8 @@ from .worker import Worker
 
 log = logging.getLogger(__name__)
 
+MAX_DAYS_BACK = 31 * 86400      # daily summaries a page brings from before its since
+
 STATUS_INTERVAL = 1.0        # publish status at most this often
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
@@ -317,8 +319,7 @@ class Responder:
                     record = source.record_near(newest, 0)
                     if record is not None:
                         self.publish_live(binding, record, source.previous(newest),
-                                          source.read_days(database.day_start(newest),
-                                                           database.day_stop(newest), newest))
+                                          source.live_days(newest))
             except NOT_CREATED as e:
                 # a new station whose engine has not created the database yet (a relay's
                 # first start): nothing to serve until it has
@@ -408,7 +409,10 @@ class Responder:
         start = asked.days or first
         if not start:
             return None
-        first = database.day_start(start)
+        # at most MAX_DAYS_BACK before the page: older days left without summaries here
+        # are built there (a bounded read, whatever is asked)
+        first = max(database.day_start(start),
+                    database.day_start(asked.since + 1 - MAX_DAYS_BACK))
         stop = database.day_start(last) if more else database.day_stop(
             max(last, start, asked.until or 0))
         days = source.read_days(first, stop)
@@ -641,10 +645,10 @@ class MQTTResponder(StdService):
                     log.debug('responder: no record of %s near %s', binding.key, ts)
                     continue
                 record = protocol.compact(record)
-                ts = record['dateTime']
-                prev = database.previous_timestamp(manager, ts)
+                at = record['dateTime']    # (another binding's record may be near ts only)
+                prev = database.previous_timestamp(manager, at)
                 days = main_days if binding.is_main and main_days is not None \
-                    and main_days.through == ts else self._days_of(manager, ts)
+                    and main_days.through == at else self._days_of(manager, at)
                 self.responder.publish_live(binding, record, prev, days)
             except Exception as e:
                 if is_termination(e):
@@ -657,8 +661,7 @@ class MQTTResponder(StdService):
         """The daily summaries of the day of the record at ts, as StdArchive left them, or
         None (the record goes without them: the secondaries update that day themselves)."""
         try:
-            return database.read_days(manager, database.day_start(ts), database.day_stop(ts),
-                                      ts)
+            return database.live_days(manager, ts)
         except Exception as e:
             if is_termination(e):
                 raise

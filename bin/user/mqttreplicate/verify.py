@@ -65,10 +65,14 @@ def repair_bucket(store, key, start, until, records):
     return len(prepared)
 
 
-def summaries_day(start):
-    """The start of the local day whose daily summaries the bucket starting at `start`
-    holds in a digest (the day that starts in it)."""
-    return database.day_start(start + BUCKET)
+def summaries_days(start):
+    """(first, last): the starts of the first and the last local day that start in the
+    bucket starting at `start`, whose daily summaries it holds in a digest (two where a
+    change of summer time puts two midnights in one UTC day, none where first > last)."""
+    first = database.day_start(start + 1)
+    if first < start:
+        first = database.day_stop(start + 1)
+    return first, database.day_start(start + BUCKET)
 
 
 def when(ts):
@@ -259,14 +263,17 @@ class BucketFetch:
 
 
 class DaysFetch:
-    """The primary's daily summaries of the day that starts in one bucket, whose records
-    are the same on both sides: asked for as a page without records (since = until =
-    days = just after the day's start), answered with its kind=days messages."""
+    """The primary's daily summaries of the day (or days) that start in one bucket, whose
+    records are the same on both sides: asked for as a page without records (since =
+    until = just after the last day's start, days = just after the first's), answered
+    with its kind=days messages."""
 
     def __init__(self, start):
         self.start = start
-        self.day = summaries_day(start)
-        self.since = self.last = self.day + 1
+        self.day, self.last_day = summaries_days(start)
+        self.last_day = max(self.day, self.last_day)
+        self.since = self.last = self.last_day + 1       # since = until: no records
+        self.days = self.day + 1                         # the summaries from that day on
         self.parts = []
 
     def add(self, page):
@@ -285,10 +292,11 @@ class DaysFetch:
     def result(self):
         """protocol.DayRows of the day. Raises ProtocolError if the answer has none."""
         days = protocol.DayRows.merge(self.parts)
-        if days is None or not days.first <= self.day < days.stop:
+        stop = database.day_stop(self.last_day + 1)
+        if days is None or not days.first <= self.day < stop <= days.stop:
             raise protocol.ProtocolError('no daily summaries of %s in the answer'
                                          % when(self.day)[:10])
-        return days.only(self.day, database.day_stop(self.day + 1))
+        return days.only(self.day, stop)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,7 +378,7 @@ class Verifier:
         fetch = DaysFetch(start)
         fetch.add(self._ask(binding, protocol.RecordsRequest(
             binding.key, self.conn.clientid, fetch.since, fetch.last, 1, replace=True,
-            days=fetch.since).encode(), protocol.Batch))
+            days=fetch.days).encode(), protocol.Batch))
         return fetch.result()
 
     def summaries_comparable(self, binding, store, until):
@@ -465,7 +473,7 @@ class Verifier:
                 stored = store.store_days(self.day_summaries(binding, difference.start))
                 self.out('%s: %s %s' % (binding.key, 'repaired the daily summaries of'
                                         if stored else 'could not store the daily summaries '
-                                        'of', when(summaries_day(difference.start))[:10]))
+                                        'of', when(summaries_days(difference.start)[0])[:10]))
                 continue
             records = self.records(binding, difference.start, until)
             stored = repair_bucket(store, binding.key, difference.start, until, records)
@@ -635,7 +643,7 @@ class AutoVerifier:
 
     def _ask_records(self):
         fetch = self.fetch
-        days = fetch.since if isinstance(fetch, DaysFetch) else None
+        days = fetch.days if isinstance(fetch, DaysFetch) else None
         self._ask(protocol.Batch, self.replica.link.send_records, fetch.since, fetch.last,
                   True, days=days)
 
