@@ -34,6 +34,16 @@ def in_the_middle_of_a_day(ts):
     return 6 * 3600 <= ts - (day_stop(ts) - DAY) <= 18 * 3600
 
 
+def caught_up_pair(replication):
+    """A primary with a day of history and a secondary caught up with it, both running."""
+    rep = replication()
+    rep.seed(days=1)
+    pri = rep.start_primary()
+    sec = rep.start_secondary()
+    position, _ = rep.wait_caught_up(sec)
+    return rep, pri, sec, position
+
+
 @pytest.mark.slow
 def test_secondary_killed_in_the_middle_of_a_day(replication, fault_report):
     fault = Fault(fault_report,
@@ -41,11 +51,7 @@ def test_secondary_killed_in_the_middle_of_a_day(replication, fault_report):
                   'records flow (stock loop_hilo = True: the summaries hold LOOP highs and '
                   'lows), started again',
                   'every archive_day_* row equal to the primary\'s; status: copied')
-    rep = replication()
-    rep.seed(days=1)
-    pri = rep.start_primary()
-    sec = rep.start_secondary()
-    position, _ = rep.wait_caught_up(sec)
+    rep, pri, sec, position = caught_up_pair(replication)
     killed_at = wait_mid_day(rep, position)
     sec.kill9()
     stopped_at = rep.secondary.last_timestamp()
@@ -66,11 +72,7 @@ def test_primary_killed_in_the_middle_of_a_day(replication, fault_report):
                   'weewxd primary killed with `kill -9` in the middle of a day while live '
                   'records flow (stock loop_hilo = True), started again',
                   'every archive_day_* row equal to the primary\'s; status: copied')
-    rep = replication()
-    rep.seed(days=1)
-    pri = rep.start_primary()
-    sec = rep.start_secondary()
-    position, _ = rep.wait_caught_up(sec)
+    rep, pri, sec, position = caught_up_pair(replication)
     wait_mid_day(rep, position)
     pri.kill9()
     killed_at = rep.primary.last_timestamp()
