@@ -260,3 +260,44 @@ def test_requester_started_before_the_responder(rig, broker, caplog, fault_repor
     node.stop()
     figures.assert_clean()
     assert_same(primary, secondary)
+
+
+def test_a_page_is_read_with_the_columns_that_hold_values(rig, monkeypatch):
+    """The responder reads a page with the columns that hold a value in at least one of its
+    records (the database counts them first): the same records as a read of every column.
+    A record stored between the count and the read makes it read every column instead."""
+    import sqlite3
+    from user.mqttreplicate import database
+    station = rig.station('primary')
+    seed_history(station, START, 300)
+    con = sqlite3.connect(str(station.db_path()))
+    with con:
+        con.execute('UPDATE archive SET extraTemp3 = 1.5 WHERE dateTime = ?',
+                    (START + 150 * STEP,))
+    source = database.SourceDatabase(station.manager_dict())
+    try:
+        for since in (START - 1, START + 99 * STEP, START + 199 * STEP):
+            page = source.read_columns(since, None, 100)
+            assert page.records() == source.read_page(since, None, 100)
+            assert 'dateTime' in page.names and len(page.names) < len(source.columns)
+            assert ('extraTemp3' in page.names) == (since == START + 99 * STEP)
+        # a record stored between the count and the read (an import into the range)
+        fetch_all = database._fetch_all
+        inserted = START + 10 * STEP + STEP // 2
+
+        def racing(connection, sql, args=()):
+            result = fetch_all(connection, sql, args)
+            if sql.startswith('SELECT COUNT(*)'):
+                with con:
+                    con.execute('INSERT INTO archive (dateTime, usUnits, interval, extraTemp2) '
+                                'VALUES (?, 1, 5, 7.5)', (inserted,))
+            return result
+
+        monkeypatch.setattr(database, '_fetch_all', racing)
+        page = source.read_columns(START - 1, None, 100)
+        assert page.names == tuple(source.columns)
+        assert {'dateTime': inserted, 'usUnits': 1, 'interval': 5, 'extraTemp2': 7.5} \
+            in page.records()
+    finally:
+        source.close()
+        con.close()

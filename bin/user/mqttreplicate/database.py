@@ -239,14 +239,17 @@ def reconnecting(patience):
     return wrap
 
 
+def _range_clause(since, until):
+    """(' WHERE ...', args) of since < dateTime (<= until)."""
+    if until is None:
+        return ' WHERE dateTime > ?', [since]
+    return ' WHERE dateTime > ? AND dateTime <= ?', [since, until]
+
+
 def _read_rows(connection, select, since, until, limit):
-    sql = select + ' WHERE dateTime > ?'
-    args = [since]
-    if until is not None:
-        sql += ' AND dateTime <= ?'
-        args.append(until)
-    sql += ' ORDER BY dateTime ASC LIMIT %d' % int(limit)
-    return _fetch_all(connection, sql, args)
+    where, args = _range_clause(since, until)
+    return _fetch_all(connection, '%s%s ORDER BY dateTime ASC LIMIT %d'
+                      % (select, where, int(limit)), args)
 
 
 def _read_page(connection, select, columns, since, until, limit):
@@ -428,9 +431,28 @@ class SourceDatabase:
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def read_columns(self, since, until, limit):
-        """read_page() as protocol.Columns: the rows as the database gives them."""
-        return protocol.Columns(tuple(self.columns), list(_read_rows(
-            self.manager.connection, self.select, since, until, limit)))
+        """read_page() as protocol.Columns: the rows as the database gives them, of the
+        columns that hold a value in at least one of them (most of a wide schema's are
+        NULL on most stations). The database counts them first, in SQL, over the same
+        rows; if the rows then read are not as many (a record stored or deleted in
+        between), every column is read."""
+        connection = self.manager.connection
+        where, args = _range_clause(since, until)
+        inner = '%s%s ORDER BY dateTime ASC LIMIT %d' % (self.select, where, int(limit))
+        counts = _fetch_all(connection, 'SELECT COUNT(*), MAX(dateTime), %s FROM (%s) AS page'
+                            % (', '.join('COUNT(%s)' % c for c in self.columns), inner),
+                            args)[0]
+        total, last = counts[0], counts[1]
+        if not total:
+            return protocol.Columns(tuple(self.columns), [])
+        names = tuple(c for c, n in zip(self.columns, counts[2:]) if n or c == 'dateTime')
+        rows = _fetch_all(connection, 'SELECT %s FROM %s WHERE dateTime > ? AND dateTime <= ? '
+                          'ORDER BY dateTime ASC' % (', '.join(names), self.table),
+                          (since, last))
+        if len(rows) != total:
+            return protocol.Columns(tuple(self.columns), list(_read_rows(
+                connection, self.select, since, until, limit)))
+        return protocol.Columns(names, list(rows))
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def read_page(self, since, until, limit):
