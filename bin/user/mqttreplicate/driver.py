@@ -114,12 +114,13 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
             raise weewx.WeeWxIOError('MQTTReplicate: the writer thread has stopped: %s'
                                      % self.writer.failed)
 
-    def _serve_main(self, seconds):
-        """Process the main binding's inbox for up to `seconds`; idle() when it is quiet
-        and, while items keep coming (live records every second), at least once a second:
-        page time-outs and the verification must not wait for a pause."""
+    def _serve_main(self, seconds, done=None):
+        """Process the main binding's inbox for up to `seconds`, or until the event `done`
+        is set; idle() when it is quiet and, while items keep coming (live records every
+        second), at least once a second: page time-outs and the verification must not
+        wait for a pause."""
         end = time.monotonic() + seconds
-        while True:
+        while done is None or not done.is_set():
             self.termination.check()
             now = time.monotonic()
             remaining = end - now
@@ -161,7 +162,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
                     return
             else:
                 waited_since = time.monotonic()
-            self._serve_main(1.0)
+            self._serve_main(1.0, self.main.caught_up)
             if self.main.unanswered:
                 log.warning('driver: no answer to the catch-up; starting anyway')
                 return
