@@ -317,6 +317,23 @@ def day_stop(ts):
     return int(weeutil.weeutil.archiveDaySpan(ts).stop)
 
 
+def first_after(connection, table, after, upto):
+    """dateTime of the oldest record of table with after < dateTime <= upto, or None."""
+    row = _fetch_all(connection, 'SELECT MIN(dateTime) FROM %s WHERE dateTime > ? AND '
+                     'dateTime <= ?' % table, (after, upto))
+    return row[0][0] if row and row[0][0] is not None else None
+
+
+def _day_rows(manager, obs_type, first, stop):
+    """(columns, rows) of a manager's archive_day_<obs_type> with first <= dateTime < stop,
+    fully fetched, in dateTime order."""
+    columns = day_columns(manager, obs_type)
+    return columns, _fetch_all(manager.connection, 'SELECT %s FROM %s_day_%s WHERE dateTime '
+                               '>= ? AND dateTime < ? ORDER BY dateTime' % (
+                                   ', '.join(columns), manager.table_name, obs_type),
+                               (first, stop))
+
+
 def units_of(manager):
     units = manager.std_unit_system
     if units is None:
@@ -337,10 +354,7 @@ def read_days(manager, first, stop, through=None):
         return None
     tables = {}
     for obs_type in sorted(manager.daykeys):
-        columns = day_columns(manager, obs_type)
-        rows = _fetch_all(manager.connection, 'SELECT %s FROM %s_day_%s WHERE dateTime >= ? '
-                          'AND dateTime < ? ORDER BY dateTime' % (
-                              ', '.join(columns), manager.table_name, obs_type), (first, stop))
+        columns, rows = _day_rows(manager, obs_type, first, stop)
         tables[obs_type] = (columns, [tuple(row) for row in rows])
     return protocol.DayRows(units, str(manager.version), first, stop, tables, through)
 
@@ -349,11 +363,10 @@ def live_days(manager, ts):
     """protocol.DayRows of the day of the record at ts, through ts, or None: also if a
     newer record of that day is stored already (its rows then count that record too, and
     the secondary would add it again)."""
-    first, stop = day_start(ts), day_stop(ts)
-    days = read_days(manager, first, stop, ts)
-    if days is not None and _fetch_all(manager.connection, 'SELECT dateTime FROM %s WHERE '
-                                       'dateTime > ? AND dateTime <= ? LIMIT 1'
-                                       % manager.table_name, (ts, stop)):
+    stop = day_stop(ts)
+    days = read_days(manager, day_start(ts), stop, ts)
+    if days is not None and first_after(manager.connection, manager.table_name, ts,
+                                        stop) is not None:
         return None
     return days
 
@@ -364,14 +377,9 @@ def day_digests(manager, since, until, bucket):
     adding to, is left out), one short statement per observation type."""
     first, stop = (since + 1) - (since + 1) % bucket, day_start(until)
 
-    def tables():              # one type's rows at a time
-        for obs_type in sorted(manager.daykeys):
-            columns = day_columns(manager, obs_type)
-            yield obs_type, _fetch_all(
-                manager.connection, 'SELECT %s FROM %s_day_%s WHERE dateTime >= ? AND '
-                'dateTime < ? ORDER BY dateTime' % (', '.join(columns), manager.table_name,
-                                                    obs_type), (first, stop))
-    return protocol.digest_days(tables(), bucket)
+    tables = ((obs_type, _day_rows(manager, obs_type, first, stop)[1])
+              for obs_type in sorted(manager.daykeys))       # one type's rows at a time
+    return protocol.digest_days(tables, bucket)
 
 
 def _check_created(mgr_dict):
@@ -468,8 +476,7 @@ class SourceDatabase:
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def unit_system(self):
-        row = _fetch_all(self.manager.connection, 'SELECT usUnits FROM %s LIMIT 1' % self.table)
-        return row[0][0] if row else None
+        return units_of(self.manager)
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def read_days(self, first, stop, through=None):
@@ -481,10 +488,7 @@ class SourceDatabase:
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def first_after(self, after, upto):
-        """dateTime of the oldest record with after < dateTime <= upto, or None."""
-        row = _fetch_all(self.manager.connection, 'SELECT MIN(dateTime) FROM %s WHERE '
-                         'dateTime > ? AND dateTime <= ?' % self.table, (after, upto))
-        return row[0][0] if row and row[0][0] is not None else None
+        return first_after(self.manager.connection, self.table, after, upto)
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def previous(self, timestamp):
@@ -695,11 +699,8 @@ class TargetDatabase:
 
     def _records_between(self, after, upto):
         """Are there records with after < dateTime <= upto?"""
-        if upto <= after:
-            return False
-        return bool(_fetch_all(self.manager.connection, 'SELECT dateTime FROM %s WHERE '
-                               'dateTime > ? AND dateTime <= ? LIMIT 1' % self.table,
-                               (after, upto)))
+        return upto > after and first_after(self.manager.connection, self.table, after,
+                                            upto) is not None
 
     @reconnecting(RECONNECT_FOR)
     def days_fit(self, day_rows, oldest=None):
@@ -732,9 +733,15 @@ class TargetDatabase:
         (days_fit()), in one transaction. True if stored."""
         if not self.days_fit(day_rows):
             return False
+        self.write_days(day_rows)
+        return True
+
+    @reconnecting(RECONNECT_FOR)
+    def write_days(self, day_rows):
+        """Store the primary's daily summaries that days_fit() found fitting, in one
+        transaction."""
         with weedb.Transaction(self.manager.connection) as cursor:
             self._write_days(cursor, day_rows)
-        return True
 
     def _write_days(self, cursor, day_rows):
         """Replace the summaries of day_rows' days, in an open transaction; the summaries

@@ -131,8 +131,7 @@ class Sink:
         if not records:
             return 0, False
         prepared = [self.store.prepare(r, self.key) for r in records]
-        days = days if self._usable(days) and self.store.days_fit(
-            days, min(r['dateTime'] for r in prepared)) else None
+        days = days if self._fits(days, min(r['dateTime'] for r in prepared)) else None
         count = self.store.store_bulk(prepared, days)
         self._stored(count, prepared[-1]['dateTime'])
         return count, days is not None
@@ -147,15 +146,18 @@ class Sink:
         if ts <= self.position and self.store.existing(ts, ts):
             log.debug('requester: %s: record %s is already here', self.key, ts)
             return False
+        # the summaries' fit checked once, before the record is stored (which changes
+        # nothing it depends on), with the bulk stores' summaries done first, as storing does
+        self.store.finish_bulk()
+        days = days if self._fits(days) else None
         if self.deliver is not None and ts > self.position:
-            self.store.finish_bulk()
-            will_fit = days is not None and self._usable(days) and self.store.days_fit(days)
-            if self.deliver(record, days if will_fit else None) is False:
+            if self.deliver(record, days) is False:
                 return False
         elif not self.store.store_one(record):
             return False
         self._stored(1, ts)
-        self.store_days(days)
+        if days is not None:
+            self.store.write_days(days)
         return True
 
     @property
@@ -167,7 +169,15 @@ class Sink:
     def store_days(self, days):
         """Store the primary's daily summaries (a protocol.DayRows, or None) as they are,
         after the records of their days. True if stored."""
-        return self._usable(days) and self.store.store_days(days)
+        if not self._fits(days):
+            return False
+        self.store.write_days(days)
+        return True
+
+    def _fits(self, days, oldest=None):
+        """Can the primary's daily summaries be stored here now (TargetDatabase.days_fit,
+        with records from `oldest` on about to be stored)?"""
+        return self._usable(days) and self.store.days_fit(days, oldest)
 
     def _usable(self, days):
         """Can the primary's daily summaries be right here? If not, say why once: the

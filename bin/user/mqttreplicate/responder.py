@@ -395,7 +395,7 @@ class Responder:
         return EncodedPage(wires, len(records), more, last)
 
     @staticmethod
-    def _read_days(asked, source, first, last, more):
+    def _read_days(asked, source, oldest, last, more):
         """The daily summaries a page brings if asked for: whole days, from the day of
         asked.days (or of the page's first record) to the day of its last record (or of
         until), which is left out if more records follow: the next page brings it.
@@ -406,7 +406,7 @@ class Responder:
         out: that record's live message brings its day."""
         if asked.days is None:
             return None
-        start = asked.days or first
+        start = asked.days or oldest
         if not start:
             return None
         # at most MAX_DAYS_BACK before the page: older days left without summaries here

@@ -137,6 +137,12 @@ def differences(local, remote):
     return result
 
 
+def replaces_records(repairs):
+    """Do these repairs replace records (and so rebuild their days' summaries here, which
+    a comparison right after can then make the primary's)?"""
+    return any(not d.summaries_only for d in repairs)
+
+
 def plan_repairs(differing, careful):
     """(buckets to repair, buckets left alone) of [Difference]. careful (the unattended
     verification) never replaces a bucket by fewer records than this station has: a primary
@@ -455,7 +461,7 @@ class Verifier:
             repairs, _ = plan_repairs(differing, careful=False)
             self._repair(binding, store, until, repairs)
             still = self._compare(binding, store, since, until, summaries, quiet=True)
-            if summaries and any(not d.summaries_only for d in repairs):
+            if summaries and replaces_records(repairs):
                 # records replaced: their days' summaries were rebuilt here; now that the
                 # records are the primary's, the primary's summaries of those days can be
                 self._repair(binding, store, until, [d for d in still if d.summaries_only])
@@ -544,8 +550,8 @@ class AutoVerifier:
         self.fetch = None              # BucketFetch of repairs[0]
         self.verified = None           # wall-clock time of the last complete verification
         self.repaired = 0              # days repaired since start
-        self.records_repaired = False  # in this verification: records replaced
         self.follow_up = False         # this verification follows one that replaced records
+        self.planned = []              # the repairs of this verification
 
     @property
     def key(self):
@@ -607,7 +613,6 @@ class AutoVerifier:
                 or not replica.link.connected():
             return
         self.due = False
-        self.records_repaired = False
         until = replica.position
         if replica.primary_newest:
             # what the primary does not have (yet) is not compared
@@ -688,6 +693,7 @@ class AutoVerifier:
             self._ask_digest()         # dateTime only: the unit systems differ
             return
         self.repairs, fewer = plan_repairs(differing, careful=True)
+        self.planned = list(self.repairs)
         for difference in fewer:
             self.replica.faults(
                 logging.WARNING, 'verify-fewer', 'requester: %s: %s has %d records '
@@ -734,7 +740,6 @@ class AutoVerifier:
         stored = repair_bucket(self.replica.store, self.key, fetch.start,
                                self.comparison.until, fetch.result())
         self.repaired += 1
-        self.records_repaired = True
         log.info('requester: %s: repaired %s: %d records from the primary', self.key,
                  when(fetch.start)[:10], stored)
         self._next_repair()
@@ -755,7 +760,8 @@ class AutoVerifier:
     def _next_repair(self):
         if self.repairs:
             self._fetch_next()
-        elif self.records_repaired and self.comparison.summaries and not self.follow_up:
+        elif self.comparison.summaries and replaces_records(self.planned) \
+                and not self.follow_up:
             # the days of the records replaced have summaries rebuilt here: compare again
             # at once, so the primary's can replace them
             self.follow_up = True
