@@ -96,6 +96,42 @@ def test_catchup_into_empty_secondary_pages_and_batches(rig, broker, caplog):
     assert error_lines(caplog) == []
 
 
+@pytest.mark.parametrize('layout', [None, 'columns', 'packed'])
+def test_every_layout_a_requester_may_ask_for_brings_the_same_replica(rig, broker, monkeypatch,
+                                                                     caplog, layout):
+    """Pages asked for as objects (protocol 2 as it began), as JSON columns (the previous
+    requester) or packed (this one): the responder answers each in that layout, and each
+    secondary ends equal to the primary row by row, the REAL values still REAL."""
+    from user.mqttreplicate import protocol, requester
+    monkeypatch.setattr(requester, 'LAYOUT', layout)
+    decoded = []
+    for name in ('unpack', 'from_json'):
+        def spy(cls, data, name=name, real=getattr(protocol.Columns, name).__func__):
+            decoded.append(name)
+            return real(cls, data)
+        monkeypatch.setattr(protocol.Columns, name, classmethod(spy))
+    primary = rig.primary(broker, count=1500, batch_size=100)
+    secondary = rig.secondary(broker, page_size=400)
+    monitor = rig.client(broker)
+    monitor.subscribe('replicate/response/#')
+    monitor.subscribe('replicate/request/#')
+    rig.start_responder(primary)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(30)
+    talk = Conversation.collect(monitor, Conversation.catchup_done)
+    layouts = {user_properties(m).get('layout') for r in talk.catchup_requests()
+               for m in talk.answers(r) if int(user_properties(m)['count'])}
+    assert layouts == {layout}
+    assert set(decoded) == {'packed': {'unpack'}, 'columns': {'from_json'}}.get(layout, set())
+    assert_pages_bring(talk.catchup_requests(), talk, {START + i * STEP for i in range(1500)})
+    assert_same(primary, secondary)
+    with weewx.manager.Manager.open(secondary.manager_dict()['database_dict']) as manager:
+        kinds = list(manager.genSql('SELECT typeof(outTemp), typeof(dateTime) FROM archive '
+                                    'GROUP BY typeof(outTemp), typeof(dateTime)'))
+    assert kinds == [('real', 'integer')]
+    assert error_lines(caplog) == []
+
+
 def test_catchup_resumes_from_newest_and_is_idempotent(rig, broker, caplog):
     """A secondary holding the first 1,000 of 2,500 records asks for what is newer than its
     newest record, stores the remaining 1,500, and a second run stores nothing. (Without

@@ -146,8 +146,7 @@ def test_stored_as_they_are_after_a_bulk_store(rig, primary):
     assert last_update(secondary) == complete
     store = target(secondary)
     try:
-        store.store_bulk([store.prepare(r) for r in generate_records(START + 2 * DAY,
-                                                                     2 * PER_DAY)])
+        store.store_bulk(store.prepare_bulk(generate_records(START + 2 * DAY, 2 * PER_DAY)))
         assert store.summaries_pending and last_update(secondary) == complete
         # from the day the last record here belongs to (its midnight record is the next
         # day's first: START + 2 days belongs to the day of START + 1 day)
@@ -189,7 +188,7 @@ def bulk_without_summaries(secondary, start, count):
     its summaries)."""
     store = target(secondary)
     try:
-        store.store_bulk([store.prepare(r) for r in generate_records(start, count)])
+        store.store_bulk(store.prepare_bulk(generate_records(start, count)))
     finally:
         store.close()                    # (closing does not build them)
 

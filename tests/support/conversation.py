@@ -22,6 +22,7 @@ answer.
 
 import json
 import queue
+import struct
 import time
 import zlib
 
@@ -56,6 +57,19 @@ def is_catchup_request(message):
         and operation(message) == 'records' and props.get('replace') != '1'
 
 
+def unpack(payload):
+    """The records of a packed payload, read as docs/protocol.md describes it."""
+    size = int.from_bytes(payload[:4], 'little')
+    header = json.loads(payload[4:4 + size])
+    rows, columns, offset = header['rows'], [], 4 + size
+    for code in header['types']:
+        columns.append(struct.unpack_from('<%d%s' % (rows, code), payload, offset))
+        offset += 8 * rows
+    assert offset == len(payload)
+    return [{k: v for k, v in zip(header['columns'], row) if v is not None and v == v}
+            for row in zip(*columns)]
+
+
 def records(message):
     """The records of a page message (its payload decoded as its encoding says); none in
     a message of daily summaries (kind=days)."""
@@ -63,8 +77,10 @@ def records(message):
     if props.get('kind') == 'days':
         return []
     payload = message.payload
-    if props.get('encoding') == 'zlib+json':
+    if props.get('encoding') in ('zlib+json', 'zlib+packed'):
         payload = zlib.decompress(payload)
+    if props.get('layout') == 'packed':        # binary columns (docs/protocol.md)
+        return unpack(payload)
     body = json.loads(payload)
     if props.get('layout') == 'columns':       # column-major: one list of values a column
         names = body['columns']

@@ -13,6 +13,7 @@ import os
 import time
 import zlib
 
+import hypothesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -150,6 +151,69 @@ def test_decode_records_record_shaped_json(records, compress):
     if decoded is not None:
         originals = records if isinstance(records, list) else [records]
         assert len(decoded) == len(originals)
+
+
+def decode_each(records):
+    """(valid records, count refused) of records decoded one by one (validate_record)."""
+    valid, refused = [], 0
+    for rec in records:
+        try:
+            valid.append(p.validate_record(dict(rec)))
+        except ProtocolError:
+            refused += 1
+    return valid, refused
+
+
+@FUZZ
+@given(records=st.lists(record_like(), min_size=1, max_size=5),
+       layout=st.sampled_from([p.LAYOUT_COLUMNS, p.LAYOUT_PACKED]), compress=st.booleans())
+def test_column_major_batches_keep_and_refuse_what_validate_record_does(records, layout,
+                                                                         compress):
+    """Column-major batches are checked a column at a time, then record by record only if
+    that finds anything: the records kept and refused are exactly those validate_record
+    keeps and refuses (the whole-column check is never less strict), in either layout."""
+    columns = p.Columns.of([{k: v for k, v in rec.items() if v is not None} for rec in records])
+    if layout == p.LAYOUT_PACKED:
+        # in the packed layout NaN is NULL by definition: records without NaN only
+        hypothesis.assume(not any(isinstance(v, float) and math.isnan(v)
+                                  for rec in records for v in rec.values()))
+        try:
+            payload, encoding = p.encode_batch(columns, compress, pack=True)
+        except ValueError:      # not packed, and not JSON either (an infinity): not sent
+            hypothesis.assume(False)
+        if encoding not in p.PACKED_ENCODINGS:
+            layout = p.LAYOUT_COLUMNS          # what the responder says of such a batch
+    else:
+        payload = json.dumps(columns.to_json()).encode('utf-8')    # NaN literals included
+        payload, encoding = (zlib.compress(payload), p.ENCODING_ZLIB) if compress \
+            else (payload, p.ENCODING_JSON)
+    try:
+        kept, refused, sent = p.decode_batch(payload, encoding, layout)
+    except ProtocolError as e:
+        # refused whole only for its column names (the object layout refuses each record)
+        assert 'plain name' in str(e) or 'too wide' in str(e), e
+        return
+    valid, bad = decode_each(columns.records())
+    assert isinstance(kept, p.Columns) and sent == len(records)
+    assert kept.records() == [{k: v for k, v in r.items() if v is not None} for r in valid]
+    assert len(refused) == bad
+    check_records(kept.records())
+    # the same types too (1 and 1.0 are equal): a REAL stays a REAL
+    assert [[(k, type(v)) for k, v in r.items()] for r in kept.records()] == \
+        [[(k, type(v)) for k, v in r.items() if v is not None] for r in valid]
+
+
+@FUZZ
+@given(payload=st.binary(max_size=512), compress=st.booleans())
+def test_decode_packed_arbitrary_bytes(payload, compress):
+    encoding = p.ENCODING_PACKED
+    if compress:
+        payload, encoding = zlib.compress(payload), p.ENCODING_ZLIB_PACKED
+    try:
+        kept, _, _ = p.decode_batch(payload, encoding, p.LAYOUT_PACKED)
+    except ProtocolError:
+        return
+    check_records(kept.records())
 
 
 hashable_keys = (st.text(max_size=20) | st.integers() | st.none() | st.booleans()

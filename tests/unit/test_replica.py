@@ -50,7 +50,11 @@ class FakeStore:
         assert key == KEY
         return dict(rec)
 
-    def store_bulk(self, records, day_rows=None):
+    def prepare_bulk(self, records, key):
+        return protocol.Columns.of([self.prepare(r, key) for r in records])
+
+    def store_bulk(self, columns, day_rows=None):
+        records = columns.records()
         self.bulk.append([r['dateTime'] for r in records])
         for r in records:
             self.rows[r['dateTime']] = r

@@ -764,13 +764,11 @@ class TargetDatabase:
         self.summaries_pending = newest > complete
 
     def _insert_records(self, cursor, records):
-        """Insert records (dicts) into the archive table, in an open transaction: records
-        with the same columns share their statements (insert_rows). Returns the count."""
-        groups = {}
-        for record in records:
-            groups.setdefault(tuple(record), []).append(tuple(record.values()))
-        return sum(insert_rows(self.manager.connection, cursor, self.table, columns, rows)
-                   for columns, rows in groups.items())
+        """Insert records (dicts) into the archive table, in an open transaction. Returns
+        the count."""
+        columns = protocol.Columns.of(records)
+        return insert_rows(self.manager.connection, cursor, self.table, columns.names,
+                           columns.rows)
 
     @reconnecting(RECONNECT_FOR)
     def rebuild_days(self, first, last):
@@ -827,30 +825,40 @@ class TargetDatabase:
                           % self.table, (first, last))
         return {r[0] for r in rows}
 
+    def prepare_bulk(self, records, label=''):
+        """Records (protocol.Columns, or dicts) as Columns ready for store_bulk(): as they
+        are if prepare() would change none of them (this database's unit system, only its
+        columns), else each record through prepare()."""
+        if isinstance(records, protocol.Columns) and set(records.names) <= self.column_set:
+            units = set(records.column('usUnits'))
+            if len(units) == 1 and self.unit_system() in (None, *units):
+                return records
+        return protocol.Columns.of([self.prepare(record, label) for record in records])
+
     @reconnecting(RECONNECT_FOR)
-    def store_bulk(self, records, day_rows=None):
-        """Insert archive rows of records not stored yet, in one transaction, with the
-        primary's daily summaries of their days (day_rows, a protocol.DayRows that fits:
-        see days_fit()) if given. Returns the number inserted. Daily summaries not given
-        wait for finish_bulk()."""
-        if not records:
+    def store_bulk(self, columns, day_rows=None):
+        """Insert the archive rows of records (protocol.Columns from prepare_bulk()) not
+        stored yet, in one transaction, with the primary's daily summaries of their days
+        (day_rows, a protocol.DayRows that fits: see days_fit()) if given. Returns the
+        number inserted. Daily summaries not given wait for finish_bulk()."""
+        if not columns:
             return 0
-        first = min(r['dateTime'] for r in records)
-        last = max(r['dateTime'] for r in records)
-        present = self.existing(first, last)
-        new = []
-        for record in records:
-            ts = record['dateTime']
-            if ts in present:
-                continue
-            present.add(ts)
-            new.append(record)
+        times = columns.column('dateTime')
+        present = self.existing(min(times), max(times))
+        rows = columns.rows
+        if not present.isdisjoint(times) or len(set(times)) != len(times):
+            rows = []
+            for ts, row in zip(times, columns.rows):
+                if ts not in present:
+                    present.add(ts)
+                    rows.append(row)
         if self.manager.std_unit_system is None:
-            self.manager.std_unit_system = records[0]['usUnits']
-        if not new and day_rows is None:
+            self.manager.std_unit_system = columns[0]['usUnits']
+        if not rows and day_rows is None:
             return 0
         with weedb.Transaction(self.manager.connection) as cursor:
-            count = self._insert_records(cursor, new)
+            count = insert_rows(self.manager.connection, cursor, self.table, columns.names,
+                                rows)
             if day_rows is not None:
                 self._write_days(cursor, day_rows)      # summaries_pending follows
         if day_rows is None:

@@ -11,6 +11,7 @@ decode_request() (requests) or in the receiver that expects it (answers), and a 
 in tests/unit/test_messages.py.
 """
 
+import array
 import base64
 import dataclasses
 import hashlib
@@ -18,6 +19,7 @@ import hmac
 import json
 import math
 import struct
+import sys
 import time
 import uuid
 import zlib
@@ -27,6 +29,11 @@ PROTOCOL = '2'
 ENCODING_JSON = 'json'
 ENCODING_ZLIB = 'zlib+json'
 LAYOUT_COLUMNS = 'columns'         # a batch as {"columns": [...], "values": [[...], ...]}
+LAYOUT_PACKED = 'packed'           # a batch as binary columns (Columns.pack), else as columns
+LAYOUTS = (LAYOUT_COLUMNS, LAYOUT_PACKED)
+ENCODING_PACKED = 'packed'         # the payload of a LAYOUT_PACKED batch
+ENCODING_ZLIB_PACKED = 'zlib+packed'
+PACKED_ENCODINGS = (ENCODING_PACKED, ENCODING_ZLIB_PACKED)
 MAX_COLUMN_CELLS = 2000000         # values one column-major batch may hold
 
 OP_RECORDS = 'records'
@@ -160,8 +167,10 @@ def compact(record):
 @dataclasses.dataclass(frozen=True)
 class Columns:
     """Records as the database gives them: the column names (dateTime among them) and one
-    tuple per record (None for NULL), oldest first. Sliced, it stays Columns; on the wire it is
-    column-major, without the columns that hold nothing (LAYOUT_COLUMNS)."""
+    tuple per record (None for NULL), oldest first. Sliced, it stays Columns; indexed or
+    iterated, it gives the records as dicts without their None values. On the wire it is
+    column-major, without the columns that hold nothing: JSON (LAYOUT_COLUMNS) or binary
+    (LAYOUT_PACKED, see pack())."""
     names: tuple
     rows: list
 
@@ -169,9 +178,12 @@ class Columns:
         return len(self.rows)
 
     def __getitem__(self, key):
-        if not isinstance(key, slice):
-            raise TypeError('Columns are sliced, not indexed: records() gives the records')
-        return Columns(self.names, self.rows[key])
+        if isinstance(key, slice):
+            return Columns(self.names, self.rows[key])
+        return {k: v for k, v in zip(self.names, self.rows[key]) if v is not None}
+
+    def __iter__(self):
+        return iter(self.records())
 
     @property
     def first(self):
@@ -181,15 +193,178 @@ class Columns:
     def last(self):
         return self.rows[-1][self.names.index('dateTime')]
 
+    def column(self, name):
+        """The values of one column, one per record (None where it has none); a column
+        not named gives None for every record."""
+        if name not in self.names:
+            return (None,) * len(self.rows)
+        i = self.names.index(name)
+        return tuple(row[i] for row in self.rows)
+
     def records(self):
         """The records as dicts, without their None values."""
         names = self.names
         return [{k: v for k, v in zip(names, row) if v is not None} for row in self.rows]
 
+    @classmethod
+    def of(cls, records):
+        """Columns of records (dicts), naming every key any of them has."""
+        names = tuple(dict.fromkeys(k for record in records for k in record))
+        return cls(names, [tuple(map(record.get, names)) for record in records])
+
+    def _held(self):
+        """[(name, values)] of the columns that hold a value in at least one record."""
+        return [(name, column) for name, column in zip(self.names, zip(*self.rows))
+                if column.count(None) != len(column)]
+
     def to_json(self):
-        values = list(zip(*self.rows))
-        keep = [i for i, column in enumerate(values) if column.count(None) != len(column)]
-        return {'columns': [self.names[i] for i in keep], 'values': [values[i] for i in keep]}
+        held = self._held()
+        return {'columns': [name for name, _ in held], 'values': [values for _, values in held]}
+
+    @classmethod
+    def from_json(cls, obj):
+        """Columns of a LAYOUT_COLUMNS payload (parsed). Raises ProtocolError."""
+        if not isinstance(obj, dict):
+            raise ProtocolError('columns payload is a %s, not an object' % type(obj).__name__)
+        names, values = obj.get('columns'), obj.get('values')
+        if not isinstance(names, list) or not isinstance(values, list) \
+                or len(names) != len(values) \
+                or not all(isinstance(column, list) for column in values) \
+                or len({len(column) for column in values}) > 1:
+            raise ProtocolError('columns payload is not {"columns": [names], "values": [one '
+                                'list per column, all of the same length]}')
+        _check_columns(names, len(values[0]) if values else 0)
+        return cls(tuple(names), list(zip(*values)))
+
+    def pack(self):
+        """The records as a LAYOUT_PACKED payload (uncompressed), or None if a column holds
+        anything but integers (without NULLs) or floats and NULLs: those go as JSON."""
+        names, codes, parts = [], [], []
+        for name, values in self._held():
+            kinds = set(map(type, values))
+            if kinds == _INT_ONLY:
+                code = 'q'
+            elif kinds <= _FLOAT_OR_NULL:
+                # A database holds no NaN (SQLite and MySQL store NULL), so NaN is free to
+                # stand for NULL here.
+                code = 'd'
+                if _NONE_TYPE in kinds:
+                    values = [_NAN if v is None else v for v in values]
+            else:
+                return None
+            try:
+                packed = array.array(code, values)
+            except OverflowError:
+                return None
+            if _BIG_ENDIAN:
+                packed.byteswap()
+            names.append(name)
+            codes.append(code)
+            parts.append(packed.tobytes())
+        header = encode_json({'columns': names, 'types': ''.join(codes),
+                              'rows': len(self.rows)})
+        return b''.join([struct.pack('<I', len(header)), header] + parts)
+
+    @classmethod
+    def unpack(cls, data):
+        """Columns of a LAYOUT_PACKED payload (inflated). Raises ProtocolError."""
+        if len(data) < 4:
+            raise ProtocolError('packed payload of %d bytes has no header' % len(data))
+        (size,) = struct.unpack_from('<I', data)
+        header = _parse_json(bytes(data[4:4 + size]))
+        names = header.get('columns') if isinstance(header, dict) else None
+        codes = header.get('types') if isinstance(header, dict) else None
+        rows = header.get('rows') if isinstance(header, dict) else None
+        if not isinstance(names, list) or not isinstance(codes, str) \
+                or len(codes) != len(names) or not set(codes) <= {'q', 'd'} \
+                or not plain_int(rows):
+            raise ProtocolError('packed payload header is not {"columns": [names], "types": '
+                                '"one of q or d per column", "rows": count}')
+        _check_columns(names, rows)
+        if len(data) != 4 + size + 8 * rows * len(names):
+            raise ProtocolError('packed payload of %d bytes does not hold %d rows of %d '
+                                'columns' % (len(data), rows, len(names)))
+        values, offset = [], 4 + size
+        for code in codes:
+            column = array.array(code)
+            column.frombytes(data[offset:offset + 8 * rows])
+            offset += 8 * rows
+            if _BIG_ENDIAN:
+                column.byteswap()
+            column = column.tolist()
+            if code == 'd' and math.isnan(sum(column)):      # NULLs (or inf - inf)
+                column = [None if v != v else v for v in column]
+            values.append(column)
+        return cls(tuple(names), list(zip(*values)) if values else [])
+
+    def checked(self, now):
+        """(Columns of the valid records, [why each invalid one was left out]). Whole
+        columns are checked at once (_columns_valid); only if that finds anything are the
+        records checked one by one (validate_record, which says what is wrong)."""
+        if _columns_valid(self, now):
+            return self, []
+        valid, errors = [], []
+        for record in self.records():
+            try:
+                valid.append(validate_record(record, now))
+            except ProtocolError as e:
+                errors.append(str(e))
+        return Columns(self.names, [tuple(map(r.get, self.names)) for r in valid]), errors
+
+
+_NONE_TYPE = type(None)
+_INT_ONLY = {int}
+_FLOAT_OR_NULL = {float, _NONE_TYPE}
+_NUMBER_KINDS = frozenset((int, float))
+_VALUE_KINDS = frozenset((int, float, _NONE_TYPE))
+_NAN, _INF = math.nan, math.inf
+_UNIT_SYSTEMS = frozenset(KNOWN_UNIT_SYSTEMS)
+_BIG_ENDIAN = sys.byteorder == 'big'
+
+
+def _check_columns(names, rows):
+    """Refuse the column names and size of a column-major payload (ProtocolError)."""
+    if len(names) > MAX_RECORD_KEYS:
+        raise ProtocolError('columns payload of %d columns is too wide' % len(names))
+    for name in names:
+        if not isinstance(name, str) or name not in _GOOD_NAMES:
+            _check_name(name)
+    if len(set(names)) != len(names):
+        raise ProtocolError('columns payload names a column twice')
+    if len(names) * rows > MAX_COLUMN_CELLS:
+        raise ProtocolError('columns payload of %d values is too large' % (len(names) * rows))
+
+
+def _columns_valid(columns, now):
+    """True only if every record of columns passes validate_record, checked a whole column
+    at a time (C loops instead of a Python loop per value). False does not say a record is
+    bad, only that they must be checked one by one: validate_record is the rule, this a
+    shortcut that is never less strict (tests/unit/test_protocol_fuzz.py)."""
+    names = columns.names
+    if not columns.rows or not {'dateTime', 'usUnits', 'interval'} <= set(names):
+        return not columns.rows
+    for name, values in zip(names, zip(*columns.rows)):
+        kinds = set(map(type, values))
+        if not kinds <= _VALUE_KINDS:
+            return False
+        if float in kinds and (_INF in values or -_INF in values or math.isnan(
+                sum(values if _NONE_TYPE not in kinds else
+                    [v for v in values if v is not None]))):
+            return False
+        if int in kinds:
+            ints = values if kinds == _INT_ONLY else [v for v in values if v.__class__ is int]
+            if min(ints) < INT_MIN or max(ints) > INT_MAX:
+                return False
+        if name == 'dateTime':
+            if kinds != _INT_ONLY or min(values) <= 0 or max(values) > now + MAX_FUTURE_SECONDS:
+                return False
+        elif name == 'usUnits':
+            if kinds != _INT_ONLY or not set(values) <= _UNIT_SYSTEMS:
+                return False
+        elif name == 'interval':
+            if not kinds <= _NUMBER_KINDS or min(values) <= 0:
+                return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,15 +375,21 @@ def encode_json(obj):
     return json.dumps(obj, separators=(',', ':'), allow_nan=False).encode('utf-8')
 
 
-def encode_batch(records, compress):
-    """Payload and encoding name for a list of records (or Columns)."""
+def encode_batch(records, compress, pack=False):
+    """Payload and encoding name for a list of records (or Columns: packed if asked and
+    they can be, see Columns.pack)."""
+    payload = records.pack() if pack and isinstance(records, Columns) else None
+    if payload is not None:
+        if compress:
+            return zlib.compress(payload, 1), ENCODING_ZLIB_PACKED
+        return payload, ENCODING_PACKED
     payload = encode_json(records.to_json() if isinstance(records, Columns) else records)
     if compress:
         return zlib.compress(payload, 1), ENCODING_ZLIB
     return payload, ENCODING_JSON
 
 
-def split_batches(records, batch_size, max_bytes, compress, oversize=None):
+def split_batches(records, batch_size, max_bytes, compress, oversize=None, pack=False):
     """Encode records (a list, or Columns) into (payload, encoding, count) batches, each
     at most max_bytes.
 
@@ -219,11 +400,11 @@ def split_batches(records, batch_size, max_bytes, compress, oversize=None):
     pending.reverse()
     while pending:
         chunk = pending.pop()
-        payload, encoding = encode_batch(chunk, compress)
+        payload, encoding = encode_batch(chunk, compress, pack)
         if len(payload) <= max_bytes:
             yield payload, encoding, len(chunk)
         elif len(chunk) == 1:
-            record = chunk.records()[0] if isinstance(chunk, Columns) else chunk[0]
+            record = chunk[0]
             if oversize is None:
                 raise ProtocolError('record %s is larger than max_message_bytes (%d bytes)'
                                     % (record.get('dateTime'), len(payload)))
@@ -234,11 +415,11 @@ def split_batches(records, batch_size, max_bytes, compress, oversize=None):
             pending.append(chunk[:half])
 
 
-def decode_payload(payload, encoding):
-    """Inflate (bounded) and parse a payload. Raises ProtocolError."""
+def inflate(payload, encoding):
+    """The bytes of a payload: inflated (bounded) if compressed. Raises ProtocolError."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError('payload of %d bytes is too large' % len(payload))
-    if encoding == ENCODING_ZLIB:
+    if encoding in (ENCODING_ZLIB, ENCODING_ZLIB_PACKED):
         inflater = zlib.decompressobj()
         try:
             payload = inflater.decompress(payload, MAX_INFLATED_BYTES)
@@ -246,10 +427,22 @@ def decode_payload(payload, encoding):
             raise ProtocolError('payload does not inflate: %s' % e)
         if inflater.unconsumed_tail:
             raise ProtocolError('payload inflates to more than %d bytes' % MAX_INFLATED_BYTES)
-    elif encoding not in (None, ENCODING_JSON):
+    elif encoding not in (None, ENCODING_JSON, ENCODING_PACKED):
         raise ProtocolError('unknown encoding %r' % encoding)
+    return payload
+
+
+def decode_payload(payload, encoding):
+    """Inflate (bounded) and parse a JSON payload. Raises ProtocolError."""
+    if encoding in PACKED_ENCODINGS:
+        raise ProtocolError('encoding %r where JSON was expected' % encoding)
+    return _parse_json(inflate(payload, encoding))
+
+
+def _parse_json(data):
+    # NaN and Infinity literals become text, which no check takes for a number
     try:
-        return json.loads(payload.decode('utf-8'))
+        return json.loads(data.decode('utf-8'), parse_constant=str)
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError('payload is not JSON: %s' % e)
     except RecursionError:
@@ -266,19 +459,27 @@ def decode_records(payload, encoding):
 
 
 def decode_batch(payload, encoding, layout=None):
-    """(valid records, [error text of each invalid record], number of records sent).
+    """(valid records, [error text of each invalid record], number of records sent): the
+    records a list of dicts, or Columns in a column-major layout.
 
     A page must go on even if one of its records is bad: the bad ones are left out (and
     counted by the caller), the others stored. Raises ProtocolError for a payload that is
-    not a list of records at all (or, in LAYOUT_COLUMNS, not columns of the same length)."""
+    not a list of records at all (or, column-major, not columns of the same length)."""
+    now = time.time()
+    if layout == LAYOUT_PACKED and encoding in PACKED_ENCODINGS:
+        columns = Columns.unpack(inflate(payload, encoding))
+    elif layout in LAYOUTS:
+        columns = Columns.from_json(decode_payload(payload, encoding))
+    else:
+        columns = None
+    if columns is not None:
+        valid, errors = columns.checked(now)
+        return valid, errors, len(columns)
     obj = decode_payload(payload, encoding)
-    if layout == LAYOUT_COLUMNS:
-        obj = _columns_to_records(obj)
-    elif isinstance(obj, dict):
+    if isinstance(obj, dict):
         obj = [obj]
     if not isinstance(obj, list):
         raise ProtocolError('payload is a %s, not a list of records' % type(obj).__name__)
-    now = time.time()
     valid, errors = [], []
     for record in obj:
         try:
@@ -286,28 +487,6 @@ def decode_batch(payload, encoding, layout=None):
         except ProtocolError as e:
             errors.append(str(e))
     return valid, errors, len(obj)
-
-
-def _columns_to_records(obj):
-    """The records (dicts without None values) of a column-major batch."""
-    if not isinstance(obj, dict):
-        raise ProtocolError('columns payload is a %s, not an object' % type(obj).__name__)
-    names, values = obj.get('columns'), obj.get('values')
-    if not isinstance(names, list) or not isinstance(values, list) \
-            or len(names) != len(values) or len(names) > MAX_RECORD_KEYS \
-            or not all(isinstance(column, list) for column in values) \
-            or len({len(column) for column in values}) > 1:
-        raise ProtocolError('columns payload is not {"columns": [names], "values": [one list '
-                            'per column, all of the same length]}')
-    for name in names:
-        if not isinstance(name, str) or name not in _GOOD_NAMES:
-            _check_name(name)
-    if len(set(names)) != len(names):
-        raise ProtocolError('columns payload names a column twice')
-    if values and len(values) * len(values[0]) > MAX_COLUMN_CELLS:
-        raise ProtocolError('columns payload of %d values is too large'
-                            % (len(values) * len(values[0])))
-    return [{k: v for k, v in zip(names, row) if v is not None} for row in zip(*values)]
 
 
 def parse_since(payload):
@@ -749,7 +928,7 @@ class RecordsRequest:
     replace: bool = False      # re-fetching a range to repair it
     version: int = 2           # 1: the earlier extension's request (no page, no end)
     days: Optional[int] = None  # also the daily summaries, from the day of this dateTime
-    layout: Optional[str] = None    # LAYOUT_COLUMNS: batches column-major
+    layout: Optional[str] = None    # LAYOUT_COLUMNS or LAYOUT_PACKED: batches column-major
 
     def encode(self):
         props = _header(self.binding) + [('node', self.node), ('op', OP_RECORDS)]
@@ -773,7 +952,7 @@ class RecordsRequest:
                    envelope.number('until'), envelope.number('limit', None, 1),
                    envelope.props.get('replace') == '1', version,
                    envelope.number('days') if modern else None,
-                   LAYOUT_COLUMNS if modern and layout == LAYOUT_COLUMNS else None)
+                   layout if modern and layout in LAYOUTS else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -913,26 +1092,28 @@ class Page:
     last: int
     newest: Optional[int]
     days: Optional[DayRows] = None
+    pack: bool = False         # Columns packed where they can be (LAYOUT_PACKED)
 
     def encode(self, batch_size, max_bytes, compress, oversize=None):
         """[Wire] of the page's batches, each at most max_bytes (see split_batches); an
         empty page is one empty, final message. The daily summaries, if any, travel in
         messages of their own (kind=days) just before the last one, so a page's end
         still comes with its newest record."""
-        batches = list(split_batches(self.records, batch_size, max_bytes, compress, oversize)) \
-            if self.records else []
+        batches = list(split_batches(self.records, batch_size, max_bytes, compress, oversize,
+                                     self.pack)) if self.records else []
         if not batches:
             batches = [(b'[]', ENCODING_JSON, 0)]
         days = self.days.split(max_bytes, compress) if self.days is not None else None
         if days:
             batches[-1:-1] = [(payload, encoding, None) for payload, encoding in days]
-        layout = [('layout', LAYOUT_COLUMNS)] if isinstance(self.records, Columns) else []
+        columns = isinstance(self.records, Columns)
         wires = []
         for seq, (payload, encoding, count) in enumerate(batches):
             props = _header(self.binding) + [('encoding', encoding), ('seq', seq),
                                              ('count', count or 0)]
-            if count:
-                props += layout
+            if count and columns:
+                props.append(('layout', LAYOUT_PACKED if encoding in PACKED_ENCODINGS
+                              else LAYOUT_COLUMNS))
             if count is None:
                 props.append(('kind', KIND_DAYS))
             elif seq == len(batches) - 1:

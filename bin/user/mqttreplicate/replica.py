@@ -130,10 +130,11 @@ class Sink:
         can be stored as they are. (count stored, whether the summaries were)."""
         if not records:
             return 0, False
-        prepared = [self.store.prepare(r, self.key) for r in records]
-        days = days if self._fits(days, min(r['dateTime'] for r in prepared)) else None
+        prepared = self.store.prepare_bulk(records, self.key)
+        stamps = prepared.column('dateTime')
+        days = days if self._fits(days, min(stamps)) else None
         count = self.store.store_bulk(prepared, days)
-        self._stored(count, prepared[-1]['dateTime'])
+        self._stored(count, stamps[-1])
         return count, days is not None
 
     def store_one(self, record, days=None):

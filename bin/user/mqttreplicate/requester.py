@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 OFFLINE = -1             # the responder's `connected` while its status says offline
 INBOX_SIZE = 1000        # items waiting for the thread that owns a database (SPEC 6.1)
+LAYOUT = protocol.LAYOUT_PACKED   # how pages are asked for (docs/protocol.md)
 
 
 class Requester(Link):
@@ -97,7 +98,7 @@ class Requester(Link):
         day of `days` on, if not None); the correlation of the answer."""
         return self._ask(binding, protocol.RecordsRequest(
             binding.key, self.conn.clientid, since, until, self.options.page_size, replace,
-            days=days, layout=protocol.LAYOUT_COLUMNS), correlation)
+            days=days, layout=LAYOUT), correlation)
 
     def send_digest(self, binding, since, until, bucket, columns, correlation=None,
                     summaries=False):

@@ -387,9 +387,10 @@ class Responder:
         last = records.last if records else asked.since
         more = len(records) >= request.limit
         days = self._read_days(asked, source, records.first if records else 0, last, more)
-        if asked.layout != protocol.LAYOUT_COLUMNS:
+        if asked.layout is None:
             records = records.records()         # one object per record, as protocol 2 began
-        wires = protocol.Page(request.binding.key, records, more, last, None, days).encode(
+        wires = protocol.Page(request.binding.key, records, more, last, None, days,
+                              pack=asked.layout == protocol.LAYOUT_PACKED).encode(
             self.options.batch_size, self.conn.max_message_bytes, self.conn.compress,
             self._oversize)
         return EncodedPage(wires, len(records), more, last)

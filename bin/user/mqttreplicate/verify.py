@@ -375,7 +375,7 @@ class Verifier:
             more = fetch.add(self._ask(binding, protocol.RecordsRequest(
                 binding.key, self.conn.clientid, fetch.since, fetch.last,
                 self.options.page_size, replace=True,
-                layout=protocol.LAYOUT_COLUMNS).encode(), protocol.Batch))
+                layout=protocol.LAYOUT_PACKED).encode(), protocol.Batch))
         return fetch.result()
 
     def day_summaries(self, binding, start):
