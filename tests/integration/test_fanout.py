@@ -62,7 +62,7 @@ class Probe:
         """The dateTimes of the page since `since` (limit PAGE), and its end's properties."""
         correlation = uuid.uuid4().bytes
         props = {'data_binding': KEY, 'protocol': '2', 'node': 'probe', 'op': 'records',
-                 'limit': str(PAGE), 'days': str(since), 'layout': 'columns'}
+                 'limit': str(PAGE), 'days': str(since), 'layout': 'packed'}
         if replace:
             props['replace'] = '1'
         self.client.publish('replicate/request/weewx', str(since).encode(),
