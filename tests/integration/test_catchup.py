@@ -298,10 +298,12 @@ def test_requester_started_before_the_responder(rig, broker, caplog, fault_repor
     assert_same(primary, secondary)
 
 
-def test_a_page_is_read_with_the_columns_that_hold_values(rig, monkeypatch):
+@pytest.mark.parametrize('after', ['SELECT COUNT(*), MAX(dateTime)', 'SELECT COUNT(dateTime)'])
+def test_a_page_is_read_with_the_columns_that_hold_values(rig, monkeypatch, after):
     """The responder reads a page with the columns that hold a value in at least one of its
-    records (the database counts them first): the same records as a read of every column.
-    A record stored between the count and the read makes it read every column instead."""
+    records (the database finds the page's end, then counts them): the same records as a
+    read of every column. A record stored between finding the end and the count, or
+    between the count and the read, makes it read every column instead."""
     import sqlite3
     from user.mqttreplicate import database
     station = rig.station('primary')
@@ -323,7 +325,7 @@ def test_a_page_is_read_with_the_columns_that_hold_values(rig, monkeypatch):
 
         def racing(connection, sql, args=()):
             result = fetch_all(connection, sql, args)
-            if sql.startswith('SELECT COUNT(*)'):
+            if sql.startswith(after):
                 with con:
                     con.execute('INSERT INTO archive (dateTime, usUnits, interval, extraTemp2) '
                                 'VALUES (?, 1, 5, 7.5)', (inserted,))

@@ -441,22 +441,23 @@ class SourceDatabase:
     def read_columns(self, since, until, limit):
         """read_page() as protocol.Columns: the rows as the database gives them, of the
         columns that hold a value in at least one of them (most of a wide schema's are
-        NULL on most stations). The database counts them first, in SQL, over the same
-        rows; if the rows then read are not as many (a record stored or deleted in
-        between), every column is read."""
+        NULL on most stations). The page's last dateTime is found in the index, then the
+        database counts the values of each column over the page's range, in SQL; if the
+        rows then read are not as many (a record stored or deleted in between), every
+        column is read."""
         connection = self.manager.connection
         where, args = _range_clause(since, until)
-        inner = '%s%s ORDER BY dateTime ASC LIMIT %d' % (self.select, where, int(limit))
-        counts = _fetch_all(connection, 'SELECT COUNT(*), MAX(dateTime), %s FROM (%s) AS page'
-                            % (', '.join('COUNT(%s)' % c for c in self.columns), inner),
-                            args)[0]
-        total, last = counts[0], counts[1]
+        total, last = _fetch_all(connection, 'SELECT COUNT(*), MAX(dateTime) FROM (SELECT '
+                                 'dateTime FROM %s%s ORDER BY dateTime ASC LIMIT %d) AS page'
+                                 % (self.table, where, int(limit)), args)[0]
         if not total:
             return protocol.Columns(tuple(self.columns), [])
-        names = tuple(c for c, n in zip(self.columns, counts[2:]) if n or c == 'dateTime')
-        rows = _fetch_all(connection, 'SELECT %s FROM %s WHERE dateTime > ? AND dateTime <= ? '
-                          'ORDER BY dateTime ASC' % (', '.join(names), self.table),
-                          (since, last))
+        page = ' FROM %s WHERE dateTime > ? AND dateTime <= ?' % self.table
+        counts = _fetch_all(connection, 'SELECT %s%s' % (
+            ', '.join('COUNT(%s)' % c for c in self.columns), page), (since, last))[0]
+        names = tuple(c for c, n in zip(self.columns, counts) if n or c == 'dateTime')
+        rows = _fetch_all(connection, 'SELECT %s%s ORDER BY dateTime ASC'
+                          % (', '.join(names), page), (since, last))
         if len(rows) != total:
             return protocol.Columns(tuple(self.columns), list(_read_rows(
                 connection, self.select, since, until, limit)))
