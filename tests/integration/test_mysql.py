@@ -262,17 +262,19 @@ def test_max_allowed_packet_smaller_than_a_batch(rig, broker, make_mariadb, capl
     """A page of 500 records is about 300 KB of INSERT: with max_allowed_packet = 64 KiB
     the multi-row statements are split to fit (each one seen as the server got it), the
     summaries' too."""
-    import weedb.mysql
+    import pymysql.cursors
     sent = []                               # (statement kind, bytes sent, rows in it)
-    real_execute = weedb.mysql.Cursor.execute
+    real_execute = pymysql.cursors.Cursor.execute
 
-    def execute(self, sql, args=()):
+    def execute(self, sql, args=None):      # every statement, as the server gets it
         result = real_execute(self, sql, args)
-        if sql.startswith(('INSERT INTO archive ', 'REPLACE INTO archive_day_')):
-            sent.append((sql.split()[0], len(self.cursor._executed.encode('utf-8')),
-                         sql.count('(?')))
+        if sql.replace('`', '').startswith(('INSERT INTO archive ',
+                                            'REPLACE INTO archive_day_')):
+            values = self._executed.split(' VALUES ', 1)[1]
+            sent.append((sql.split()[0], len(self._executed.encode('utf-8')),
+                         values.count('),(') + 1))
         return result
-    monkeypatch.setattr(weedb.mysql.Cursor, 'execute', execute)
+    monkeypatch.setattr(pymysql.cursors.Cursor, 'execute', execute)
 
     server = make_mariadb(max_allowed_packet=65536)
     primary = rig.primary(broker, count=COUNT, batch_size=500)

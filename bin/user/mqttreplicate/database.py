@@ -8,6 +8,7 @@ statements, fully fetched, so the primary's own writes never wait for us.
 import datetime
 import functools
 import logging
+import math
 import os
 import time
 
@@ -87,6 +88,56 @@ def _row_bytes(row):
     return size
 
 
+_NONE_TYPE = type(None)
+
+
+def _double(value):
+    """A float as PyMySQL spells it (converters.escape_float): repr, with an exponent so
+    that the server reads a DOUBLE, not a DECIMAL."""
+    text = repr(value)
+    return text if 'e' in text else text + 'e0'
+
+
+def _number_literals(rows):
+    """The rows as SQL literals, '(1,2.5e0,NULL)', if every value is an integer, a finite
+    float or None (records always are), else None: what the driver would send, spelled a
+    column at a time instead of a call per value."""
+    columns = []
+    for values in zip(*rows):
+        kinds = set(map(type, values))
+        if not kinds <= _LITERAL_KINDS:
+            return None
+        if float in kinds:
+            numbers = values if _NONE_TYPE not in kinds else [v for v in values if v is not None]
+            if math.inf in numbers or -math.inf in numbers or math.isnan(sum(numbers)):
+                return None
+        if kinds == _INT:
+            columns.append(list(map(str, values)))
+        elif kinds == _FLOAT:
+            columns.append([t if 'e' in t else t + 'e0' for t in map(repr, values)])
+        else:
+            columns.append(['NULL' if v is None else _double(v) if v.__class__ is float
+                            else str(v) for v in values])
+    return ['(%s)' % ','.join(row) for row in zip(*columns)]
+
+
+def _literal_sender(cursor, replace, table, columns):
+    """(head, execute) for statements of literals: through the PyMySQL cursor under
+    weedb's (with weedb's translation of errors), so that weedb does not search a
+    statement of megabytes for the word interval; the names quoted here instead."""
+    import weedb.mysql
+    raw = getattr(cursor, 'cursor', None)
+    if raw is None:
+        return '%s INTO %s (%s) VALUES ' % ('REPLACE' if replace else 'INSERT', table,
+                                            ', '.join(columns)), cursor.execute
+    return '%s INTO `%s` (%s) VALUES ' % ('REPLACE' if replace else 'INSERT', table, ', '.join(
+        '`%s`' % c for c in columns)), weedb.mysql.guard(raw.execute)
+
+
+_INT, _FLOAT = {int}, {float}
+_LITERAL_KINDS = frozenset((int, float, _NONE_TYPE))
+
+
 def insert_rows(connection, cursor, table, columns, rows, replace=False):
     """Insert rows (tuples, in the order of columns) into table, through cursor (of
     connection, a weedb connection, in an open transaction).
@@ -109,6 +160,21 @@ def insert_rows(connection, cursor, table, columns, rows, replace=False):
         else:
             for row in rows:
                 cursor.execute(head + one, row)
+        return len(rows)
+    literals = _number_literals(rows) if columns else None
+    if literals is not None:
+        # numbers only: the statements spelled here, a column at a time, instead of the
+        # driver's escaping call per value (most of a MySQL store's time)
+        head, execute = _literal_sender(cursor, replace, table, columns)
+        budget = statement_limit(connection) - len(head) - 64
+        start = 0
+        while start < len(literals):
+            size, end = 0, start
+            while end < len(literals) and (end == start or size + len(literals[end]) < budget):
+                size += len(literals[end]) + 1
+                end += 1
+            execute(head + ','.join(literals[start:end]))
+            start = end
         return len(rows)
     budget = statement_limit(connection) - len(head) - 64
     numeric = not any(isinstance(v, (str, bytes)) for v in rows[0])
