@@ -24,6 +24,10 @@ def test_rows_of_numbers_and_nulls_are_spelled_as_the_driver_spells_them():
     rows = [(1699920300 + i, 1, 5, HARD[i], None if i % 2 else -HARD[i], 2 ** 63 - 1,
              -2 ** 63, i if i % 3 else None) for i in range(len(HARD))]
     assert database._number_literals(rows) == [driver(row) for row in rows]
+    # an integer no column holds is spelled as the driver spells it too (the server refuses
+    # it as it did), also among floats
+    rows = [(1, 2.5), (2, 10 ** 400)]
+    assert database._number_literals(rows) == [driver(row) for row in rows]
 
 
 @given(st.lists(st.tuples(st.integers(-2 ** 63, 2 ** 63 - 1),

@@ -666,6 +666,7 @@ GOOD_PACKED = (['dateTime', 'usUnits', 'interval', 'outTemp'], 'qqqd', 2,
     (packed_payload(*GOOD_PACKED, tail=b'x'), 'does not hold 2 rows of 4 columns'),
     (packed_payload(*GOOD_PACKED)[:-1], 'does not hold 2 rows'),
     (packed_payload(['dateTime'], 'q', 10 ** 9, []), 'too large'),
+    (packed_payload([], '', 5, []), 'header is not'),
 ])
 def test_a_packed_payload_that_is_not_packed_columns_is_refused(payload, match):
     env = batch_env(payload, page_pairs(count=2, encoding='packed') + [('layout', 'packed')])
@@ -699,6 +700,7 @@ def test_a_bad_record_in_packed_columns_is_left_out():
     ('outTemp', -2 ** 63 - 1, False), ('outTemp', math.inf, False),
     ('outTemp', -math.inf, False), ('outTemp', math.nan, False), ('outTemp', True, False),
     ('outTemp', 'x', False), ('outTemp', [1], False), ('outTemp', -1e308, True),
+    ('outTemp', 10 ** 400, False), ('interval', 10 ** 400, False),
 ])
 def test_whole_columns_pass_only_where_every_record_does(column, value, good):
     """The check of whole columns at once (the fast path of column-major batches) draws

@@ -108,7 +108,7 @@ def _number_literals(rows):
         if not kinds <= _LITERAL_KINDS:
             return None
         if float in kinds:
-            numbers = values if _NONE_TYPE not in kinds else [v for v in values if v is not None]
+            numbers = values if kinds == _FLOAT else [v for v in values if v.__class__ is float]
             if math.inf in numbers or -math.inf in numbers or math.isnan(sum(numbers)):
                 return None
         if kinds == _INT:
@@ -130,7 +130,7 @@ def _literal_sender(cursor, replace, table, columns):
     if raw is None:
         return '%s INTO %s (%s) VALUES ' % ('REPLACE' if replace else 'INSERT', table,
                                             ', '.join(columns)), cursor.execute
-    return '%s INTO `%s` (%s) VALUES ' % ('REPLACE' if replace else 'INSERT', table, ', '.join(
+    return '%s INTO %s (%s) VALUES ' % ('REPLACE' if replace else 'INSERT', table, ', '.join(
         '`%s`' % c for c in columns)), weedb.mysql.guard(raw.execute)
 
 

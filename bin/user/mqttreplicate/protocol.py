@@ -277,7 +277,7 @@ class Columns:
         rows = header.get('rows') if isinstance(header, dict) else None
         if not isinstance(names, list) or not isinstance(codes, str) \
                 or len(codes) != len(names) or not set(codes) <= {'q', 'd'} \
-                or not plain_int(rows):
+                or not plain_int(rows) or (rows and not names):
             raise ProtocolError('packed payload header is not {"columns": [names], "types": '
                                 '"one of q or d per column", "rows": count}')
         _check_columns(names, rows)
@@ -314,6 +314,7 @@ class Columns:
 
 _NONE_TYPE = type(None)
 _INT_ONLY = {int}
+_FLOAT_ONLY = {float}
 _FLOAT_OR_NULL = {float, _NONE_TYPE}
 _NUMBER_KINDS = frozenset((int, float))
 _VALUE_KINDS = frozenset((int, float, _NONE_TYPE))
@@ -348,8 +349,8 @@ def _columns_valid(columns, now):
         if not kinds <= _VALUE_KINDS:
             return False
         if float in kinds and (_INF in values or -_INF in values or math.isnan(
-                sum(values if _NONE_TYPE not in kinds else
-                    [v for v in values if v is not None]))):
+                sum(values if kinds == _FLOAT_ONLY else
+                    [v for v in values if v.__class__ is float]))):
             return False
         if int in kinds:
             ints = values if kinds == _INT_ONLY else [v for v in values if v.__class__ is int]
