@@ -38,18 +38,24 @@ def assert_pages_bring(requests, talk, expected):
     assert brought == expected
 
 
+def watched_catchup(rig, broker, primary, secondary):
+    """Start the responder, then the requester, with a client watching their requests and
+    answers: (the requester's node, the watching client) once it caught up."""
+    monitor = rig.client(broker)
+    monitor.subscribe('replicate/response/#')
+    monitor.subscribe('replicate/request/#')
+    rig.start_responder(primary)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(30)
+    return node, monitor
+
+
 def test_catchup_into_empty_secondary_pages_and_batches(rig, broker, caplog):
     """3,000 records, pages of 200 records sent as batches of 50: several pages, several
     messages per page, and equal archive and daily summaries at the end."""
     primary = rig.primary(broker, count=3000, batch_size=50, page_size=1000)
     secondary = rig.secondary(broker, page_size=200)
-    monitor = rig.client(broker)
-    monitor.subscribe('replicate/response/#')
-    monitor.subscribe('replicate/request/#')
-
-    rig.start_responder(primary)
-    node = rig.start_requester(secondary)
-    node.wait_caught_up(30)
+    node, monitor = watched_catchup(rig, broker, primary, secondary)
 
     assert node.requester.progress_count == 3000
     assert node.replica.position == START + 2999 * STEP
@@ -112,12 +118,7 @@ def test_every_layout_a_requester_may_ask_for_brings_the_same_replica(rig, broke
         monkeypatch.setattr(protocol.Columns, name, classmethod(spy))
     primary = rig.primary(broker, count=1500, batch_size=100)
     secondary = rig.secondary(broker, page_size=400)
-    monitor = rig.client(broker)
-    monitor.subscribe('replicate/response/#')
-    monitor.subscribe('replicate/request/#')
-    rig.start_responder(primary)
-    node = rig.start_requester(secondary)
-    node.wait_caught_up(30)
+    _, monitor = watched_catchup(rig, broker, primary, secondary)
     talk = Conversation.collect(monitor, Conversation.catchup_done)
     layouts = {user_properties(m).get('layout') for r in talk.catchup_requests()
                for m in talk.answers(r) if int(user_properties(m)['count'])}
