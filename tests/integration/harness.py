@@ -272,8 +272,10 @@ class Rig:
         self.responders.append(responder)
         responder.start()
         if wait:
-            assert responder.transport.wait_connected(10), \
-                'responder not connected: %s' % responder.transport.connect_error
+            # subscribed, not only connected: a request published before the broker took
+            # the responder's subscription would reach nobody
+            assert responder.transport.wait_subscribed(10), \
+                'responder not subscribed: %s' % responder.transport.connect_error
         return responder
 
     def start_requester(self, station, wait=True):

@@ -204,6 +204,27 @@ def test_refused_credentials_name_the_options_and_the_stanza_in_use(stanza):
             "and 'password' of [%s]" % stanza) in t.connect_error
 
 
+def test_subscribed_only_once_the_broker_acknowledged_every_subscription(caplog):
+    """wait_subscribed() means what others publish reaches this client: set by a SUBACK
+    without a failure (not by the CONNACK), cleared by a disconnect."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+    options = config.ConnectionOptions(role='responder', clientid='unit-test-client',
+                                       host='broker.invalid', port=1883)
+    t = transport.Transport(options, ['replicate/request/#'], lambda message: None)
+    t.client.subscribe = lambda topics: None        # no I/O
+    success = ReasonCode(PacketTypes.CONNACK, identifier=0)
+    t._on_connect(t.client, None, types.SimpleNamespace(session_present=False), success, None)
+    assert t.connected.is_set() and not t.wait_subscribed(0)
+    refused = ReasonCode(PacketTypes.SUBACK, identifier=135)
+    t._on_subscribe(t.client, None, 1, [refused], None)
+    assert not t.wait_subscribed(0)
+    t._on_subscribe(t.client, None, 2, [ReasonCode(PacketTypes.SUBACK, identifier=1)], None)
+    assert t.wait_subscribed(0)
+    t._on_disconnect(t.client, None, None, success, None)
+    assert not t.wait_subscribed(0)
+
+
 class FakeClient:
     """What NetworkLoop uses of paho's client: loop_start() starts a thread that runs until
     loop_stop() (or until it 'crashes')."""

@@ -112,6 +112,7 @@ class Transport:
         self.manual_ack = manual_ack
         self.name = name
         self.connected = threading.Event()
+        self.subscribed = threading.Event()     # the broker acknowledged the subscriptions
         self.stopping = threading.Event()
         self.connect_error = None      # text of the last failed connection, for the CLI
         self.refused = False           # the broker refused our credentials
@@ -213,6 +214,11 @@ class Transport:
     def wait_connected(self, timeout):
         return self.connected.wait(timeout)
 
+    def wait_subscribed(self, timeout):
+        """Connected, and the broker has acknowledged every subscription: what others
+        publish to them from now on reaches this client."""
+        return self.subscribed.wait(timeout)
+
     # --- callbacks (loop thread) -------------------------------------------------------------
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -236,6 +242,8 @@ class Transport:
         if self.subscriptions:
             client.subscribe([(topic, self.options.subscribe_qos)
                               for topic in self.subscriptions])
+        else:
+            self.subscribed.set()
         self.connected.set()
         if self.on_connected is not None:
             try:
@@ -256,6 +264,8 @@ class Transport:
         if refused:
             self.errors(logging.ERROR, 'subscribe', '%s: the broker refused a subscription '
                         '(%s): check its ACL', self.name, ', '.join(refused))
+        else:
+            self.subscribed.set()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         # Mosquitto acknowledges a publish its ACL denies with 135 "Not authorized"
@@ -266,6 +276,7 @@ class Transport:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         was_connected = self.connected.is_set()
         self.connected.clear()
+        self.subscribed.clear()
         if was_connected and not self.stopping.is_set():
             self.errors(logging.WARNING, 'disconnect', '%s: disconnected from broker: %s',
                         self.name, reason_code)
