@@ -8,7 +8,6 @@ statements, fully fetched, so the primary's own writes never wait for us.
 import datetime
 import functools
 import logging
-import math
 import os
 import time
 
@@ -88,14 +87,10 @@ def _row_bytes(row):
     return size
 
 
-_NONE_TYPE = type(None)
-
-
-def _double(value):
-    """A float as PyMySQL spells it (converters.escape_float): repr, with an exponent so
+def _doubles(values):
+    """Floats as PyMySQL spells them (converters.escape_float): repr, with an exponent so
     that the server reads a DOUBLE, not a DECIMAL."""
-    text = repr(value)
-    return text if 'e' in text else text + 'e0'
+    return [text if 'e' in text else text + 'e0' for text in map(repr, values)]
 
 
 def _number_literals(rows):
@@ -104,38 +99,31 @@ def _number_literals(rows):
     column at a time instead of a call per value."""
     columns = []
     for values in zip(*rows):
-        kinds = set(map(type, values))
-        if not kinds <= _LITERAL_KINDS:
+        kinds = protocol.number_kinds(values)
+        if kinds is None:
             return None
-        if float in kinds:
-            numbers = values if kinds == _FLOAT else [v for v in values if v.__class__ is float]
-            if math.inf in numbers or -math.inf in numbers or math.isnan(sum(numbers)):
-                return None
-        if kinds == _INT:
+        if kinds == {int}:
             columns.append(list(map(str, values)))
-        elif kinds == _FLOAT:
-            columns.append([t if 'e' in t else t + 'e0' for t in map(repr, values)])
+        elif kinds == {float}:
+            columns.append(_doubles(values))
         else:
-            columns.append(['NULL' if v is None else _double(v) if v.__class__ is float
+            doubles = iter(_doubles([v for v in values if v.__class__ is float]))
+            columns.append(['NULL' if v is None else next(doubles) if v.__class__ is float
                             else str(v) for v in values])
     return ['(%s)' % ','.join(row) for row in zip(*columns)]
 
 
-def _literal_sender(cursor, replace, table, columns):
-    """(head, execute) for statements of literals: through the PyMySQL cursor under
-    weedb's (with weedb's translation of errors), so that weedb does not search a
-    statement of megabytes for the word interval; the names quoted here instead."""
-    import weedb.mysql
-    raw = getattr(cursor, 'cursor', None)
-    if raw is None:
-        return '%s INTO %s (%s) VALUES ' % ('REPLACE' if replace else 'INSERT', table,
-                                            ', '.join(columns)), cursor.execute
-    return '%s INTO %s (%s) VALUES ' % ('REPLACE' if replace else 'INSERT', table, ', '.join(
-        '`%s`' % c for c in columns)), weedb.mysql.guard(raw.execute)
-
-
-_INT, _FLOAT = {int}, {float}
-_LITERAL_KINDS = frozenset((int, float, _NONE_TYPE))
+def _chunks(sizes, budget):
+    """(start, end) of the runs of consecutive items whose sizes add up to at most budget
+    (at least one item each): the rows of each statement."""
+    start = 0
+    while start < len(sizes):
+        end, size = start + 1, sizes[start]
+        while end < len(sizes) and size + sizes[end] <= budget:
+            size += sizes[end]
+            end += 1
+        yield start, end
+        start = end
 
 
 def insert_rows(connection, cursor, table, columns, rows, replace=False):
@@ -149,10 +137,12 @@ def insert_rows(connection, cursor, table, columns, rows, replace=False):
     statements, each within the connection's statement_limit()."""
     if not rows:
         return 0
-    head = '%s INTO %s%s VALUES ' % ('REPLACE' if replace else 'INSERT', table,
-                                     ' (%s)' % ', '.join(columns) if columns else '')
-    width = len(rows[0])
-    one = '(%s)' % ','.join('?' * width)
+
+    def head_of(names):
+        return '%s INTO %s%s VALUES ' % ('REPLACE' if replace else 'INSERT', table,
+                                         ' (%s)' % ', '.join(names) if names else '')
+    head = head_of(columns)
+    one = '(%s)' % ','.join('?' * len(rows[0]))
     executemany = getattr(cursor, 'executemany', None)
     if not is_mysql(connection):
         if executemany is not None:
@@ -161,39 +151,29 @@ def insert_rows(connection, cursor, table, columns, rows, replace=False):
             for row in rows:
                 cursor.execute(head + one, row)
         return len(rows)
-    literals = _number_literals(rows) if columns else None
-    if literals is not None:
-        # numbers only: the statements spelled here, a column at a time, instead of the
-        # driver's escaping call per value (most of a MySQL store's time)
-        head, execute = _literal_sender(cursor, replace, table, columns)
-        budget = statement_limit(connection) - len(head) - 64
-        start = 0
-        while start < len(literals):
-            size, end = 0, start
-            while end < len(literals) and (end == start or size + len(literals[end]) < budget):
-                size += len(literals[end]) + 1
-                end += 1
-            execute(head + ','.join(literals[start:end]))
-            start = end
-        return len(rows)
+    literals = _number_literals(rows)
+    if literals is None:
+        # anything but numbers: the driver escapes each value
+        def send(chunk):
+            cursor.execute(head + ','.join([one] * len(chunk)), [v for row in chunk for v in row])
+        parts, sizes = rows, [_row_bytes(row) for row in rows]
+    else:
+        # numbers only: spelled here, a column at a time, and sent through the PyMySQL
+        # cursor under weedb's (its translation of errors kept), so that weedb does not
+        # search a statement of megabytes for the word interval: the names quoted here
+        import weedb.mysql
+        raw = getattr(cursor, 'cursor', None)
+        execute = cursor.execute
+        if raw is not None:
+            head = head_of(['`%s`' % c for c in columns or ()])
+            execute = weedb.mysql.guard(raw.execute)
+
+        def send(chunk):
+            execute(head + ','.join(chunk))
+        parts, sizes = literals, [len(literal) + 1 for literal in literals]
     budget = statement_limit(connection) - len(head) - 64
-    numeric = not any(isinstance(v, (str, bytes)) for v in rows[0])
-    per_row = width * NUMBER_BYTES + 3
-    start = 0
-    while start < len(rows):
-        if numeric:
-            count = max(budget // per_row, 1)
-        else:
-            count, size = 0, 0
-            for row in rows[start:]:
-                size += _row_bytes(row)
-                if count and size > budget:
-                    break
-                count += 1
-        chunk = rows[start:start + count]
-        args = [v for row in chunk for v in row]
-        cursor.execute(head + ','.join([one] * len(chunk)), args)
-        start += len(chunk)
+    for start, end in _chunks(sizes, budget):
+        send(parts[start:end])
     return len(rows)
 
 

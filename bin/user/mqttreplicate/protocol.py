@@ -303,12 +303,7 @@ class Columns:
         records checked one by one (validate_record, which says what is wrong)."""
         if _columns_valid(self, now):
             return self, []
-        valid, errors = [], []
-        for record in self.records():
-            try:
-                valid.append(validate_record(record, now))
-            except ProtocolError as e:
-                errors.append(str(e))
+        valid, errors = _validated(self.records(), now)
         return Columns(self.names, [tuple(map(r.get, self.names)) for r in valid]), errors
 
 
@@ -336,6 +331,19 @@ def _check_columns(names, rows):
         raise ProtocolError('columns payload of %d values is too large' % (len(names) * rows))
 
 
+def number_kinds(values):
+    """The classes of a column's values (a set) if every one is None, an int or a finite
+    float (not a bool), else None: checked in C loops over the whole column."""
+    kinds = set(map(type, values))
+    if not kinds <= _VALUE_KINDS:
+        return None
+    if float in kinds:
+        floats = values if kinds == _FLOAT_ONLY else [v for v in values if v.__class__ is float]
+        if _INF in floats or -_INF in floats or math.isnan(sum(floats)):
+            return None
+    return kinds
+
+
 def _columns_valid(columns, now):
     """True only if every record of columns passes validate_record, checked a whole column
     at a time (C loops instead of a Python loop per value). False does not say a record is
@@ -345,12 +353,8 @@ def _columns_valid(columns, now):
     if not columns.rows or not {'dateTime', 'usUnits', 'interval'} <= set(names):
         return not columns.rows
     for name, values in zip(names, zip(*columns.rows)):
-        kinds = set(map(type, values))
-        if not kinds <= _VALUE_KINDS:
-            return False
-        if float in kinds and (_INF in values or -_INF in values or math.isnan(
-                sum(values if kinds == _FLOAT_ONLY else
-                    [v for v in values if v.__class__ is float]))):
+        kinds = number_kinds(values)
+        if kinds is None:
             return False
         if int in kinds:
             ints = values if kinds == _INT_ONLY else [v for v in values if v.__class__ is int]
@@ -481,13 +485,19 @@ def decode_batch(payload, encoding, layout=None):
         obj = [obj]
     if not isinstance(obj, list):
         raise ProtocolError('payload is a %s, not a list of records' % type(obj).__name__)
+    valid, errors = _validated(obj, now)
+    return valid, errors, len(obj)
+
+
+def _validated(records, now):
+    """(the records validate_record keeps, [why each other one was left out])."""
     valid, errors = [], []
-    for record in obj:
+    for record in records:
         try:
             valid.append(validate_record(record, now))
         except ProtocolError as e:
             errors.append(str(e))
-    return valid, errors, len(obj)
+    return valid, errors
 
 
 def parse_since(payload):
