@@ -41,8 +41,9 @@ pytestmark = pytest.mark.integration
 RATE = 32 * 1024                # bytes a second through the proxy, each way
 BUFFER = 8192                   # the proxy's socket buffers
 SEND_BUFFER = 2048              # the responder's (Linux doubles it, to at least 4.5 KiB)
-HISTORY = 750                   # records the requester catches up with
-PAGE = 300                      # records a page (three pages, two catch-up workers)
+HISTORY = 1000                  # records the requester catches up with (enough, packed,
+                                # for well over 200 KiB through the link with the rest)
+PAGE = 350                      # records a page (three pages, two catch-up workers)
 LIVE_EVERY = 0.05               # seconds between two live records
 PEERS = 60                      # other secondaries acknowledging the live records
 
