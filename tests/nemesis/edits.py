@@ -1,0 +1,91 @@
+"""Changes to the primary's database made by another process while its weewxd runs, as a
+user's tools make them (the nemesis's process is that other process).
+
+    import_past(station, rng, interval)   # a record imported between two records of a
+                                          # past day, through WeeWX's DaySummaryManager
+    correct(station, rng, value=None)     # a value of a past record changed, and that
+                                          # day's summaries rebuilt from the archive, as
+                                          # `weectl database rebuild-daily --date` does
+    correct(station, rng, value=inf)      # the same with an inf (SQLite keeps it)
+
+Each picks a record of a day before the newest one, within the last 6 days (the verify
+window is 7), and returns a short description naming it.
+"""
+
+import datetime
+import math
+
+import weeutil.weeutil
+import weedb
+import weewx.accum
+
+DAY = 86400
+COLUMNS = ('outTemp', 'barometer', 'windSpeed', 'outHumidity', 'dewpoint', 'heatindex')
+
+
+def _candidates(manager):
+    newest = manager.lastGoodStamp()
+    today = weeutil.weeutil.startOfArchiveDay(newest)
+    rows = manager.genSql('SELECT dateTime FROM %s WHERE dateTime > ? AND dateTime <= ? '
+                          'ORDER BY dateTime' % manager.table_name,
+                          (max(newest - 6 * DAY, 0), today - 1))
+    return [row[0] for row in rows]
+
+
+def _day(ts):
+    return datetime.date.fromtimestamp(weeutil.weeutil.startOfArchiveDay(ts))
+
+
+def import_past(station, rng, interval):
+    """A copy of a past record, half an interval later, its outTemp 0.7 higher, added with
+    DaySummaryManager.addRecord (the archive row and its day's summaries, at once)."""
+    with station.open_manager() as manager:
+        stamps = _candidates(manager)
+        taken = set(stamps)
+        free = [ts for ts in stamps if ts + interval // 2 not in taken]
+        if not free:
+            return 'no past record to import next to'
+        ts = rng.choice(free)
+        record = manager.getRecord(ts)
+        record['dateTime'] = ts + interval // 2
+        if record.get('outTemp') is not None:
+            record['outTemp'] += 0.7
+        manager.addRecord(record, log_success=False)
+        return 'imported %d (%s)' % (record['dateTime'], _text(record['dateTime']))
+
+
+def correct(station, rng, value=None):
+    """One column of a past record set to value (None: 1.5 more than it was; never NULL),
+    then that day's summaries rebuilt from the archive."""
+    with station.open_manager() as manager:
+        stamps = _candidates(manager)
+        if not stamps:
+            return 'no past record to correct'
+        ts = rng.choice(stamps)
+        column = rng.choice(COLUMNS)
+        old = manager.getSql('SELECT %s FROM %s WHERE dateTime = ?'
+                             % (column, manager.table_name), (ts,))[0]
+        new = value if value is not None else (old if old is not None else 10.0) + 1.5
+        day = _day(ts)
+        with weedb.Transaction(manager.connection) as cursor:
+            cursor.execute('UPDATE %s SET %s = ? WHERE dateTime = ?'
+                           % (manager.table_name, column), (new, ts))
+            _rebuild_day(manager, ts, cursor)
+        shown = new if math.isfinite(new) else repr(new)
+        return '%s of %d (%s): %s -> %s, day %s rebuilt' % (column, ts, _text(ts), old,
+                                                            shown, day)
+
+
+def _rebuild_day(manager, ts, cursor):
+    """The day of ts summarised again from its archive records: what backfill_day_summary
+    does for each day (it refuses a range while the summaries are behind the archive, as
+    they are for a moment after each record weewxd stores)."""
+    span = weeutil.weeutil.archiveDaySpan(ts)
+    accum = weewx.accum.Accum(span)
+    for record in manager.genBatchRecords(span.start, span.stop):
+        accum.addRecord(record, weight=manager._calc_weight(record))
+    manager._set_day_summary(accum, None, cursor)
+
+
+def _text(ts):
+    return weeutil.weeutil.timestamp_to_string(ts)
