@@ -11,6 +11,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from tests.nemesis.run import Run
@@ -45,6 +46,9 @@ def main(argv=None):
         run.run()
     except KeyboardInterrupt as e:
         run.failures.append('interrupted (%s)' % (e or 'Ctrl-C'))
+    except Exception as e:
+        traceback.print_exc()
+        run.failures.append('the harness failed: %s: %s' % (type(e).__name__, e))
     finally:
         run.close()
     print('workdir: %s%s' % (workdir, '' if run.passed or args.workdir else ' (kept)'))

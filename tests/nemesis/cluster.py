@@ -37,7 +37,7 @@ from tests.support.bridge import BridgedBrokers, SECONDARY_PASSWORD, SECONDARY_U
 from tests.support.broker import Broker
 from tests.support.mariadb import MariaDB
 from tests.support.proxy import TcpProxy
-from tests.support.station import StationFactory, seed_history
+from tests.support.station import StationFactory, seed_history, simulated_record
 
 from tests.nemesis.schedule import (BRIDGE, BROKER, INTERNET, JOINER, MARIADBD, PRIMARY,
                                     SECONDARIES, TMPFS_SECONDARY)
@@ -111,7 +111,11 @@ class Cluster:
         history_end -= history_end % self.interval
         count = HISTORY_RECORDS[self.interval]
         first = history_end - (count - 1) * self.interval
-        seed_history(st, first, count, interval_minutes=self.interval // 60)
+        # weewx's Simulator cannot step 30 minutes (its rain divides by zero): the 5-minute
+        # values at each time, the interval set to this one
+        records = [dict(simulated_record(first + i * self.interval, 5),
+                        interval=self.interval // 60) for i in range(count)]
+        seed_history(st, first, count, records=records)
         self.gate_file = st.root / 'gate'
         self.limit = int(time.time()) - SAFETY_MARGIN
         self.release()
