@@ -67,24 +67,28 @@ def correct(station, rng, value=None):
                              % (column, manager.table_name), (ts,))[0]
         new = value if value is not None else (old if old is not None else 10.0) + 1.5
         day = _day(ts)
-        with weedb.Transaction(manager.connection) as cursor:
+        accum = _summary(manager, ts, column, new)
+        with weedb.Transaction(manager.connection) as cursor:     # short: weewxd writes too
             cursor.execute('UPDATE %s SET %s = ? WHERE dateTime = ?'
                            % (manager.table_name, column), (new, ts))
-            _rebuild_day(manager, ts, cursor)
+            manager._set_day_summary(accum, None, cursor)
         shown = new if math.isfinite(new) else repr(new)
         return '%s of %d (%s): %s -> %s, day %s rebuilt' % (column, ts, _text(ts), old,
                                                             shown, day)
 
 
-def _rebuild_day(manager, ts, cursor):
-    """The day of ts summarised again from its archive records: what backfill_day_summary
-    does for each day (it refuses a range while the summaries are behind the archive, as
-    they are for a moment after each record weewxd stores)."""
+def _summary(manager, ts, column, value):
+    """The summary of ts's day as rebuilding it from the archive would make it once ts's
+    column holds value: what backfill_day_summary does for each day (read before the
+    write, so that the write transaction stays short; it is a past day, which weewxd no
+    longer writes)."""
     span = weeutil.weeutil.archiveDaySpan(ts)
     accum = weewx.accum.Accum(span)
     for record in manager.genBatchRecords(span.start, span.stop):
+        if record['dateTime'] == ts:
+            record[column] = value
         accum.addRecord(record, weight=manager._calc_weight(record))
-    manager._set_day_summary(accum, None, cursor)
+    return accum
 
 
 def _text(ts):
