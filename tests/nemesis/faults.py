@@ -126,6 +126,8 @@ def _freeze(cluster, fault, rng):
 
 def _disk_full(cluster, fault, rng):
     directory = cluster.tmpfs
+    if directory is None:
+        return 'skipped: no tmpfs (mounting one needs root)'
     ballast = directory / 'ballast'
     cluster.ballast.append(ballast)
     free = _fill(ballast)
