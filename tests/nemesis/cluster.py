@@ -241,6 +241,8 @@ class Cluster:
             if self.running(name):
                 self.procs[name].signal(signal.SIGCONT)
             else:
+                self.log('heal: %s\'s weewxd had exited by itself (status %s); started again'
+                         % (name, self.procs[name].returncode))
                 self.start_station(name)
         self.release_disk()
         self.release_locks()

@@ -6,6 +6,7 @@
     run.last_line()    # 'nemesis seed=... verdict=PASS|FAIL'
 """
 
+import collections
 import random
 import re
 import time
@@ -32,6 +33,8 @@ class Run:
         self.cluster = None
         self.failures = []           # why the verdict is FAIL
         self.faults = 0
+        self.injected = []           # the faults injected (not skipped)
+        self.exited = set()          # stations whose weewxd exited without a fault
         self.records = 0
         self.lost = 0
         self.summary_rows = 0
@@ -78,7 +81,13 @@ class Run:
                 self.failures.append('the harness failed at %s: %s' % (fault.describe(), e))
             if not note.startswith('skipped'):
                 self.faults += 1
+                self.injected.append(fault)
             say('  %7.1f s  %s  -> %s' % (at, fault.describe()[10:].strip(), note))
+            for name, proc in self.cluster.procs.items():
+                if not proc.alive() and name not in self.exited:
+                    self.exited.add(name)
+                    say('  %7.1f s  %s\'s weewxd exited by itself (status %s)'
+                        % (time.monotonic() - t0, name, proc.returncode))
         rest = t0 + plan.minutes * 60 - time.monotonic()
         if rest > 0:
             time.sleep(rest)
@@ -136,9 +145,29 @@ class Run:
                 self.failures.append('%s: %d' % (what, n))
         self.compared = True
 
+    def table(self):
+        """The faults injected, by kind, and what the run found, as a Markdown table."""
+        kinds = collections.Counter(f.kind for f in self.injected)
+        targets = collections.defaultdict(collections.Counter)
+        for fault in self.injected:
+            targets[fault.kind][fault.target + ('/' + fault.variant if fault.variant
+                                                else '')] += 1
+        lines = ['| fault | count | targets |', '|---|---|---|']
+        for kind in sorted(kinds):
+            lines.append('| %s | %d | %s |' % (kind, kinds[kind], ', '.join(
+                '%s %d' % kv for kv in sorted(targets[kind].items()))))
+        lines.append('| **all** | **%d** | records %d, secondaries %d: lost %d, summary rows '
+                     'differing %d, duplicates %d, primary engine restarts %d |'
+                     % (self.faults, self.records, len(self.cluster.secondaries()),
+                        self.lost, self.summary_rows, self.duplicates,
+                        self.primary_restarts))
+        return '\n'.join(lines)
+
     def close(self):
         if self.cluster is not None:
             self.cluster.close()
+            if self.compared:
+                say(self.table())
         for failure in self.failures:
             say('FAIL: %s' % failure)
 
