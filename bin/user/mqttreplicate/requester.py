@@ -16,7 +16,7 @@ from . import config as cfg
 from . import database
 from . import protocol
 from .replica import Item, Link, Replica, State
-from .status import StatusPublisher
+from .status import StatusPublisher, why_no_answer
 from .faults import RateLimitedLog, is_termination
 from .transport import Transport
 from .worker import Worker
@@ -44,6 +44,8 @@ class Requester(Link):
         self.received = 0
         self.progress_count = 0
         self.responder_connected = {}    # instance -> `connected` of the responder's status
+        self.responder_seen = {}         # instance -> state of the last status seen
+        self.interval_warned = False
         self.response_topic = protocol.response_topic(self.conn.response_topic,
                                                       self.conn.clientid)
         # the responders' retained status: what the primary has, and when it comes back
@@ -220,7 +222,24 @@ class Requester(Link):
         if live.days_error:
             self._reject('malformed', 'daily summaries of live record %s (binding %s) left '
                          'out: %s', live.record['dateTime'], key, live.days_error)
+        if replica.binding.is_main:
+            self._check_interval(replica, live.record)
         replica.post(Item('live', live, message=envelope.message))
+
+    def _check_interval(self, replica, record):
+        """Warn once if the primary's archive interval (its live records' `interval`) is
+        not this station's: the engine's archive periods would not match the records."""
+        minutes = record.get('interval')
+        if self.interval_warned or not isinstance(minutes, (int, float)) or minutes <= 0:
+            return
+        primary = int(round(minutes * 60))
+        if primary != self.options.archive_interval:
+            self.interval_warned = True
+            log.warning("requester: %s: the primary's archive interval is %d s (its records' "
+                        "interval), this station's is %d s (option 'archive_interval' in "
+                        "section [%s][Requester]); set archive_interval = %d there",
+                        replica.key, primary, self.options.archive_interval,
+                        self.conn.section, primary)
 
     def _on_answer(self, envelope, replica):
         """A message on our response topic: part of a verification's answer, of a catch-up
@@ -260,6 +279,10 @@ class Requester(Link):
             self._reject('malformed', 'a page ends with more=1 and last=%s, which does not '
                          'advance (binding %s)', answer.last, key)
 
+    def silence(self, instance):
+        """What was seen of the instance's responder, and why it may not answer."""
+        return why_no_answer(self.conn, instance, self.responder_seen.get(instance))
+
     def _on_responder_status(self, envelope, instance):
         """The responder's status: learn the primary's newest records; a responder that
         (re)appears gets the catch-ups that found nobody to answer."""
@@ -269,6 +292,12 @@ class Requester(Link):
         except protocol.ProtocolError as e:
             self._reject('status', 'responder status on %s: %s', envelope.topic, e)
             return
+        self.responder_seen[instance] = status.state
+        # The retained copy sent for our subscription, and what our session kept while we
+        # were away (before the SUBACK), tell where the responder is, not that it came back:
+        # the catch-up of our connection is asked for anyway.
+        backlog = bool(getattr(envelope.message, 'retain', False)) \
+            or not self.transport.subscribed.is_set()
         if status.state == 'offline':
             self.responder_connected[instance] = OFFLINE
         if not status.online:
@@ -280,7 +309,7 @@ class Requester(Link):
         # The first status we see tells nothing (retained, or queued in our session).
         seen = self.responder_connected.get(instance)
         reconnected = status.connected is not None and seen is not None \
-            and status.connected != seen
+            and status.connected != seen and not backlog
         if status.connected is not None:
             self.responder_connected[instance] = status.connected
         changed = False
@@ -295,7 +324,7 @@ class Requester(Link):
                 replica.acknowledged = acknowledged
                 changed = True
             missed = reconnected and replica.state is State.ASKING
-            if replica.unanswered or missed:
+            if replica.unanswered and not backlog or missed:
                 log.info('requester: %s: the responder is back; asking again', replica.key)
                 replica.want_catchup()
         if changed:
@@ -318,7 +347,8 @@ class Writer:
                                      cleanup=self._close, on_failure=self._recover)
 
     def add(self, binding, config_dict, preferred_units=None):
-        mgr_dict = database.manager_dict(config_dict, binding.secondary_data_binding)
+        mgr_dict = database.manager_dict(config_dict, binding.secondary_data_binding,
+                                         binding.where('secondary_data_binding'))
 
         def open_store():
             return database.TargetDatabase(mgr_dict, binding.initialize, preferred_units)
