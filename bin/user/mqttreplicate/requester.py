@@ -51,9 +51,11 @@ class Requester(Link):
         # the responders' retained status: what the primary has, and when it comes back
         self.responder_status = {protocol.status_topic(self.conn.status_topic, i): i
                                  for i in options.instances}
+        # QoS 0 for the statuses: the broker keeps none for us while we are away (the
+        # retained one tells the present), so an old one never looks like a responder back
         subscriptions = [self.response_topic] + [
             protocol.archive_topic(self.conn.archive_topic, i) for i in options.instances] + \
-            sorted(self.responder_status)
+            [(topic, 0) for topic in sorted(self.responder_status)]
         self.status = StatusPublisher(None, 'requester', self.conn.clientid, {
             i: protocol.status_topic(self.conn.status_topic, i, self.conn.clientid)
             for i in options.instances})
@@ -293,11 +295,6 @@ class Requester(Link):
             self._reject('status', 'responder status on %s: %s', envelope.topic, e)
             return
         self.responder_seen[instance] = status.state
-        # The retained copy sent for our subscription, and what our session kept while we
-        # were away (before the SUBACK), tell where the responder is, not that it came back:
-        # the catch-up of our connection is asked for anyway.
-        backlog = bool(getattr(envelope.message, 'retain', False)) \
-            or not self.transport.subscribed.is_set()
         if status.state == 'offline':
             self.responder_connected[instance] = OFFLINE
         if not status.online:
@@ -309,7 +306,7 @@ class Requester(Link):
         # The first status we see tells nothing (retained, or queued in our session).
         seen = self.responder_connected.get(instance)
         reconnected = status.connected is not None and seen is not None \
-            and status.connected != seen and not backlog
+            and status.connected != seen
         if status.connected is not None:
             self.responder_connected[instance] = status.connected
         changed = False
@@ -324,7 +321,7 @@ class Requester(Link):
                 replica.acknowledged = acknowledged
                 changed = True
             missed = reconnected and replica.state is State.ASKING
-            if replica.unanswered and not backlog or missed:
+            if replica.unanswered or missed:
                 log.info('requester: %s: the responder is back; asking again', replica.key)
                 replica.want_catchup()
         if changed:
