@@ -240,3 +240,31 @@ def test_stdarchive_data_binding_defaults_to_wx_binding():
     with pytest.raises(ConfigError):
         cfg.parse_requester(conf(SECONDARY % ('', '', '', 'secondary_data_binding = '
                                                           'aq_binding'), weewx))
+
+
+def test_the_stanzas_the_extension_writes_have_only_known_names():
+    """What `weectl extension install` and `weectl station reconfigure` write."""
+    import importlib.util
+    from pathlib import Path
+    from user.mqttreplicate import confeditor
+    spec = importlib.util.spec_from_file_location(
+        'mqttreplicate_install', Path(__file__).resolve().parents[2] / 'install.py')
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    assert cfg.misnamed(install.make_config()) == []
+    editor = confeditor.MQTTReplicateConfEditor()
+    stanza = configobj.ConfigObj(editor.default_stanza.splitlines())
+    assert cfg.misnamed(stanza) == []
+
+
+def test_every_name_the_parsers_read_is_a_known_name():
+    """An option added to the parsing but not to the lists would be warned about as
+    unknown."""
+    import re
+    from pathlib import Path
+    source = Path(cfg.__file__).read_text(encoding='utf-8')
+    read = set(re.findall(r"\.(?:string|integer|real|boolean|choice|topic|raw)\(\s*'(\w+)'",
+                          source))
+    assert len(read) > 40
+    known = set(cfg.STANZA_NAMES) | set(cfg.TLS_OPTIONS) | set(cfg.BINDING_OPTIONS)
+    assert read - known == set()

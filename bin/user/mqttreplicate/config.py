@@ -39,6 +39,8 @@ STANZAS = (STANZA, LEGACY_STANZA)
 # The default name; the one a station uses is stanza_name(config_dict).
 SECTION = STANZA
 
+# Every name parsing reads is listed below: misnamed() warns about any other name it finds
+# in the stanza (tests/unit/test_config_names.py checks the parsers against these lists).
 # Options of the connection, shared by both roles and inheritable from the stanza.
 CONNECTION_OPTIONS = (
     'host', 'port', 'keepalive', 'username', 'password', 'clientid', 'log_mqtt',
@@ -64,6 +66,7 @@ TLS_OPTIONS = ('enable', 'ca_certs', 'certfile', 'keyfile', 'certs_required', 'c
                'tls_version', 'ciphers')
 BINDING_OPTIONS = ('type', 'secondary_data_binding', 'initialize')
 ROLES = ('Requester', 'Responder')
+STANZA_SECTIONS = ROLES + RESERVED_NAMES     # the subsections the stanza itself may have
 # The names each kind of section may hold: options, and sections of known names (an
 # instance section's and a role section's other subsections are instances and bindings).
 STANZA_NAMES = ('driver',) + CONNECTION_OPTIONS + REQUESTER_OPTIONS + RESPONDER_OPTIONS \
@@ -491,7 +494,7 @@ def misnamed(config_dict):
     stanza = present[0]
     top = config_dict[stanza]
     found = []
-    _check_names(top, stanza, STANZA_NAMES, ROLES + RESERVED_NAMES, found)
+    _check_names(top, stanza, STANZA_NAMES, STANZA_SECTIONS, found)
     for role in ROLES:
         section = top.get(role)
         if not _is_section(section):
