@@ -83,6 +83,13 @@ def test_verify_on_the_primary_is_refused(rig, broker):
         "secondary"]
     assert responder.counters['digests'] == 0
 
+    # without a [[Requester]], the same sentence (not "section [Replicator][Requester] is
+    # missing")
+    primary.edit(lambda config: config['Replicator'].pop('Requester'))
+    alone = primary.run_cli('verify', timeout=60)
+    assert alone.returncode == 2, alone.stderr
+    assert alone.stderr.strip().splitlines() == result.stderr.strip().splitlines()
+
 
 def test_no_responder_is_back_when_the_session_kept_its_statuses(rig, broker):
     """The responder restarted, and published live records, while the secondary was away:

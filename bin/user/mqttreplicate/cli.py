@@ -284,15 +284,21 @@ def cmd_status(args, config_dict):
     return EXIT_OK
 
 
-def serves_itself(config_dict, options):
-    """The instance this station's own responder serves to these requester options on
-    the same broker and topics (the station is that instance's primary), or None."""
+def serves_itself(config_dict):
+    """The instance this station's own responder serves to its [[Requester]] on the same
+    broker and topics, or the first it serves if it has no [[Requester]] (either way the
+    station is that instance's primary), or None."""
     if not cfg.has_role(config_dict, 'Responder'):
         return None
     responder = cfg.parse_responder(config_dict)
+    if not responder.enable or not responder.instances:
+        return None
+    if not cfg.has_role(config_dict, 'Requester'):
+        return responder.instances[0]
+    options = cfg.parse_requester(config_dict)
     ours, theirs = responder.connection, options.connection
-    if not responder.enable or (ours.host, ours.port, ours.request_topic) \
-            != (theirs.host, theirs.port, theirs.request_topic):
+    if (ours.host, ours.port, ours.request_topic) != (theirs.host, theirs.port,
+                                                      theirs.request_topic):
         return None
     shared = set(responder.instances) & set(options.instances)
     return min(shared) if shared else None
@@ -301,12 +307,12 @@ def serves_itself(config_dict, options):
 def cmd_verify(args, config_dict):
     from .verify import NoAnswer, Verifier, VerifyError
     from .status import why_no_answer
-    options = cfg.parse_requester(config_dict)
-    own = serves_itself(config_dict, options)
+    own = serves_itself(config_dict)
     if own is not None:
         raise UsageError("this station is the primary of instance '%s' (its [%s][[Responder]] "
                          "has enable = true): verify compares a secondary with its primary, "
-                         "so run it on a secondary" % (own, options.connection.section))
+                         "so run it on a secondary" % (own, cfg.stanza_name(config_dict)))
+    options = cfg.parse_requester(config_dict)
     if args.days is not None and args.days < 1:
         raise UsageError('--days must be at least 1')
     days = None if args.all else (args.days or options.verify_days or 7)
