@@ -74,6 +74,28 @@ def test_each_quoted_log_line_exists_in_the_code(number, message):
         % (number, message)
 
 
+INLINE = re.compile(r'`((?:requester|responder|driver|config): [^`]*)`')
+
+
+def code_samples():
+    """Each message pattern of the code with its placeholders as 'X'."""
+    return [p.pattern.replace(ANY, 'X').replace('\\', '') for p in PATTERNS]
+
+
+def inline_quotes():
+    text = re.sub(r'\s+', ' ', DOC.read_text(encoding='utf-8'))
+    return sorted(set(INLINE.findall(text)))
+
+
+@pytest.mark.parametrize('quote', inline_quotes())
+def test_each_log_line_quoted_in_the_text_exists_in_the_code(quote):
+    """A line quoted in the text, `...` standing for what is left out."""
+    as_regex = re.compile('.*'.join(re.escape(p) for p in quote.split('...')))
+    assert any(p.fullmatch(quote) for p in PATTERNS) \
+        or any(as_regex.fullmatch(sample) for sample in code_samples()), \
+        'docs/troubleshooting.md quotes a log line the code never writes: %s' % quote
+
+
 def test_an_invented_line_is_caught():
     invented = 'requester: weewx/wx_binding: the responder is asleep; waking it up'
     assert not any(p.fullmatch(invented) for p in PATTERNS)
