@@ -82,3 +82,22 @@ def test_misspelt_options_and_another_archive_interval_are_warned_about_once(rep
                         "ignored (did you mean 'enable'?)")):
         assert log.count('WARNING user.mqttreplicate.config: config: ' + line) == 1, log
     assert secondary.count("the primary's archive interval is") == 1
+
+
+def test_no_primary_at_start_says_what_was_seen_and_starts(replication):
+    """The broker is there, the primary is not: weewxd on the secondary says, once, that no
+    status of a responder was seen and why that may be, then runs its engine."""
+    rep = replication(requester_options={'startup_max_tries': '1',
+                                         'startup_wait_before_retry': '2'})
+    sec = rep.start_secondary()
+    line = sec.wait_for_log(
+        r"requester: %s: no answer from the responder for \d+ s; carrying on with live "
+        r"records: no status of a responder for instance 'weewx' was seen on the broker "
+        r"127\.0\.0\.1:%d \(topic replicate/status/weewx\); likely causes, most likely first: "
+        r"\(1\) the primary's responder is not enabled" % (MAIN_KEY, rep.broker.port),
+        timeout=30)
+    assert line
+    sec.wait_for_log(r'driver: no answer to the catch-up; starting anyway', timeout=10)
+    sec.wait_for_log(STARTED, timeout=15)
+    sec.stop()
+    assert rep.secondary.log_text().count('no answer from the responder') == 1
