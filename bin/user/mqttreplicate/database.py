@@ -25,13 +25,15 @@ from .faults import is_termination
 log = logging.getLogger(__name__)
 
 
-def manager_dict(config_dict, binding):
-    """The manager dictionary of a binding; raises ConfigError-worthy KeyError text."""
+def manager_dict(config_dict, binding, where=None):
+    """The manager dictionary of a binding; a LookupError names the binding and `where`
+    it was given (an option and its section)."""
     try:
         return weewx.manager.get_manager_dict_from_config(config_dict, binding)
     except Exception as e:
-        raise LookupError("data binding '%s' is not usable: %s: %s"
-                          % (binding, type(e).__name__, e))
+        raise LookupError("%sdata binding '%s' is not usable: %s: %s"
+                          % (where + ': ' if where else '', binding, type(e).__name__, e)) \
+            from None
 
 
 def _fetch_all(connection, sql, args=()):
