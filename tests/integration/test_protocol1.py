@@ -155,7 +155,7 @@ class Protocol1Responder:
 
 
 def test_protocol1_responder_serves_our_requester(rig, broker, caplog):
-    primary = rig.primary(broker, loop_hilo=False, count=200)              # its database only; no Responder
+    primary = rig.primary(broker, loop_hilo=False, count=200)    # its database only
     secondary = rig.secondary(broker, page_size=100, startup_max_tries=1,
                               startup_wait_before_retry=1)
     _, have = _seed_some(secondary)
