@@ -543,7 +543,8 @@ def seed_history(station: Station, start_ts: int, count: int, interval_minutes: 
     and lows LOOP packets leave in a real station's summaries (loop_extremes), so that a
     secondary that rebuilds them from the archive instead of copying them differs.  Rows
     older than the database's newest row are allowed: the days they touch are rebuilt.
-    units defaults to the station's [StdConvert] target_unit.  Returns (first dateTime, last dateTime) of what was given.
+    units defaults to the station's [StdConvert] target_unit.  Returns (first dateTime,
+    last dateTime) of what was given.
     """
     import weeutil.weeutil
     import weewx.manager
