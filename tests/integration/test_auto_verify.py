@@ -61,7 +61,9 @@ def test_damage_done_while_stopped_is_repaired_after_the_catchup(rig, broker, ca
     assert_same(primary, secondary)                   # archive and daily summaries
     assert responder.counters['digests'] == digests + 1
     assert len(log_lines(caplog, '2 day(s) differ from the primary')) == 1
-    assert len(log_lines(caplog, 'repaired')) == 2
+    assert len(log_lines(caplog, 'records from the primary')) == 2
+    # then the primary's summaries of the days those replacements rebuilt here
+    assert log_lines(caplog, 'repaired the daily summaries of')
     assert error_lines(caplog) == []
 
 
@@ -192,7 +194,8 @@ def test_a_forged_or_bad_repair_page_replaces_nothing(rig, broker, caplog, monke
     assert secondary.count_records() == before and node.replica.verifier.repaired == 0
     monkeypatch.setattr(protocol, 'split_batches', real_split)
     node.replica.verifier.next_time = 0                      # the retry, now
-    wait_until(lambda: node.replica.verifier.repaired == 1, 30, 'the repair')
+    wait_until(lambda: node.replica.verifier.repaired == 1 and node.replica.verifier.verified,
+               30, 'the repair, and the primary\'s summaries of its days')
     assert_same(primary, secondary)
     assert responder.counters['rejected'] == 0
 

@@ -36,6 +36,14 @@ class VerifyError(Exception):
     """The primary did not answer, or refused."""
 
 
+class NoAnswer(VerifyError):
+    """The responder of an instance did not answer (the command line's exit code 4)."""
+
+    def __init__(self, text, instance):
+        super().__init__(text)
+        self.instance = instance
+
+
 class Refused(Exception):
     """The responder answered a verification's request with an error."""
 
@@ -141,6 +149,47 @@ def replaces_records(repairs):
     """Do these repairs replace records (and so rebuild their days' summaries here, which
     a comparison right after can then make the primary's)?"""
     return any(not d.summaries_only for d in repairs)
+
+
+def today():
+    """Days since the epoch (UTC): which slice of older history a verification compares."""
+    return int(time.time() // BUCKET)
+
+
+def older_slice(oldest, window_since, cycle_days, day_number):
+    """(since, until) of the history before the window (since, ...] that the verification
+    of day `day_number` (days since the epoch) compares besides the window, or None: the
+    buckets from the oldest record's on are cut into at most cycle_days slices of whole
+    buckets (at most MAX_DIGEST_BUCKETS - 1 each, one digest), taken in turn, a slice a
+    day, so that every day is compared at least once every cycle_days days (anti-entropy:
+    a record changed on the primary long ago, or damage here, is found)."""
+    if not cycle_days or not oldest:
+        return None
+    first = oldest - oldest % BUCKET
+    end = window_since + 1                       # the window's first bucket
+    buckets = (end - first) // BUCKET
+    if buckets <= 0:
+        return None
+    per = min(-(-buckets // cycle_days), protocol.MAX_DIGEST_BUCKETS - 1)
+    parts = -(-buckets // per)
+    start = first + (day_number % parts) * per * BUCKET
+    return start - 1, min(start + per * BUCKET, end) - 1
+
+
+def with_days(repairs, summaries):
+    """The repairs in the order to make them: the buckets whose records are replaced, then,
+    if the daily summaries are compared (summaries), the primary's summaries of every day
+    that a replacement rebuilds here (the days that start in its bucket and in the bucket
+    before: the local day that the bucket's first record belongs to starts before the UTC
+    day), and of the buckets whose summaries alone differ."""
+    if not summaries:
+        return list(repairs)
+    replaced = [d for d in repairs if not d.summaries_only]
+    days = {d.start: d for d in repairs if d.summaries_only}
+    for d in replaced:
+        for start in (d.start - BUCKET, d.start):
+            days.setdefault(start, Difference(start, 0, 0, True))
+    return replaced + [days[start] for start in sorted(days)]
 
 
 def plan_repairs(differing, careful):
@@ -349,8 +398,8 @@ class Verifier:
             try:
                 message = self.replies.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
-                raise VerifyError('no answer from the responder for %s within %.0f s'
-                                  % (binding.key, self.timeout))
+                raise NoAnswer('no answer from the responder for %s within %.0f s'
+                               % (binding.key, self.timeout), binding.instance) from None
             try:
                 messages = answer.add(protocol.decode_answer(protocol.Envelope.of(message),
                                                              kind))
@@ -459,13 +508,8 @@ class Verifier:
             if not repair:
                 return False
             repairs, _ = plan_repairs(differing, careful=False)
-            self._repair(binding, store, until, repairs)
+            self._repair(binding, store, until, with_days(repairs, summaries))
             still = self._compare(binding, store, since, until, summaries, quiet=True)
-            if summaries and replaces_records(repairs):
-                # records replaced: their days' summaries were rebuilt here; now that the
-                # records are the primary's, the primary's summaries of those days can be
-                self._repair(binding, store, until, [d for d in still if d.summaries_only])
-                still = self._compare(binding, store, since, until, summaries, quiet=True)
             for difference in still:
                 self.out('%s: %s still differs after repair' % (binding.key,
                                                                when(difference.start)))
@@ -537,6 +581,8 @@ class AutoVerifier:
                         protocol.MAX_DIGEST_BUCKETS - 1)
             self.days = protocol.MAX_DIGEST_BUCKETS - 1
         self.timeout = options.page_timeout
+        self.cycle_days = options.verify_cycle_days
+        self.older = None              # (since, until) of the slice of history still to compare
         self.due = False
         self.next_time = None          # monotonic time of the next daily verification
         # (correlation, answer class) of the request being answered, None when idle: one
@@ -619,9 +665,15 @@ class AutoVerifier:
             until = min(until, replica.primary_newest)
         # the daily summaries are compared where the primary's are stored as they are
         store = replica.store
-        self.comparison = Comparison(store, *window(until, self.days),
+        since, until = window(until, self.days)
+        self.comparison = Comparison(store, since, until,
                                      summaries=getattr(store, 'copies_days', None) is True)
-        self._guarded(self._ask_digest)
+        self._guarded(self._start, store, since)
+
+    def _start(self, store, since):
+        """Ask for the window's digest; the slice of older history follows it."""
+        self.older = older_slice(store.oldest(), since, self.cycle_days, today())
+        self._ask_digest()
 
     def _give_up(self, why):
         self.replica.faults(logging.WARNING, 'verify', 'requester: %s: %s; verifying again '
@@ -692,7 +744,8 @@ class AutoVerifier:
         if differing is None:
             self._ask_digest()         # dateTime only: the unit systems differ
             return
-        self.repairs, fewer = plan_repairs(differing, careful=True)
+        repairs, fewer = plan_repairs(differing, careful=True)
+        self.repairs = with_days(repairs, self.comparison.summaries)
         self.planned = list(self.repairs)
         for difference in fewer:
             self.replica.faults(
@@ -700,7 +753,8 @@ class AutoVerifier:
                 'here but %d on the primary; left as it is (`verify --repair` makes it '
                 'the primary\'s copy)', self.key, when(difference.start)[:10],
                 difference.here, difference.primary)
-        if not self.repairs:
+        if not repairs:
+            self.repairs = []
             self.follow_up = False
             if not differing:
                 log.info('requester: %s: verified %s to %s: in sync', self.key,
@@ -708,9 +762,9 @@ class AutoVerifier:
             self._finish(VERIFY_INTERVAL)
             return
         log.warning('requester: %s: %d day(s) differ from the primary (%s); fetching them '
-                    'again', self.key, len(self.repairs),
-                    ', '.join(when(d.start)[:10] for d in self.repairs[:5])
-                    + (', ...' if len(self.repairs) > 5 else ''))
+                    'again', self.key, len(repairs),
+                    ', '.join(when(d.start)[:10] for d in repairs[:5])
+                    + (', ...' if len(repairs) > 5 else ''))
         self._fetch_next()
 
     def _fetch_next(self):
@@ -746,10 +800,11 @@ class AutoVerifier:
 
     def _store_days(self, fetch):
         days = fetch.result()
-        self.repairs.pop(0)
+        difference = self.repairs.pop(0)
         self.fetch = None
         if self.replica.store.store_days(days):
-            self.repaired += 1
+            # (the summaries of days whose records were replaced count with those)
+            self.repaired += bool(difference.here)
             log.info('requester: %s: repaired the daily summaries of %s from the primary',
                      self.key, when(fetch.day)[:10])
         else:
@@ -771,6 +826,15 @@ class AutoVerifier:
             self._finish(VERIFY_INTERVAL)
 
     def _finish(self, again_in, complete=True):
+        if complete and again_in and self.older is not None:
+            # the window is done: now the slice of older history, with the same care
+            (since, until), self.older = self.older, None
+            summaries = self.comparison.summaries
+            self._forget()
+            self.comparison = Comparison(self.replica.store, since, until, summaries=summaries)
+            self._guarded(self._ask_digest)
+            return
+        self.older = None
         self._forget()
         self.next_time = time.monotonic() + again_in
         if complete:
