@@ -28,6 +28,7 @@ act on); so does the bridge.
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from tests.support.bridge import BridgedBrokers, SECONDARY_PASSWORD, SECONDARY_U
 from tests.support.broker import Broker
 from tests.support.mariadb import MariaDB
 from tests.support.proxy import TcpProxy
-from tests.support.station import StationFactory, seed_history, simulated_record
+from tests.support.station import StationFactory, seed_history
 
 from tests.nemesis.schedule import (BRIDGE, BROKER, INTERNET, JOINER, MARIADBD, PRIMARY,
                                     SECONDARIES, TMPFS_SECONDARY)
@@ -111,11 +112,7 @@ class Cluster:
         history_end -= history_end % self.interval
         count = HISTORY_RECORDS[self.interval]
         first = history_end - (count - 1) * self.interval
-        # weewx's Simulator cannot step 30 minutes (its rain divides by zero): the 5-minute
-        # values at each time, the interval set to this one
-        records = [dict(simulated_record(first + i * self.interval, 5),
-                        interval=self.interval // 60) for i in range(count)]
-        seed_history(st, first, count, records=records)
+        seed_history(st, first, count, interval_minutes=self.interval // 60)
         self.gate_file = st.root / 'gate'
         self.limit = int(time.time()) - SAFETY_MARGIN
         self.release()
@@ -210,6 +207,18 @@ class Cluster:
 
     # --- healing -------------------------------------------------------------------------------
 
+    def hung_brokers(self):
+        """The brokers that run but do not answer an MQTT CONNECT within 5 s."""
+        return [name for name in (BROKER, INTERNET)
+                if self.server(name).running and not answers(self.server(name))]
+
+    def revive(self, name):
+        """kill -9 a hung broker and start it again (its persistence up to its last
+        autosave)."""
+        broker = self.server(name)
+        broker.kill()
+        broker.start()
+
     def release_disk(self):
         for path in self.ballast:
             try:
@@ -232,6 +241,9 @@ class Cluster:
             proxy.throttle(None)
             proxy.refuse(False)
             proxy.resume()
+        for name in self.hung_brokers():
+            self.log('heal: the %s does not answer; killed and started again' % name)
+            self.revive(name)
         for server in (self.broker, self.internet, self.mariadb):
             if server.running:
                 os.kill(server.pid, signal.SIGCONT)
@@ -274,3 +286,16 @@ class Cluster:
             if self.tmpfs is not None:
                 subprocess.run(['umount', '-l', str(self.tmpfs)], check=False)
                 self.tmpfs = None
+
+
+def answers(broker, timeout=5.0):
+    """Does the broker answer an MQTT 3.1.1 CONNECT with a CONNACK (any return code)?"""
+    client = b'nemesis-probe'
+    body = b'\x00\x04MQTT\x04\x02\x00\x3c' + len(client).to_bytes(2, 'big') + client
+    try:
+        with socket.create_connection((broker.host, broker.port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b'\x10' + bytes([len(body)]) + body)
+            return sock.recv(4)[:1] == b'\x20'
+    except OSError:
+        return False

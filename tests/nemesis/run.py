@@ -35,6 +35,7 @@ class Run:
         self.faults = 0
         self.injected = []           # the faults injected (not skipped)
         self.exited = set()          # stations whose weewxd exited without a fault
+        self.hung = []               # brokers found hung (not answering) after a fault
         self.records = 0
         self.lost = 0
         self.summary_rows = 0
@@ -83,6 +84,11 @@ class Run:
                 self.faults += 1
                 self.injected.append(fault)
             say('  %7.1f s  %s  -> %s' % (at, fault.describe()[10:].strip(), note))
+            for name in self.cluster.hung_brokers():
+                say('  %7.1f s  the %s does not answer (hung); killed and started again'
+                    % (time.monotonic() - t0, name))
+                self.hung.append(name)
+                self.cluster.revive(name)
             for name, proc in self.cluster.procs.items():
                 if not proc.alive() and name not in self.exited:
                     self.exited.add(name)
