@@ -29,10 +29,9 @@ def test_nemesis(seed, request):
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=1200)
     lines = proc.stdout.strip().splitlines() or ['(no output)']
-    reporter = request.config.pluginmanager.get_plugin('terminalreporter')
-    if reporter is not None:
-        reporter.write_line('')
-        reporter.write_line(lines[-1])
+    capture = request.config.pluginmanager.get_plugin('capturemanager')
+    with capture.global_and_fixture_disabled():        # shown in every run, passed or not
+        print('\n' + lines[-1], flush=True)
     assert lines[-1].startswith('nemesis seed=%d minutes=%s ' % (seed, MINUTES)), \
         proc.stdout[-4000:] + proc.stderr[-4000:]
     assert proc.returncode == 0 and lines[-1].endswith(' verdict=PASS'), \
