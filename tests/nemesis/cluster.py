@@ -216,6 +216,7 @@ class Cluster:
         """kill -9 a hung broker and start it again (its persistence up to its last
         autosave)."""
         broker = self.server(name)
+        self.log('  the %s (pid %s): %s' % (name, broker.pid, process_state(broker.pid)))
         broker.kill()
         broker.start()
 
@@ -299,3 +300,15 @@ def answers(broker, timeout=5.0):
             return sock.recv(4)[:1] == b'\x20'
     except OSError:
         return False
+
+
+def process_state(pid):
+    """State and CPU seconds of a process, from /proc (how a hung server hangs)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        ticks = os.sysconf('SC_CLK_TCK')
+        return 'state %s, %.1f s of CPU' % (fields[0], (int(fields[11]) + int(fields[12]))
+                                            / ticks)
+    except (OSError, ValueError, IndexError):
+        return 'state unknown'
