@@ -32,7 +32,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import _common as c
@@ -247,7 +246,7 @@ def main():
         pin(weewxd.pid, 0)
         # the first archive record: the engine is settled
         deadline = time.monotonic() + 3 * args.archive_interval
-        while time.monotonic() < deadline and ' A ' not in ' ' + clock_path.read_text():
+        while time.monotonic() < deadline and '\nA ' not in '\n' + clock_path.read_text():
             time.sleep(0.5)
         print('primary weewxd %d on core 0; broker and secondaries on core 1; '
               'loop_interval %.1f s, archive_interval %d s'
