@@ -14,7 +14,8 @@ pinned with the broker to core 1.
 Two runs of `--duration` seconds each, in the same weewxd one after the other: idle (no
 secondaries: the floor), then under load (the secondaries start together; when all are
 done and time is left, the same number start again on empty databases). For each run it
-prints the gaps between LOOP packets (p50, p99, max), the delay of each archive record's
+prints the gaps between LOOP packets (p50, p99, max) and how late they came after
+their due time (the Simulator's own clock), the delay of each archive record's
 storing (the wall time StdArchive had stored it, minus its dateTime) and the CPU share of
 weewxd's threads (the responder's: its workers, status and protocol-1 threads and paho's
 loop; the engine's: the main thread), as a share of one core.
@@ -187,7 +188,7 @@ def run_load(template, root, args, until):
     return waves, stored
 
 
-def window(label, pid, clock_path, work):
+def window(label, pid, clock_path, work, args):
     """Run work() and measure weewxd meanwhile; returns the figures."""
     cpu0 = thread_cpu(pid)
     t0 = time.time()
@@ -197,6 +198,8 @@ def window(label, pid, clock_path, work):
     loops, archives, names = read_clock(clock_path)
     loops = [t for t in loops if t0 <= t <= t1]
     gaps = [b - a for a, b in zip(loops, loops[1:])]
+    step = args.loop_interval
+    late = [(t - PHASE) % step for t in loops]          # after the packet's due time
     stored = [(wall, ts) for wall, ts in archives if t0 <= wall <= t1]
     delays = [wall - ts for wall, ts in stored]
     used = {tid: cpu1.get(tid, 0) - cpu0.get(tid, 0) for tid in cpu1}
@@ -205,18 +208,20 @@ def window(label, pid, clock_path, work):
     engine = sum(v for tid, v in used.items() if names.get(tid) == 'MainThread')
     total = sum(used.values())
     span = t1 - t0
-    return dict(label=label, span=span, loops=len(loops), gaps=gaps, delays=delays,
+    return dict(label=label, span=span, loops=len(loops), gaps=gaps, late=late, delays=delays,
                 records=len(stored), responder=responder / span, engine=engine / span,
                 total=total / span, extra=extra)
 
 
-def report(row, args):
+def report(row):
     gaps, delays = row['gaps'], row['delays']
-    print('%-10s %5.0f s: LOOP packets %4d, gaps p50 %.2f s, p99 %.2f s, max %.2f s; '
-          'archive records %2d, stored after %.2f s median, %.2f s max; CPU share of one '
-          'core: responder %.1f %%, engine %.1f %%, weewxd %.1f %%'
+    print('%-10s %5.0f s: LOOP packets %4d, gaps p50 %.2f s, p99 %.2f s, max %.2f s '
+          '(late p99 %.3f s, max %.3f s); archive records %2d, stored after %.2f s median, '
+          '%.2f s max; CPU share of one core: responder %.1f %%, engine %.1f %%, '
+          'weewxd %.1f %%'
           % (row['label'], row['span'], row['loops'], percentile(gaps, 50),
-             percentile(gaps, 99), max(gaps or [float('nan')]), row['records'],
+             percentile(gaps, 99), max(gaps or [float('nan')]), percentile(row['late'], 99),
+             max(row['late'] or [float('nan')]), row['records'],
              percentile(delays, 50), max(delays or [float('nan')]), 100 * row['responder'],
              100 * row['engine'], 100 * row['total']), flush=True)
 
@@ -252,13 +257,13 @@ def main():
               'loop_interval %.1f s, archive_interval %d s'
               % (weewxd.pid, args.loop_interval, args.archive_interval), flush=True)
         rows.append(window('idle', weewxd.pid, clock_path,
-                           lambda: time.sleep(args.duration)))
-        report(rows[-1], args)
+                           lambda: time.sleep(args.duration), args))
+        report(rows[-1])
         until = time.monotonic() + args.duration
         rows.append(window('%d catching up' % args.secondaries, weewxd.pid, clock_path,
-                           lambda: run_load(template, root, args, until)))
+                           lambda: run_load(template, root, args, until), args))
         waves, stored = rows[-1]['extra']
-        report(rows[-1], args)
+        report(rows[-1])
         print('  %d waves, %d records stored by the secondaries' % (waves, stored))
         if not weewxd.alive():
             raise SystemExit('the primary weewxd stopped: %s' % weewxd.describe())
