@@ -365,10 +365,12 @@ def main():
             if args.rtt:
                 proxy = DelayProxy(server.host, server.port, args.rtt / 2000)
 
+                def far_port(config):
+                    config['DatabaseTypes']['MySQL']['port'] = str(proxy.port)
+
                 def through_proxy():
                     server.configure(secondary)
-                    secondary.edit(lambda config: config['DatabaseTypes']['MySQL'].update(
-                        port=str(proxy.port)))
+                    secondary.edit(far_port)
                 through_proxy()
                 far = run_modes(args, broker, primary, secondary,
                                 'into MariaDB %.0f ms away' % args.rtt, through_proxy,
