@@ -218,11 +218,13 @@ def print_against_floors(floors, mode, seconds):
 
 class DelayProxy:
     """Forwards a loopback port to (host, port), each read held `delay` seconds before it
-    is sent on (both ways): a round trip `2 * delay` longer, bandwidth untouched."""
+    is sent on (both ways): a round trip `2 * delay` longer, bandwidth untouched. Counts
+    the commands clients send (MySQL packets with sequence number 0): round trips."""
 
     def __init__(self, host, port, delay):
         self.target = (host, port)
         self.delay = delay
+        self.commands = 0
         self.server = socket.create_server(('127.0.0.1', 0))
         self.port = self.server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -238,17 +240,32 @@ class DelayProxy:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for src, dst in ((client, upstream), (upstream, client)):
                 held, ready = deque(), threading.Condition()
-                threading.Thread(target=self._read, args=(src, held, ready),
+                threading.Thread(target=self._read, args=(src, held, ready, src is client),
                                  daemon=True).start()
                 threading.Thread(target=self._send, args=(dst, held, ready),
                                  daemon=True).start()
 
-    def _read(self, src, held, ready):
+    def _read(self, src, held, ready, up):
+        header, skip = b'', 0            # MySQL packets: 3 bytes length, 1 byte sequence
         while True:
             try:
                 data = src.recv(65536)
             except OSError:
                 data = b''
+            at = 0
+            while up and at < len(data):
+                if skip:
+                    n = min(skip, len(data) - at)
+                    skip -= n
+                    at += n
+                    continue
+                more = data[at:at + 4 - len(header)]
+                header += more
+                at += len(more)
+                if len(header) == 4:
+                    skip = int.from_bytes(header[:3], 'little')
+                    self.commands += header[3] == 0
+                    header = b''
             with ready:
                 held.append((time.monotonic() + self.delay, data))
                 ready.notify()
@@ -376,6 +393,9 @@ def main():
                                 'into MariaDB %.0f ms away' % args.rtt, through_proxy,
                                 server=server)
                 proxy.stop()
+                pages = -(-args.records // 5000) * len(far)
+                print('  round trips (commands the clients sent through the proxy): %d, '
+                      '%.0f per page' % (proxy.commands, proxy.commands / pages), flush=True)
                 for mode, seconds in far.items():
                     print('%s: %d records into MariaDB with a %.0f ms round trip %.1f s '
                           '(on loopback %.1f s, into SQLite %.1f s)'
