@@ -2,7 +2,7 @@
 secondary, standalone (`request --once`) and under weewxd.
 
     .venv/bin/python bench/catchup.py [--records 105120] [--mode standalone|weewxd|both]
-                                      [--db sqlite|mysql]
+                                      [--db sqlite|mysql] [--rtt MS]
 
 Prints the time, the rate, the peak memory of both sides and the broker messages per record.
 
