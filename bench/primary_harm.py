@@ -109,18 +109,6 @@ def make_primary(root, args):
     return broker, primary, template, clock_path
 
 
-def secondaries(template, root, n, wave):
-    stations = []
-    for i in range(n):
-        station = template.copy(root, 'secondary-%d-%d' % (wave, i))
-
-        def edit(config, i=i):
-            config['Replicator']['Requester']['clientid'] = 'bench-harm-%d-%d' % (wave, i)
-            config['Replicator']['Requester']['verify_days'] = '0'
-        station.edit(edit)
-        stations.append(station)
-    return stations
-
 
 def pin(pid, core):
     subprocess.run(['taskset', '-a', '-p', '-c', str(core), str(pid)], check=True,
@@ -164,7 +152,7 @@ def run_load(template, root, args, until):
     """Waves of secondaries until `until` (monotonic); returns (waves, records stored)."""
     waves = stored = 0
     while time.monotonic() < until or waves == 0:
-        stations = secondaries(template, root, args.secondaries, waves)
+        stations = c.secondaries(template, root, args.secondaries, waves, 'harm')
         procs = []
         for i, station in enumerate(stations):
             out = open(root / ('requester-%d-%d.log' % (waves, i)), 'w')
