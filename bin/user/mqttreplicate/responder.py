@@ -32,7 +32,8 @@ from . import protocol
 from .pagecache import EncodedPage, PageCache
 from .protocol import PRIMARY_DAYS
 from .faults import RateLimitedLog, is_termination
-from .status import StatusPublisher
+from . import statusfile
+from .status import LastError, LinkState, Pacer, StatusPublisher, without
 from .transport import Transport
 from .worker import Worker
 
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 
 MAX_DAYS_BACK = 31 * 86400      # daily summaries a page brings from before its since
 
-STATUS_INTERVAL = 1.0        # publish status at most this often
+STATUS_INTERVAL = 1.0        # look at the status this often
+STATUS_SETTLE = 2.0          # routine status changes published once quiet this long
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
 MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
@@ -92,7 +94,7 @@ class Sources:
 class Responder:
     """Serves one or more instances from this station's databases."""
 
-    def __init__(self, options: cfg.ResponderOptions, config_dict):
+    def __init__(self, options: cfg.ResponderOptions, config_dict, status_path=None):
         self.options = options
         self.conn = options.connection
         self.bindings = {b.key: b for b in options.bindings}
@@ -107,13 +109,24 @@ class Responder:
         self.newest = {}           # binding key -> newest dateTime here
         self.published = {}        # binding key -> newest dateTime published live
         self.nodes = {}            # node -> binding key -> {'last', 'count', 'time'}
-        self.status_dirty = threading.Event()
+        self.interval = statusfile.archive_interval(config_dict, 300)
+        self.pacer = Pacer(self.interval, STATUS_SETTLE)
+        self.link_state = LinkState()
+        self.last_error = LastError(('responder', 'pagecache'))
+        self.secondaries = statusfile.Secondaries()     # their own statuses
+        self.status_file = statusfile.StatusFile(
+            status_path or statusfile.status_path(config_dict),
+            statusfile.station_info(config_dict, self.interval), 'responder')
         self.stopping = threading.Event()
         request_topics = [protocol.request_topic(self.conn.request_topic, i)
                           for i in options.instances]
         self.statuses = StatusPublisher(None, 'responder', self.conn.clientid, {
             i: protocol.status_topic(self.conn.status_topic, i) for i in options.instances})
-        self.transport = Transport(self.conn, request_topics, self._on_message,
+        # the secondaries' statuses: their state and verifications, for the status file
+        self.peer_status = protocol.status_topic(self.conn.status_topic, '')
+        peer_topics = [protocol.status_topic(self.conn.status_topic, i) + '/+'
+                       for i in options.instances]
+        self.transport = Transport(self.conn, request_topics + peer_topics, self._on_message,
                                    on_connected=self._on_connected,
                                    will=self.statuses.will, name='responder',
                                    on_rejected=self._on_unsigned)
@@ -122,8 +135,7 @@ class Responder:
         self.workers = [self._catchup_worker(n) for n in range(options.workers)]
         self.last_refresh = time.monotonic()
         self.ticker = Worker('responder-status', self._tick, self.faults,
-                             'responder: status not published', stopping=self.stopping,
-                             on_failure=lambda e: self.status_dirty.set())
+                             'responder: status not published', stopping=self.stopping)
         self.legacy = LegacyServer(self)
 
     def _catchup_worker(self, n):
@@ -138,6 +150,7 @@ class Responder:
     def start(self):
         log.info('responder %s: %s', VERSION, self.conn.describe())
         log.info('responder: serving %s', ', '.join(sorted(self.bindings)))
+        self.last_error.attach()
         for worker in self.workers:
             worker.start()
         self.ticker.start()
@@ -152,6 +165,9 @@ class Responder:
         self.legacy.stop()
         self.transport.stop(self.statuses.finals())
         self.cache.clear()
+        self.link_state.update(False, stopped=True)
+        self.status_file.write(self.file_section())
+        self.last_error.detach()
         log.info('responder: stopped (%s)', self._counter_text())
 
     def is_alive(self):
@@ -195,7 +211,6 @@ class Responder:
                                                record['dateTime'])
                 self.published[binding.key] = max(self.published.get(binding.key) or 0,
                                                   record['dateTime'])
-            self.status_dirty.set()
         except Exception as e:
             if is_termination(e):
                 raise
@@ -226,13 +241,15 @@ class Responder:
     def _on_unsigned(self, message):
         """A message without a valid signature: the transport logged and dropped it."""
         self._count('rejected')
-        self.status_dirty.set()
 
     def _on_message(self, message):
         """A message on a request topic: an ack, or a request for the workers (protocol 2)
         or for the LegacyServer (protocol 1). What is refused here is ours to refuse: an
         unknown binding, a response topic outside our prefix; protocol.decode_request()
         refuses what does not follow the protocol."""
+        if message.topic.startswith(self.peer_status):
+            self._on_peer_status(message)
+            return
         envelope = protocol.Envelope.of(message)
         key = envelope.binding
         binding = self.bindings.get(key)
@@ -272,6 +289,15 @@ class Responder:
         else:
             self._queue(Request(request, binding, limit, envelope))
 
+    def _on_peer_status(self, message):
+        """A secondary's own retained status ({status_topic}/{instance}/{clientid})."""
+        clientid = message.topic.rsplit('/', 1)[-1]
+        try:
+            status = protocol.decode_payload(message.payload, None)
+        except protocol.ProtocolError:
+            return
+        self.secondaries.update(clientid, status, retained=bool(message.retain))
+
     def _reply_error(self, envelope, text):
         topic = envelope.response_topic
         if not topic or not topic.startswith(self.conn.response_topic + '/'):
@@ -291,7 +317,6 @@ class Responder:
                     (e['time'] for e in self.nodes[n].values()), default=0))
                 del self.nodes[oldest]
             self.counters['acks'] += 1
-        self.status_dirty.set()
 
     # --- workers -----------------------------------------------------------------------------
 
@@ -328,7 +353,6 @@ class Responder:
             except Exception as e:
                 self.faults(logging.ERROR, 'refresh-' + key,
                             'responder: cannot read binding %s: %s', key, e)
-        self.status_dirty.set()
 
     def _serve(self, request, sources):
         asked = request.message
@@ -478,12 +502,27 @@ class Responder:
         if time.monotonic() - self.last_refresh > REFRESH_INTERVAL:
             self.last_refresh = time.monotonic()
             self._queue(('refresh',))
-        if self.status_dirty.is_set() and self.transport.connected.is_set():
-            self.status_dirty.clear()
-            self._publish_status()
+        connected = self.transport.connected.is_set()
+        self.link_state.update(connected)
+        section = self.file_section()
+        error = self.last_error.last
+        key = (connected, self.connected_at, error and error['time'],
+               tuple((c, s['state']) for c, s in section['secondaries'].items()))
+        if connected:
+            status = self.status()
+            content = without(status, 'time')
+            if self.pacer.due(content, key):
+                self.pacer.published(content, key)
+                self._publish_status(status)
+        self.status_file.offer(section, key)
 
-    def _publish_status(self):
-        status = self.status()
+    def file_section(self):
+        """Our key of the station's status file (statusfile.responder_section)."""
+        return statusfile.responder_section(self, self.link_state, self.last_error,
+                                            self.interval)
+
+    def _publish_status(self, status=None):
+        status = status or self.status()
         self.statuses.publish({instance: dict(status, instance=instance, bindings={
             k: v for k, v in status['bindings'].items() if k.startswith(instance + '/')})
             for instance in self.options.instances})

@@ -550,6 +550,9 @@ class AutoVerifier:
         self.fetch = None              # BucketFetch of repairs[0]
         self.verified = None           # wall-clock time of the last complete verification
         self.repaired = 0              # days repaired since start
+        self.repaired_records = 0      # records those repairs brought
+        self.result = None             # the last verification: in sync, repaired, differs,
+                                       # failed (docs/seeing.md)
         self.follow_up = False         # this verification follows one that replaced records
         self.planned = []              # the repairs of this verification
 
@@ -626,6 +629,7 @@ class AutoVerifier:
     def _give_up(self, why):
         self.replica.faults(logging.WARNING, 'verify', 'requester: %s: %s; verifying again '
                             'in %.0f min', self.key, why, RETRY_INTERVAL / 60)
+        self.result = 'failed'
         self._finish(RETRY_INTERVAL, complete=False)
 
     def _guarded(self, action, *args):
@@ -701,6 +705,10 @@ class AutoVerifier:
                 'the primary\'s copy)', self.key, when(difference.start)[:10],
                 difference.here, difference.primary)
         if not self.repairs:
+            # fewer records here than there: left as they are, it still differs; the
+            # comparison that follows a repair keeps saying repaired
+            self.result = 'differs' if differing else \
+                'repaired' if self.follow_up else 'in sync'
             self.follow_up = False
             if not differing:
                 log.info('requester: %s: verified %s to %s: in sync', self.key,
@@ -740,6 +748,8 @@ class AutoVerifier:
         stored = repair_bucket(self.replica.store, self.key, fetch.start,
                                self.comparison.until, fetch.result())
         self.repaired += 1
+        self.repaired_records += stored
+        self.result = 'repaired'
         log.info('requester: %s: repaired %s: %d records from the primary', self.key,
                  when(fetch.start)[:10], stored)
         self._next_repair()
@@ -750,6 +760,7 @@ class AutoVerifier:
         self.fetch = None
         if self.replica.store.store_days(days):
             self.repaired += 1
+            self.result = 'repaired'
             log.info('requester: %s: repaired the daily summaries of %s from the primary',
                      self.key, when(fetch.day)[:10])
         else:
