@@ -127,6 +127,14 @@ class ConnectionOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class HomeAssistantOptions:
+    """[[HomeAssistant]] under the stanza: MQTT discovery of this station's replication
+    sensors (homeassistant.py), off by default."""
+    enable: bool = False
+    discovery_prefix: str = 'homeassistant'
+
+
+@dataclasses.dataclass(frozen=True)
 class BindingOptions:
     """One replicated binding of one instance."""
     instance: str
@@ -158,6 +166,7 @@ class RequesterOptions:
     startup_wait_before_retry: float = 10.0
     log_msg_count: int = 0
     verify_days: int = 7
+    homeassistant: HomeAssistantOptions = HomeAssistantOptions()
 
     @property
     def instances(self):
@@ -186,6 +195,7 @@ class ResponderOptions:
     workers: int = 1
     throttle_count: int = 100       # protocol-1 answers only: records between pauses
     throttle_sleep: float = 1.0     # protocol-1 answers only: the pause, in seconds
+    homeassistant: HomeAssistantOptions = HomeAssistantOptions()
 
     @property
     def instances(self):
@@ -491,6 +501,7 @@ def parse_requester(config_dict) -> RequesterOptions:
         startup_wait_before_retry=section.real('startup_wait_before_retry', 10.0, 0.1),
         log_msg_count=section.integer('log_msg_count', 0, 0),
         verify_days=section.integer('verify_days', 7, 0),
+        homeassistant=parse_homeassistant(config_dict),
     )
 
 
@@ -516,7 +527,22 @@ def parse_responder(config_dict) -> ResponderOptions:
         workers=workers,
         throttle_count=section.integer('throttle_count', 100, 1),
         throttle_sleep=section.real('throttle_sleep', 1.0, 0.0, 3600.0),
+        homeassistant=parse_homeassistant(config_dict),
     )
+
+
+def parse_homeassistant(config_dict) -> HomeAssistantOptions:
+    """Parse [Replicator][[HomeAssistant]] (absent: discovery off). Raises ConfigError."""
+    name, top = _stanza(config_dict)
+    raw = top.get('HomeAssistant')
+    if raw is None:
+        return HomeAssistantOptions()
+    if not _is_section(raw):
+        raise ConfigError("[%s][HomeAssistant] must be a section, not an option" % name)
+    section = _Section(raw, '%s][HomeAssistant' % name)
+    return HomeAssistantOptions(
+        enable=section.boolean('enable', False),
+        discovery_prefix=section.topic('discovery_prefix', 'homeassistant'))
 
 
 def has_role(config_dict, role_name):

@@ -8,6 +8,7 @@ when run from the command line). The Requester is the replicas' Link to the brok
 """
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -17,6 +18,7 @@ from . import config as cfg
 from . import database
 from . import protocol
 from .replica import Item, Link, Replica, State
+from . import homeassistant
 from . import statusfile
 from .status import LastError, LinkState, Pacer, StatusPublisher, without
 from .faults import RateLimitedLog, is_termination
@@ -56,6 +58,10 @@ class Requester(Link):
         subscriptions = [self.response_topic] + [
             protocol.archive_topic(self.conn.archive_topic, i) for i in options.instances] + \
             sorted(self.responder_status)
+        self.birth_topic = homeassistant.birth_topic(options.homeassistant, self.conn)
+        if self.birth_topic:
+            subscriptions.append(self.birth_topic)
+        self.connections = 0
         self.status = StatusPublisher(None, 'requester', self.conn.clientid, {
             i: protocol.status_topic(self.conn.status_topic, i, self.conn.clientid)
             for i in options.instances})
@@ -71,6 +77,9 @@ class Requester(Link):
         self.status_file = statusfile.StatusFile(
             status_path or statusfile.status_path(config_dict),
             statusfile.station_info(config_dict, options.archive_interval), 'requester')
+        self.discovery = homeassistant.Discovery(
+            options.homeassistant, 'requester', config_dict, self.transport,
+            os.path.dirname(self.status_file.path), options.archive_interval)
         self.ticker = Worker('requester-status', self._tick, self.faults,
                              'requester: status not published', stopping=self.stopping)
 
@@ -165,6 +174,9 @@ class Requester(Link):
             if self.pacer.due(content, key):
                 self.pacer.published(content, key)
                 self.status.publish(lambda: statuses)
+            self.discovery.remove()
+            self.discovery.update(homeassistant.requester_components(self.discovery, self),
+                                  self.connections)
         self.status_file.offer(self.file_section(), key)
 
     def urgent_key(self):
@@ -235,6 +247,7 @@ class Requester(Link):
     # --- receiving (loop thread) -------------------------------------------------------------
 
     def _on_connected(self, session_present):
+        self.connections += 1
         for replica in self.ordered():
             replica.want_catchup()
 
@@ -251,6 +264,10 @@ class Requester(Link):
     def _on_message(self, message):
         """Every message but the unsigned ones (with a shared_secret): read it once, and
         hand it to the replica of its binding."""
+        if message.topic == self.birth_topic:
+            self.transport.ack(message)
+            self.discovery.on_birth(message.payload)
+            return
         envelope = protocol.Envelope.of(message)
         instance = self.responder_status.get(envelope.topic)
         if instance is not None:

@@ -17,6 +17,7 @@ secondaries); live records are published once, on the archive topic, for all of 
 """
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -32,6 +33,7 @@ from . import protocol
 from .pagecache import EncodedPage, PageCache
 from .protocol import PRIMARY_DAYS
 from .faults import RateLimitedLog, is_termination
+from . import homeassistant
 from . import statusfile
 from .status import LastError, LinkState, Pacer, StatusPublisher, without
 from .transport import Transport
@@ -126,11 +128,17 @@ class Responder:
         self.peer_status = protocol.status_topic(self.conn.status_topic, '')
         peer_topics = [protocol.status_topic(self.conn.status_topic, i) + '/+'
                        for i in options.instances]
+        self.birth_topic = homeassistant.birth_topic(options.homeassistant, self.conn)
+        if self.birth_topic:
+            peer_topics.append(self.birth_topic)
         self.transport = Transport(self.conn, request_topics + peer_topics, self._on_message,
                                    on_connected=self._on_connected,
                                    will=self.statuses.will, name='responder',
                                    on_rejected=self._on_unsigned)
         self.statuses.transport = self.transport
+        self.discovery = homeassistant.Discovery(
+            options.homeassistant, 'responder', config_dict, self.transport,
+            os.path.dirname(self.status_file.path), self.interval)
         self.connected_at = None       # when the current connection began (in the status)
         self.workers = [self._catchup_worker(n) for n in range(options.workers)]
         self.last_refresh = time.monotonic()
@@ -247,6 +255,9 @@ class Responder:
         or for the LegacyServer (protocol 1). What is refused here is ours to refuse: an
         unknown binding, a response topic outside our prefix; protocol.decode_request()
         refuses what does not follow the protocol."""
+        if message.topic == self.birth_topic:
+            self.discovery.on_birth(message.payload)
+            return
         if message.topic.startswith(self.peer_status):
             self._on_peer_status(message)
             return
@@ -514,6 +525,9 @@ class Responder:
             if self.pacer.due(content, key):
                 self.pacer.published(content, key)
                 self._publish_status(status)
+            self.discovery.remove()
+            self.discovery.update(homeassistant.responder_components(
+                self.discovery, self, section['secondaries']), self.connected_at)
         self.status_file.offer(section, key)
 
     def file_section(self):
