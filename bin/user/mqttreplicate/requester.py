@@ -156,10 +156,6 @@ class Requester(Link):
                 raise
             log.debug('requester: ack not sent: %s', e)
 
-    def publish_status(self):
-        """Publish our status on every instance's topic now (any thread)."""
-        self.status.publish(self._statuses)
-
     def _tick(self):
         """One turn of the status ticker (every second): publish the status when the pacer
         says so (quiet statuses: docs/protocol.md), and offer the status file its section."""
