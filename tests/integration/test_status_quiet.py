@@ -125,3 +125,28 @@ def test_statuses_once_per_record(rig, broker):
     assert seen == {'replicate/status/weewx': [1, 1, 1],
                     'replicate/status/weewx/steady': [1, 1, 1],
                     'replicate/request/weewx': [1, 1, 1]}, seen
+
+
+def test_a_relay_writes_both_roles_in_one_file(rig, broker):
+    primary = rig.primary(broker, count=50)
+    relay = rig.secondary(broker, name='relay', clientid='relay-in')
+
+    def add_responder(config):
+        config['Replicator']['Responder'] = {
+            'enable': 'true', 'clientid': 'relay-out',
+            'relay': {'wx_binding': {'type': 'main'}}}
+    relay.edit(add_responder)
+    rig.start_responder(primary)
+    node = rig.start_requester(relay)
+    node.wait_caught_up(15)
+    rig.start_responder(relay)         # (it reads its newest records when it connects)
+
+    def both():
+        data = read_file(relay)
+        return data if data and data['requester'] and data['responder'] \
+            and data['requester']['bindings'][KEY]['newest'] == START + 49 * STEP \
+            and data['responder']['bindings']['relay/wx_binding']['newest'] \
+            == START + 49 * STEP else None
+    data = wait_until(both, 20, "the relay's file to have both roles")
+    assert data['requester']['clientid'] == 'relay-in'
+    assert data['responder']['clientid'] == 'relay-out'
