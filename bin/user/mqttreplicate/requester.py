@@ -180,8 +180,8 @@ class Requester(Link):
         refusal and its last verification, the last error."""
         error = self.last_error.last
         return (self.transport.connected.is_set(), error and error['time'],
-                tuple((r.key, r.state, r.refusal, r.verifier.verified,
-                       getattr(r.verifier, 'result', None)) for r in self.ordered()))
+                tuple((r.key, r.state, r.refusal, r.verifier.verified, r.verifier.result)
+                      for r in self.ordered()))
 
     def file_section(self):
         """Our key of the station's status file (statusfile.requester_section)."""
@@ -218,8 +218,7 @@ class Requester(Link):
                                          'acknowledged': replica.acknowledged,
                                          'catching_up': replica.catching_up,
                                          'verified': replica.verifier.verified,
-                                         'verify_result': getattr(replica.verifier, 'result',
-                                                                  None),
+                                         'verify_result': replica.verifier.result,
                                          'repaired': replica.verifier.repaired,
                                          'summaries': replica.sink.summaries,
                                          'summaries_why': replica.sink.summaries_why}

@@ -125,9 +125,9 @@ class Responder:
         self.statuses = StatusPublisher(None, 'responder', self.conn.clientid, {
             i: protocol.status_topic(self.conn.status_topic, i) for i in options.instances})
         # the secondaries' statuses: their state and verifications, for the status file
-        self.peer_status = protocol.status_topic(self.conn.status_topic, '')
-        peer_topics = [protocol.status_topic(self.conn.status_topic, i) + '/+'
-                       for i in options.instances]
+        self.peer_prefixes = [protocol.status_topic(self.conn.status_topic, i) + '/'
+                              for i in options.instances]
+        peer_topics = [prefix + '+' for prefix in self.peer_prefixes]
         self.birth_topic = homeassistant.birth_topic(options.homeassistant, self.conn)
         if self.birth_topic:
             peer_topics.append(self.birth_topic)
@@ -258,8 +258,9 @@ class Responder:
         if message.topic == self.birth_topic:
             self.discovery.on_birth(message.payload)
             return
-        if message.topic.startswith(self.peer_status):
-            self._on_peer_status(message)
+        clientid = self._peer(message.topic)
+        if clientid is not None:
+            self._on_peer_status(clientid, message)
             return
         envelope = protocol.Envelope.of(message)
         key = envelope.binding
@@ -300,9 +301,16 @@ class Responder:
         else:
             self._queue(Request(request, binding, limit, envelope))
 
-    def _on_peer_status(self, message):
-        """A secondary's own retained status ({status_topic}/{instance}/{clientid})."""
-        clientid = message.topic.rsplit('/', 1)[-1]
+    def _peer(self, topic):
+        """The client id of a secondary's status topic ({status_topic}/{instance}/{clientid}),
+        else None."""
+        for prefix in self.peer_prefixes:
+            if topic.startswith(prefix) and '/' not in topic[len(prefix):]:
+                return topic[len(prefix):]
+        return None
+
+    def _on_peer_status(self, clientid, message):
+        """A secondary's own retained status."""
         try:
             status = protocol.decode_payload(message.payload, None)
         except protocol.ProtocolError:

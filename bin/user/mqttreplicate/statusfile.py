@@ -262,9 +262,9 @@ def requester_section(requester, link, last_error):
             'lag': lag, 'lag_records': _lag_records(lag, interval),
             'last_contact': replica.last_contact,
             'verified': verifier.verified,
-            'verify_result': getattr(verifier, 'result', None),
+            'verify_result': verifier.result,
             'repaired_days': verifier.repaired,
-            'repaired_records': getattr(verifier, 'repaired_records', 0),
+            'repaired_records': verifier.repaired_records,
             'rejected': replica.rejected, 'summaries': replica.sink.summaries}
     from . import VERSION
     return {'state': link.state, 'since': link.since, 'version': VERSION,
