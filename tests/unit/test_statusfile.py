@@ -91,3 +91,23 @@ def test_pacer_folds_routine_changes():
         if pacer.due({'n': t}, 'catching up', now=t):
             break
     assert t == 80                     # a period after the first change, not before
+
+
+def test_homeassistant_options():
+    from user.mqttreplicate import config as cfg
+    stanza = {'Requester': {'weewx': {'wx_binding': {'type': 'main'}}}}
+    assert cfg.parse_homeassistant({'Replicator': stanza}) == cfg.HomeAssistantOptions()
+    stanza['HomeAssistant'] = {'enable': 'true', 'discovery_prefix': 'ha'}
+    options = cfg.parse_homeassistant({'Replicator': stanza})
+    assert options.enable and options.discovery_prefix == 'ha'
+    assert cfg.misnamed({'Replicator': stanza}) == []
+    stanza['HomeAssistant'] = {'enabel': 'true'}
+    assert cfg.misnamed({'Replicator': stanza}) == [
+        "option 'enabel' in section [Replicator][HomeAssistant] is unknown and ignored "
+        "(did you mean 'enable'?)"]
+    stanza['HomeAssistant'] = {'discovery_prefix': 'ha/#'}
+    try:
+        cfg.parse_homeassistant({'Replicator': stanza})
+        raise AssertionError('no ConfigError')
+    except cfg.ConfigError as e:
+        assert 'discovery_prefix' in str(e)

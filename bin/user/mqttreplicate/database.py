@@ -8,6 +8,7 @@ statements, fully fetched, so the primary's own writes never wait for us.
 import datetime
 import functools
 import logging
+import math
 import os
 import time
 
@@ -24,13 +25,15 @@ from .faults import is_termination
 log = logging.getLogger(__name__)
 
 
-def manager_dict(config_dict, binding):
-    """The manager dictionary of a binding; raises ConfigError-worthy KeyError text."""
+def manager_dict(config_dict, binding, where=None):
+    """The manager dictionary of a binding; a LookupError names the binding and `where`
+    it was given (an option and its section)."""
     try:
         return weewx.manager.get_manager_dict_from_config(config_dict, binding)
     except Exception as e:
-        raise LookupError("data binding '%s' is not usable: %s: %s"
-                          % (binding, type(e).__name__, e))
+        raise LookupError("%sdata binding '%s' is not usable: %s: %s"
+                          % (where + ': ' if where else '', binding, type(e).__name__, e)) \
+            from None
 
 
 def _fetch_all(connection, sql, args=()):
@@ -99,7 +102,7 @@ def _number_literals(rows):
     column at a time instead of a call per value."""
     columns = []
     for values in zip(*rows):
-        kinds = protocol.number_kinds(values)
+        kinds = protocol.number_kinds(values, finite=True)
         if kinds is None:
             return None
         if kinds == {int}:
@@ -609,6 +612,10 @@ class TargetDatabase:
             last_update = weeutil.weeutil.to_int(manager._read_metadata('lastUpdate'))
             newest = manager.lastGoodStamp()
             self.summaries_pending = bool(newest and (last_update or 0) < newest)
+            if manager._read_metadata(COPIED_KEY) is None:
+                # from now on kept (a new database: nothing copied yet)
+                with weedb.Transaction(manager.connection) as cursor:
+                    self._set_copied(cursor, min(newest or 0, last_update or 0))
 
     def close(self):
         if self.owned:
@@ -627,8 +634,41 @@ class TargetDatabase:
                 self.manager.std_unit_system = row[0]
         return self.manager.std_unit_system or self.preferred_units
 
+    @property
+    def holds_infinity(self):
+        """Can this database store an infinite float? SQLite can; MySQL cannot."""
+        return not is_mysql(self.manager.connection)
+
+    def _without_infinity(self, names, rows, what):
+        """rows (tuples in the order of names) with every infinite value NULL, each named in
+        a warning: what this database stores of a value it cannot hold."""
+        if self.holds_infinity:
+            return rows
+        bad = [i for i, values in enumerate(zip(*rows)) if not protocol.finite_only(values)]
+        if not bad:
+            return rows
+        rows = [list(row) for row in rows]
+        at = list(names).index('dateTime')
+        for row in rows:
+            for i in bad:
+                value = row[i]
+                if value.__class__ is float and math.isinf(value):
+                    row[i] = None
+                    log.warning("database '%s' cannot hold %s of %s %s (%r): stored as NULL",
+                                self.name, names[i], what, row[at], value)
+        return [tuple(row) for row in rows]
+
     def prepare(self, record, label=''):
-        """A copy of record in this database's unit system with only its columns."""
+        """A copy of record in this database's unit system with only its columns (an
+        infinite value NULL where the database cannot hold one)."""
+        record = self._prepare(record, label)
+        if not self.holds_infinity:
+            names = list(record)
+            (row,) = self._without_infinity(names, [tuple(record.values())], 'record')
+            record = dict(zip(names, row))
+        return record
+
+    def _prepare(self, record, label):
         units = self.unit_system()
         if units is not None and record.get('usUnits') != units:
             record = weewx.units.to_std_system(record, units)
@@ -744,6 +784,44 @@ class TargetDatabase:
     def _last_update(self):
         return weeutil.weeutil.to_int(self.manager._read_metadata('lastUpdate')) or 0
 
+    # The replicated position of the daily summaries: every record here with dateTime <= it
+    # has its day's summaries as the primary has them. WeeWX's lastUpdate says only that
+    # the summaries count the records; a rebuild here (an interrupted catch-up, weewxd's own
+    # start-up backfill, a repair) moves it past days whose LOOP highs and lows are then
+    # lost, so this position is kept apart, in the same metadata table, and moved only by
+    # the primary's summaries (forward) and by rebuilds of older days (back).
+
+    @reconnecting(RECONNECT_FOR)
+    def copied(self):
+        """The replicated position of the daily summaries (see above), 0 for none. A
+        database that never had one (an older version of this extension made it) counts
+        as copied where its summaries are complete."""
+        if not self.has_summaries:
+            return 0
+        value = weeutil.weeutil.to_int(self.manager._read_metadata(COPIED_KEY))
+        if value is None:
+            return self.summaries_complete()
+        return value
+
+    def _set_copied(self, cursor, value):
+        self.manager._write_metadata(COPIED_KEY, str(int(value)), cursor)
+
+    def _copied_back(self, cursor, ts):
+        """Days from the one after ts on are rebuilt here: the position goes back to ts."""
+        if self.has_summaries and ts < self.copied():
+            self._set_copied(cursor, ts)
+
+    @reconnecting(RECONNECT_FOR)
+    def days_wanted(self, since):
+        """From where (a dateTime: its day) a catch-up since `since` should bring the
+        primary's daily summaries: the day of the first record here that lacks them (or of
+        the position itself, a day weewxd's backfill may have rebuilt), else since's."""
+        return min(since, self.copied() or self._oldest() or since)
+
+    def _oldest(self):
+        row = _fetch_all(self.manager.connection, 'SELECT MIN(dateTime) FROM %s' % self.table)
+        return (row[0][0] or 0) if row else 0
+
     def _records_between(self, after, upto):
         """Are there records with after < dateTime <= upto?"""
         return upto > after and first_after(self.manager.connection, self.table, after,
@@ -800,15 +878,31 @@ class TargetDatabase:
             cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
                            % (self.table, key), (first, stop))
         for name, (columns, rows) in day_rows.tables.items():
+            rows = self._without_infinity(columns, rows, 'the daily summary %s of' % name)
             insert_rows(manager.connection, cursor, '%s_day_%s' % (self.table, name), columns,
                         rows, replace=True)
         row = _fetch_all(manager.connection, 'SELECT MAX(dateTime) FROM %s' % self.table)
         newest = (row[0][0] or 0) if row else 0
         last_update = self._last_update()
-        complete = max(last_update, newest if newest <= stop else stop)
+        through = newest if newest <= stop else stop
+        complete = max(last_update, through)
         if complete != last_update:
             manager._write_metadata('lastUpdate', str(complete), cursor)
         self.summaries_pending = newest > complete
+        copied = self.copied()
+        # the position moves on only over days that follow it without a gap
+        if through > copied and not self._records_between(copied, first):
+            self._set_copied(cursor, through)
+
+    def _rebuilding_from(self, last_update):
+        """A backfill from lastUpdate is about to rebuild the days from its calendar day on:
+        the replicated position goes back before them first."""
+        if not self.has_summaries or not last_update:
+            return
+        midnight = int(time.mktime(datetime.date.fromtimestamp(last_update).timetuple()))
+        if midnight < self.copied():
+            with weedb.Transaction(self.manager.connection) as cursor:
+                self._set_copied(cursor, midnight)
 
     def _insert_records(self, cursor, records):
         """Insert records (dicts) into the archive table, in an open transaction. Returns
@@ -839,6 +933,7 @@ class TargetDatabase:
             cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
                            % (self.table, key), (first_day, after_day))
         self.manager._write_metadata('lastUpdate', str(first_day), cursor)
+        self._copied_back(cursor, first_day)
 
     def _rebuild_summaries(self, days):
         """Rebuild the days _forget_summaries() deleted, then mark the summaries complete."""
@@ -879,7 +974,10 @@ class TargetDatabase:
         if isinstance(records, protocol.Columns) and set(records.names) <= self.column_set:
             units = set(records.column('usUnits'))
             if len(units) == 1 and self.unit_system() in (None, *units):
-                return records
+                if self.holds_infinity:
+                    return records
+                return protocol.Columns(records.names, self._without_infinity(
+                    records.names, records.rows, 'record'))
         return protocol.Columns.of([self.prepare(record, label) for record in records])
 
     @reconnecting(RECONNECT_FOR)
@@ -918,6 +1016,8 @@ class TargetDatabase:
         if not self.summaries_pending:
             return
         self.manager._sync()
+        # WeeWX's backfill rebuilds from the calendar day of lastUpdate on
+        self._rebuilding_from(self._last_update())
         started = time.monotonic()
         nrecs, ndays = backfill_day_summary(self.manager)
         log.info("database '%s': daily summaries of %d days updated with %d records in %.1f s",
@@ -946,6 +1046,7 @@ class TargetDatabase:
         return self.manager.addRecord(record, log_success=False) > 0
 
 
+COPIED_KEY = 'mqttreplicate_copied'   # metadata: the replicated position of the summaries
 TRANCHE_DAYS = 5       # days of archive rows read at once
 WRITE_DAYS = 60        # days of summaries written in one transaction (a statement per type)
 

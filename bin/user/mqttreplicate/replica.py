@@ -88,6 +88,10 @@ class Link:
         """Acknowledge a received MQTT message (its slot in the session's window)."""
         raise NotImplementedError
 
+    def silence(self, instance):
+        """What was seen of the instance's responder, and why it may not answer."""
+        return 'nothing is known of the responder'
+
 
 class Sink:
     """Where a binding's records go, and the replicated position (the newest dateTime
@@ -631,7 +635,8 @@ class Replica:
                 # the next live record's `prev` or the next connection starts a catch-up.
                 self.faults(logging.WARNING, 'unanswered',
                             'requester: %s: no answer from the responder for %.0f s; carrying '
-                            'on with live records', self.key, quiet)
+                            'on with live records: %s', self.key, quiet,
+                            self.link.silence(self.binding.instance))
                 self._catchup_done(State.UNANSWERED)
             elif quiet >= options.page_timeout:
                 log.warning('requester: %s: no answer for %.0f s; asking again since %s',
@@ -657,7 +662,10 @@ class Replica:
         since = self.position if since is None else since
         self.page_days = []
         store = self.sink.store
-        self.days_from = (since, min(since, store.summaries_complete())) \
+        # the first page brings the primary's summaries from where they were last copied
+        # (TargetDatabase.copied: an interrupted catch-up, a rebuild, kill -9 left the days
+        # after it built here)
+        self.days_from = (since, store.days_wanted(since)) \
             if store is not None and store.has_summaries else None
         if self.link.connected():
             log.debug('requester: %s: catching up since %s', self.key, since)

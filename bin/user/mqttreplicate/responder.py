@@ -41,7 +41,10 @@ from .worker import Worker
 
 log = logging.getLogger(__name__)
 
-MAX_DAYS_BACK = 31 * 86400      # daily summaries a page brings from before its since
+# daily summaries a page brings from before its since: enough for the records of two
+# interrupted pages at an archive interval of an hour (a day's summaries of ~50 types are a
+# few KB); older ones are left to the verification's comparison of the whole history
+MAX_DAYS_BACK = 420 * 86400
 
 STATUS_INTERVAL = 1.0        # look at the status this often
 STATUS_SETTLE = 2.0          # routine status changes published once quiet this long
@@ -100,7 +103,7 @@ class Responder:
         self.options = options
         self.conn = options.connection
         self.bindings = {b.key: b for b in options.bindings}
-        self.manager_dicts = {b.key: database.manager_dict(config_dict, b.name)
+        self.manager_dicts = {b.key: database.manager_dict(config_dict, b.name, b.where())
                               for b in options.bindings}
         self.requests = queue.Queue(QUEUE_SIZE)
         self.faults = RateLimitedLog(log)
@@ -127,10 +130,11 @@ class Responder:
         # the secondaries' statuses: their state and verifications, for the status file
         self.peer_prefixes = [protocol.status_topic(self.conn.status_topic, i) + '/'
                               for i in options.instances]
-        peer_topics = [prefix + '+' for prefix in self.peer_prefixes]
+        # (QoS 0: the broker keeps none of them for us while we are away)
+        peer_topics = [(prefix + '+', 0) for prefix in self.peer_prefixes]
         self.birth_topic = homeassistant.birth_topic(options.homeassistant, self.conn)
         if self.birth_topic:
-            peer_topics.append(self.birth_topic)
+            peer_topics.append((self.birth_topic, 0))
         self.transport = Transport(self.conn, request_topics + peer_topics, self._on_message,
                                    on_connected=self._on_connected,
                                    will=self.statuses.will, name='responder',
@@ -450,7 +454,8 @@ class Responder:
         out: that record's live message brings its day."""
         if asked.days is None:
             return None
-        start = asked.days or oldest
+        # days=0: from the first record (a secondary whose first page was cut)
+        start = asked.days or (oldest if not asked.since else source.first_after(0, last))
         if not start:
             return None
         # at most MAX_DAYS_BACK before the page: older days left without summaries here

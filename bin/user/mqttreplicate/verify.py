@@ -36,6 +36,14 @@ class VerifyError(Exception):
     """The primary did not answer, or refused."""
 
 
+class NoAnswer(VerifyError):
+    """The responder of an instance did not answer (the command line's exit code 4)."""
+
+    def __init__(self, text, instance):
+        super().__init__(text)
+        self.instance = instance
+
+
 class Refused(Exception):
     """The responder answered a verification's request with an error."""
 
@@ -141,6 +149,22 @@ def replaces_records(repairs):
     """Do these repairs replace records (and so rebuild their days' summaries here, which
     a comparison right after can then make the primary's)?"""
     return any(not d.summaries_only for d in repairs)
+
+
+def with_days(repairs, summaries):
+    """The repairs in the order to make them: the buckets whose records are replaced, then,
+    if the daily summaries are compared (summaries), the primary's summaries of every day
+    that a replacement rebuilds here (the days that start in its bucket and in the bucket
+    before: the local day that the bucket's first record belongs to starts before the UTC
+    day), and of the buckets whose summaries alone differ."""
+    if not summaries:
+        return list(repairs)
+    replaced = [d for d in repairs if not d.summaries_only]
+    days = {d.start: d for d in repairs if d.summaries_only}
+    for d in replaced:
+        for start in (d.start - BUCKET, d.start):
+            days.setdefault(start, Difference(start, 0, 0, True))
+    return replaced + [days[start] for start in sorted(days)]
 
 
 def plan_repairs(differing, careful):
@@ -349,8 +373,8 @@ class Verifier:
             try:
                 message = self.replies.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
-                raise VerifyError('no answer from the responder for %s within %.0f s'
-                                  % (binding.key, self.timeout))
+                raise NoAnswer('no answer from the responder for %s within %.0f s'
+                               % (binding.key, self.timeout), binding.instance) from None
             try:
                 messages = answer.add(protocol.decode_answer(protocol.Envelope.of(message),
                                                              kind))
@@ -459,13 +483,8 @@ class Verifier:
             if not repair:
                 return False
             repairs, _ = plan_repairs(differing, careful=False)
-            self._repair(binding, store, until, repairs)
+            self._repair(binding, store, until, with_days(repairs, summaries))
             still = self._compare(binding, store, since, until, summaries, quiet=True)
-            if summaries and replaces_records(repairs):
-                # records replaced: their days' summaries were rebuilt here; now that the
-                # records are the primary's, the primary's summaries of those days can be
-                self._repair(binding, store, until, [d for d in still if d.summaries_only])
-                still = self._compare(binding, store, since, until, summaries, quiet=True)
             for difference in still:
                 self.out('%s: %s still differs after repair' % (binding.key,
                                                                when(difference.start)))
@@ -696,7 +715,8 @@ class AutoVerifier:
         if differing is None:
             self._ask_digest()         # dateTime only: the unit systems differ
             return
-        self.repairs, fewer = plan_repairs(differing, careful=True)
+        repairs, fewer = plan_repairs(differing, careful=True)
+        self.repairs = with_days(repairs, self.comparison.summaries)
         self.planned = list(self.repairs)
         for difference in fewer:
             self.replica.faults(
@@ -704,7 +724,8 @@ class AutoVerifier:
                 'here but %d on the primary; left as it is (`verify --repair` makes it '
                 'the primary\'s copy)', self.key, when(difference.start)[:10],
                 difference.here, difference.primary)
-        if not self.repairs:
+        if not repairs:
+            self.repairs = []
             # fewer records here than there: left as they are, it still differs; the
             # comparison that follows a repair keeps saying repaired
             self.result = 'differs' if differing else \
@@ -716,9 +737,9 @@ class AutoVerifier:
             self._finish(VERIFY_INTERVAL)
             return
         log.warning('requester: %s: %d day(s) differ from the primary (%s); fetching them '
-                    'again', self.key, len(self.repairs),
-                    ', '.join(when(d.start)[:10] for d in self.repairs[:5])
-                    + (', ...' if len(self.repairs) > 5 else ''))
+                    'again', self.key, len(repairs),
+                    ', '.join(when(d.start)[:10] for d in repairs[:5])
+                    + (', ...' if len(repairs) > 5 else ''))
         self._fetch_next()
 
     def _fetch_next(self):
@@ -756,10 +777,11 @@ class AutoVerifier:
 
     def _store_days(self, fetch):
         days = fetch.result()
-        self.repairs.pop(0)
+        difference = self.repairs.pop(0)
         self.fetch = None
         if self.replica.store.store_days(days):
-            self.repaired += 1
+            # (the summaries of days whose records were replaced count with those)
+            self.repaired += bool(difference.here)
             self.result = 'repaired'
             log.info('requester: %s: repaired the daily summaries of %s from the primary',
                      self.key, when(fetch.day)[:10])
