@@ -101,8 +101,11 @@ def test_unknown_without_a_broker_or_a_file(rig, broker, capsys, tmp_path):
     path = statusfile.status_path(secondary.config_dict())
     wait_until(lambda: statusfile.read(path), 10, 'the status file')
     code, line = run(capsys, secondary, 'check')
-    assert code == 3, line
-    assert line.startswith('REPLICATION UNKNOWN - requester not connected to the broker')
+    assert code == 3 and line.startswith('REPLICATION UNKNOWN - requester not connected to '
+                                         'the broker'), line
+    # and why, once the first connection failed
+    wait_until(lambda: 'not connected to the broker: cannot reach broker'
+               in run(capsys, secondary, 'check')[1], 15, 'the reason in the line')
     # a file nobody writes any more
     data = json.load(open(path))
     data['written'] -= 3600

@@ -71,7 +71,12 @@ def test_status_file_of_both_roles(rig, broker):
     assert binding['lag'] == 0 and binding['lag_records'] == 0
     assert binding['rejected'] == 0 and binding['repaired_days'] == 0
     assert binding['last_contact'] and binding['verified']
-    assert set(binding) >= {'summaries', 'repaired_records'}
+    # the schema of docs/seeing.md, which the report reads
+    assert set(mine) == {'state', 'since', 'version', 'clientid', 'last_error', 'primary',
+                         'bindings'}
+    assert set(binding) == {'state', 'newest', 'primary_newest', 'lag', 'lag_records',
+                            'last_contact', 'verified', 'verify_result', 'repaired_days',
+                            'repaired_records', 'rejected', 'summaries'}
 
     def primary_knows():
         data = read_file(primary)
@@ -84,6 +89,11 @@ def test_status_file_of_both_roles(rig, broker):
     assert theirs['state'] == 'online' and theirs['bindings'][KEY]['newest'] == newest
     entry = theirs['secondaries']['filed']
     assert entry['state'] == 'live' and entry['offline_since'] is None
+    assert set(theirs) == {'state', 'since', 'version', 'clientid', 'last_error', 'bindings',
+                           'secondaries'}
+    assert set(entry) == {'state', 'offline_since', 'last_contact', 'bindings'}
+    assert set(entry['bindings'][KEY]) == {'newest', 'lag', 'lag_records', 'last_ack',
+                                           'verified', 'verify_result'}
     assert entry['bindings'][KEY]['lag'] == 0 and entry['bindings'][KEY]['last_ack']
 
     # a live record: in the file within seconds

@@ -32,6 +32,8 @@ from . import protocol
 log = logging.getLogger(__name__)
 
 MODEL = 'MQTTReplicate'
+# the origin's support_url: the home of the earlier weewx-mqtt/replicate extension, until
+# this one has its own
 SUPPORT_URL = 'https://github.com/weewx-mqtt/replicate'
 EXPIRE_INTERVALS = 3          # entities expire after this many archive intervals of silence
 MARKER = 'mqttreplicate-homeassistant.json'
@@ -139,7 +141,7 @@ class Discovery:
 
     def payload(self, components):
         return {'device': {'identifiers': [self.station], 'name': self.name,
-                           'model': MODEL, 'manufacturer': 'WeeWX', 'sw_version': VERSION},
+                           'model': MODEL, 'sw_version': VERSION},
                 'origin': {'name': MODEL, 'sw_version': VERSION, 'support_url': SUPPORT_URL},
                 'components': components, 'qos': 1}
 

@@ -25,6 +25,7 @@ FORMAT = 1
 FILENAME = 'mqttreplicate-status.json'
 MIN_INTERVAL = 5.0           # seconds between two routine writes
 HEARTBEAT = 60.0             # seconds between two writes when nothing changed
+MAX_SECONDARIES = 100        # secondaries' statuses kept (a hostile publisher cannot add more)
 
 _locks = {}                  # path -> threading.Lock, shared by the roles of one process
 _locks_lock = threading.Lock()
@@ -170,6 +171,8 @@ class Secondaries:
             return
         now = int(time.time())
         with self.lock:
+            if clientid not in self.seen and len(self.seen) >= MAX_SECONDARIES:
+                return
             entry = self.seen.setdefault(clientid, {'state': None, 'offline_since': None,
                                                     'time': None, 'bindings': {}})
             state = status.get('state')
@@ -198,6 +201,14 @@ def _lag_records(lag, interval):
 
 def _int(value):
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _last_error(last_error, link, transport):
+    """The role's last error: why it cannot reach the broker while it tries, else the last
+    warning or error it logged."""
+    if link.state == 'connecting' and transport.connect_error:
+        return {'time': link.since, 'message': transport.connect_error}
+    return last_error.last
 
 
 def responder_section(responder, link, last_error, interval):
@@ -243,7 +254,8 @@ def responder_section(responder, link, last_error, interval):
                                  'bindings': bindings}
     from . import VERSION
     return {'state': link.state, 'since': link.since, 'version': VERSION,
-            'clientid': responder.conn.clientid, 'last_error': last_error.last,
+            'clientid': responder.conn.clientid,
+            'last_error': _last_error(last_error, link, responder.transport),
             'bindings': {k: {'newest': newest.get(k)} for k in sorted(responder.bindings)},
             'secondaries': secondaries}
 
@@ -268,5 +280,6 @@ def requester_section(requester, link, last_error):
             'rejected': replica.rejected, 'summaries': replica.sink.summaries}
     from . import VERSION
     return {'state': link.state, 'since': link.since, 'version': VERSION,
-            'clientid': requester.conn.clientid, 'last_error': last_error.last,
+            'clientid': requester.conn.clientid,
+            'last_error': _last_error(last_error, link, requester.transport),
             'primary': requester.primary_state(), 'bindings': bindings}
