@@ -541,9 +541,10 @@ def seed_history(station: Station, start_ts: int, count: int, interval_minutes: 
     the binding's manager (DaySummaryManager) backfills the daily summaries -- what
     ``weectl database transfer`` does -- and, with loop_hilo, the days seeded get the highs
     and lows LOOP packets leave in a real station's summaries (loop_extremes), so that a
-    secondary that rebuilds them from the archive instead of copying them differs.  Rows older than the database's newest row are
-    allowed: the days they touch are rebuilt.  units defaults to the station's
-    [StdConvert] target_unit.  Returns (first dateTime, last dateTime) of what was given.
+    secondary that rebuilds them from the archive instead of copying them differs.  Rows
+    older than the database's newest row are allowed: the days they touch are rebuilt.
+    units defaults to the station's [StdConvert] target_unit.  Returns (first dateTime,
+    last dateTime) of what was given.
     """
     import weeutil.weeutil
     import weewx.manager
