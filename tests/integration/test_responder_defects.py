@@ -32,12 +32,10 @@ def test_the_status_ticker_survives_a_failure(rig, broker, caplog):
             raise RuntimeError('status failed')
         return real_status()
 
-    responder.status = failing_status
-    responder.status_dirty.set()
+    responder.status = failing_status          # (the ticker looks at it every second)
     wait_until(lambda: len(failures) == 2, 10)
     assert responder.ticker.is_alive() and responder.is_alive()
     responder.counters['acks'] += 1            # something new to tell
-    responder.status_dirty.set()
     status = json.loads(watcher.expect(STATUS, timeout=10).payload)
     assert status['state'] == 'online' and status['counters']['acks'] == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == 'ERROR']

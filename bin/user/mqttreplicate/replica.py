@@ -459,6 +459,8 @@ class Replica:
         self.acks = Acks(lambda: self.link.send_ack(self))
         self.primary_newest = None
         self.acknowledged = None               # our newest record, as the responder knows it
+        self.last_contact = None               # when the responder last sent us something
+        self.rejected = 0                      # messages of this binding rejected
         self.days_from = None                  # (since, day) of a catch-up's first page
         self.page_days = []                    # the daily summaries of the page being stored
         self.verifier = AutoVerifier(self)

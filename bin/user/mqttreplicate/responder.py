@@ -17,6 +17,7 @@ secondaries); live records are published once, on the archive topic, for all of 
 """
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -32,7 +33,9 @@ from . import protocol
 from .pagecache import EncodedPage, PageCache
 from .protocol import PRIMARY_DAYS
 from .faults import RateLimitedLog, is_termination
-from .status import StatusPublisher
+from . import homeassistant
+from . import statusfile
+from .status import LastError, LinkState, Pacer, StatusPublisher, without
 from .transport import Transport
 from .worker import Worker
 
@@ -43,7 +46,8 @@ log = logging.getLogger(__name__)
 # few KB); older ones are left to the verification's comparison of the whole history
 MAX_DAYS_BACK = 420 * 86400
 
-STATUS_INTERVAL = 1.0        # publish status at most this often
+STATUS_INTERVAL = 1.0        # look at the status this often
+STATUS_SETTLE = 2.0          # routine status changes published once quiet this long
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
 MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
@@ -95,7 +99,7 @@ class Sources:
 class Responder:
     """Serves one or more instances from this station's databases."""
 
-    def __init__(self, options: cfg.ResponderOptions, config_dict):
+    def __init__(self, options: cfg.ResponderOptions, config_dict, status_path=None):
         self.options = options
         self.conn = options.connection
         self.bindings = {b.key: b for b in options.bindings}
@@ -110,23 +114,40 @@ class Responder:
         self.newest = {}           # binding key -> newest dateTime here
         self.published = {}        # binding key -> newest dateTime published live
         self.nodes = {}            # node -> binding key -> {'last', 'count', 'time'}
-        self.status_dirty = threading.Event()
+        self.interval = statusfile.archive_interval(config_dict, 300)
+        self.pacer = Pacer(self.interval, STATUS_SETTLE)
+        self.link_state = LinkState()
+        self.last_error = LastError(('responder', 'pagecache'))
+        self.secondaries = statusfile.Secondaries()     # their own statuses
+        self.status_file = statusfile.StatusFile(
+            status_path or statusfile.status_path(config_dict),
+            statusfile.station_info(config_dict, self.interval), 'responder')
         self.stopping = threading.Event()
         request_topics = [protocol.request_topic(self.conn.request_topic, i)
                           for i in options.instances]
         self.statuses = StatusPublisher(None, 'responder', self.conn.clientid, {
             i: protocol.status_topic(self.conn.status_topic, i) for i in options.instances})
-        self.transport = Transport(self.conn, request_topics, self._on_message,
+        # the secondaries' statuses: their state and verifications, for the status file
+        self.peer_prefixes = [protocol.status_topic(self.conn.status_topic, i) + '/'
+                              for i in options.instances]
+        # (QoS 0: the broker keeps none of them for us while we are away)
+        peer_topics = [(prefix + '+', 0) for prefix in self.peer_prefixes]
+        self.birth_topic = homeassistant.birth_topic(options.homeassistant, self.conn)
+        if self.birth_topic:
+            peer_topics.append((self.birth_topic, 0))
+        self.transport = Transport(self.conn, request_topics + peer_topics, self._on_message,
                                    on_connected=self._on_connected,
                                    will=self.statuses.will, name='responder',
                                    on_rejected=self._on_unsigned)
         self.statuses.transport = self.transport
+        self.discovery = homeassistant.Discovery(
+            options.homeassistant, 'responder', config_dict, self.transport,
+            os.path.dirname(self.status_file.path), self.interval)
         self.connected_at = None       # when the current connection began (in the status)
         self.workers = [self._catchup_worker(n) for n in range(options.workers)]
         self.last_refresh = time.monotonic()
         self.ticker = Worker('responder-status', self._tick, self.faults,
-                             'responder: status not published', stopping=self.stopping,
-                             on_failure=lambda e: self.status_dirty.set())
+                             'responder: status not published', stopping=self.stopping)
         self.legacy = LegacyServer(self)
 
     def _catchup_worker(self, n):
@@ -141,6 +162,7 @@ class Responder:
     def start(self):
         log.info('responder %s: %s', VERSION, self.conn.describe())
         log.info('responder: serving %s', ', '.join(sorted(self.bindings)))
+        self.last_error.attach()
         for worker in self.workers:
             worker.start()
         self.ticker.start()
@@ -155,6 +177,9 @@ class Responder:
         self.legacy.stop()
         self.transport.stop(self.statuses.finals())
         self.cache.clear()
+        self.link_state.update(False, stopped=True)
+        self.status_file.write(self.file_section())
+        self.last_error.detach()
         log.info('responder: stopped (%s)', self._counter_text())
 
     def is_alive(self):
@@ -198,7 +223,6 @@ class Responder:
                                                record['dateTime'])
                 self.published[binding.key] = max(self.published.get(binding.key) or 0,
                                                   record['dateTime'])
-            self.status_dirty.set()
         except Exception as e:
             if is_termination(e):
                 raise
@@ -229,13 +253,19 @@ class Responder:
     def _on_unsigned(self, message):
         """A message without a valid signature: the transport logged and dropped it."""
         self._count('rejected')
-        self.status_dirty.set()
 
     def _on_message(self, message):
         """A message on a request topic: an ack, or a request for the workers (protocol 2)
         or for the LegacyServer (protocol 1). What is refused here is ours to refuse: an
         unknown binding, a response topic outside our prefix; protocol.decode_request()
         refuses what does not follow the protocol."""
+        if message.topic == self.birth_topic:
+            self.discovery.on_birth(message.payload)
+            return
+        clientid = self._peer(message.topic)
+        if clientid is not None:
+            self._on_peer_status(clientid, message)
+            return
         envelope = protocol.Envelope.of(message)
         key = envelope.binding
         binding = self.bindings.get(key)
@@ -275,6 +305,22 @@ class Responder:
         else:
             self._queue(Request(request, binding, limit, envelope))
 
+    def _peer(self, topic):
+        """The client id of a secondary's status topic ({status_topic}/{instance}/{clientid}),
+        else None."""
+        for prefix in self.peer_prefixes:
+            if topic.startswith(prefix) and '/' not in topic[len(prefix):]:
+                return topic[len(prefix):]
+        return None
+
+    def _on_peer_status(self, clientid, message):
+        """A secondary's own retained status."""
+        try:
+            status = protocol.decode_payload(message.payload, None)
+        except protocol.ProtocolError:
+            return
+        self.secondaries.update(clientid, status, retained=bool(message.retain))
+
     def _reply_error(self, envelope, text):
         topic = envelope.response_topic
         if not topic or not topic.startswith(self.conn.response_topic + '/'):
@@ -294,7 +340,6 @@ class Responder:
                     (e['time'] for e in self.nodes[n].values()), default=0))
                 del self.nodes[oldest]
             self.counters['acks'] += 1
-        self.status_dirty.set()
 
     # --- workers -----------------------------------------------------------------------------
 
@@ -331,7 +376,6 @@ class Responder:
             except Exception as e:
                 self.faults(logging.ERROR, 'refresh-' + key,
                             'responder: cannot read binding %s: %s', key, e)
-        self.status_dirty.set()
 
     def _serve(self, request, sources):
         asked = request.message
@@ -483,12 +527,30 @@ class Responder:
         if time.monotonic() - self.last_refresh > REFRESH_INTERVAL:
             self.last_refresh = time.monotonic()
             self._queue(('refresh',))
-        if self.status_dirty.is_set() and self.transport.connected.is_set():
-            self.status_dirty.clear()
-            self._publish_status()
+        connected = self.transport.connected.is_set()
+        self.link_state.update(connected)
+        section = self.file_section()
+        error = self.last_error.last
+        key = (connected, self.connected_at, error and error['time'],
+               tuple((c, s['state']) for c, s in section['secondaries'].items()))
+        if connected:
+            status = self.status()
+            content = without(status, 'time')
+            if self.pacer.due(content, key):
+                self.pacer.published(content, key)
+                self._publish_status(status)
+            self.discovery.remove()
+            self.discovery.update(homeassistant.responder_components(
+                self.discovery, self, section['secondaries']), self.connected_at)
+        self.status_file.offer(section, key)
 
-    def _publish_status(self):
-        status = self.status()
+    def file_section(self):
+        """Our key of the station's status file (statusfile.responder_section)."""
+        return statusfile.responder_section(self, self.link_state, self.last_error,
+                                            self.interval)
+
+    def _publish_status(self, status=None):
+        status = status or self.status()
         self.statuses.publish({instance: dict(status, instance=instance, bindings={
             k: v for k, v in status['bindings'].items() if k.startswith(instance + '/')})
             for instance in self.options.instances})
