@@ -194,8 +194,10 @@ def skin_files():
     if os.path.isdir(source):
         names = [name for name in os.listdir(source)
                  if os.path.isfile(os.path.join(source, name))]
+    elif _is_source_tree():
+        names = []            # an extension directory without the skin: nothing to copy
     else:
-        names = SKIN_FILES
+        names = SKIN_FILES    # uninstall: what the skin is known to hold
     return sorted(rel + name for name in names)
 
 
