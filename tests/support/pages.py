@@ -85,7 +85,7 @@ def is_hidden(text, ident):
     return re.search(r'\shidden(\s|=|>|/)', match.group(0)) is not None
 
 
-def browse(path, tmp_path, screenshot=None, width=1280, height=900, timeout=60):
+def browse(path, tmp_path, screenshot=None, width=1200, height=640, timeout=60):
     """Open the file at path in headless Chromium; return the DOM after its scripts ran.
     With screenshot (a path), save a PNG of the window too."""
     assert CHROMIUM, 'chromium is not installed (scripts/setup installs it)'

@@ -1,0 +1,197 @@
+"""The Replication report under real weewxd, on a primary and a secondary, and in Chromium.
+
+Both stations run WeeWX's StdReport with the Replication report as the installer declares
+it (the skin linked from this repository, HTML_ROOT public_html/replication) and no other
+report. The secondary's archive interval is 60 s, so its engine writes its reports every
+minute; the primary's simulator runs through simulated time, so its engine writes them
+after almost every record. Once the secondary caught up and the primary is held, the pages
+must show the numbers of the run: the newest record both sides have, the secondary's client
+id, the states, no lag. The secondary's page is written by its weewxd; the primary's
+engine is held (it writes no report meanwhile), so its page is made again by WeeWX's report
+engine run here, as `weectl report run` runs it but without loading the station's services
+(which would start a second responder with the primary's client id).
+
+Headless Chromium then opens both pages and reads what they show after their script ran;
+with REPLICATION_SCREENSHOTS=<directory> it saves replication-primary.png and
+replication-secondary.png there (docs/ holds the ones made that way).
+"""
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.replication import MAIN_KEY, wait_until
+from tests.support.pages import CHROMIUM, browse, element_text, is_hidden, page_text
+from tests.support.status_fixture import write_status
+from tests.test_install import load_install_module
+from user.mqttreplicate import config as cfg
+
+pytestmark = pytest.mark.e2e
+
+SKIN_SRC = Path(__file__).resolve().parents[2] / 'skins' / 'Replication'
+GENERATED = re.compile(r'Generated 1 files for report Replication in')
+TEMPLATE_FAILED = re.compile(r'(Evaluation|Compilation) of template .* failed|Ignoring template')
+
+
+def enable_report(station):
+    """The Replication report as 'weectl extension install' adds it, the only report that
+    runs; returns the path of its page."""
+    (station.root / 'skins' / 'Replication').symlink_to(SKIN_SRC, target_is_directory=True)
+    report = load_install_module().make_config()['StdReport']['Replication'].dict()
+
+    def fn(config):
+        config['Engine']['Services']['report_services'] = ['weewx.engine.StdReport']
+        reports = config['StdReport']
+        for name in reports.sections:
+            reports[name]['enable'] = 'false'
+        reports['Replication'] = dict(report, HTML_ROOT=os.path.join(reports['HTML_ROOT'],
+                                                                     report['HTML_ROOT']))
+        reports['Replication']['log_success'] = 'true'
+    station.edit(fn)
+    return station.root / 'public_html' / 'replication' / 'index.html'
+
+
+def when(ts):
+    return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(ts))
+
+
+def generated_at(page):
+    """The generation time a page carries (0 if it is not there yet)."""
+    try:
+        text = page.read_text(encoding='utf-8')
+    except FileNotFoundError:
+        return 0
+    match = re.search(r'data-ts="(\d+)"', text)
+    return int(match.group(1)) if match else 0
+
+
+def write_run_status(rep, held, started):
+    """The status files of both stations, with this run's numbers.
+
+    Stands in for the roles' own status writer until it lands: the client ids as the
+    stations configure them, the newest record both sides hold, no lag."""
+    now = time.time()
+    responder_id = cfg.parse_responder(rep.primary.config_dict()).connection.clientid
+    requester_id = cfg.parse_requester(rep.secondary.config_dict()).connection.clientid
+    newest = rep.secondary.last_timestamp()
+    station = {'location': None, 'timezone': 'UTC', 'archive_interval': None}
+    write_status(rep.primary.root / 'archive', {
+        'format': 1, 'written': now, 'station': dict(station, archive_interval=300),
+        'requester': None,
+        'responder': {
+            'state': 'online', 'since': started, 'version': '0.1.0',
+            'clientid': responder_id, 'last_error': None,
+            'bindings': {MAIN_KEY: {'newest': held}},
+            'secondaries': {requester_id: {
+                'state': 'live', 'offline_since': None, 'last_contact': now,
+                'bindings': {MAIN_KEY: {'newest': newest, 'lag': held - newest,
+                                        'lag_records': 0, 'last_ack': now,
+                                        'verified': None, 'verify_result': None}}}}}})
+    write_status(rep.secondary.root / 'archive', {
+        'format': 1, 'written': now, 'station': dict(station, archive_interval=60),
+        'responder': None,
+        'requester': {
+            'state': 'online', 'since': started, 'version': '0.1.0',
+            'clientid': requester_id, 'last_error': None,
+            'primary': {'state': 'online', 'offline_since': None},
+            'bindings': {MAIN_KEY: {
+                'state': 'live', 'newest': newest, 'primary_newest': held,
+                'lag': held - newest, 'lag_records': 0, 'last_contact': now,
+                'verified': None, 'verify_result': None, 'repaired_days': 0,
+                'repaired_records': 0, 'rejected': 0, 'summaries': 'copied'}}}})
+    return requester_id, now
+
+
+def run_report_engine(station, report):
+    """WeeWX's report engine for one report of the station, as `weectl report run` runs it
+    (the newest record, this thread), without the station's services."""
+    import weewx.manager
+    import weewx.reportengine
+    import weewx.station
+
+    config_dict = station.config_dict()
+    with weewx.manager.open_manager_with_config(config_dict, 'wx_binding') as manager:
+        ts = manager.lastGoodStamp()
+        record = manager.getRecord(ts)
+    stn_info = weewx.station.StationInfo(**config_dict['Station'])
+    weewx.reportengine.StdReportEngine(config_dict, stn_info, record=record,
+                                       gen_ts=ts).run([report])
+
+
+def test_both_roles_pages_under_weewxd_and_in_chromium(replication, tmp_path):
+    rep = replication(requester_options={'archive_interval': '60'})
+    primary_page = enable_report(rep.primary)
+    secondary_page = enable_report(rep.secondary)
+    rep.seed(days=2)
+    started = int(time.time())
+    pri = rep.start_primary()
+    sec = rep.start_secondary()
+    position, _ = rep.wait_caught_up(sec)
+    rep.wait_live(since=position, n=5)
+
+    # The primary's engine writes the page with its other reports, after its records.
+    pri.wait_for_log(GENERATED.pattern, timeout=60)
+    text = page_text(primary_page.read_text(encoding='utf-8'))
+    assert text.startswith('Replication') and 'Page generated' in text
+
+    # Hold the primary; the secondary has everything.
+    held = rep.hold(pri)
+    rep.wait_in_sync()
+    assert rep.secondary.last_timestamp() == held
+    requester_id, written = write_run_status(rep, held, started)
+
+    # The secondary's engine writes its page within an archive interval (60 s).
+    wait_until(lambda: generated_at(secondary_page) > written, 90,
+               "the secondary's page generated after the status")
+    # The primary's engine is held: WeeWX's report engine, run here.
+    run_report_engine(rep.primary, 'Replication')
+    assert generated_at(primary_page) > written
+
+    # No Cheetah error in any log; the pages show the run's numbers.
+    for station in (rep.primary, rep.secondary):
+        logs = ''.join(p.read_text(errors='replace') for p in (station.root / 'log').glob('*.log'))
+        assert not TEMPLATE_FAILED.search(logs), logs[-3000:]
+    html = primary_page.read_text(encoding='utf-8')
+    rows = element_text(html, 'secondaries')
+    assert '%s live' % requester_id in rows
+    assert '%s %s 0 s (0 records)' % (MAIN_KEY, when(held)) in rows
+    assert '%s %s' % (MAIN_KEY, when(held)) in element_text(html, 'primary-bindings')
+    html = secondary_page.read_text(encoding='utf-8')
+    assert 'Requester %s' % requester_id in page_text(html)
+    assert '%s live %s %s 0 s (0 records)' % (MAIN_KEY, when(held), when(held)) in \
+        element_text(html, 'bindings')
+    for html in (primary_page.read_text(), secondary_page.read_text()):
+        assert 'Cheetah' not in html and 'NotFound' not in html
+        assert is_hidden(html, 'stale')
+
+    rep.release()
+    rep.wait_primary_grows(2)
+    rep.finish(pri, [sec])
+
+    # --- in Chromium ---------------------------------------------------------------------------
+    if not CHROMIUM:
+        pytest.skip('chromium is not installed (scripts/setup installs it)')
+    shots = Path(os.environ.get('REPLICATION_SCREENSHOTS') or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    for role, page, table in (('primary', primary_page, 'secondaries'),
+                              ('secondary', secondary_page, 'bindings')):
+        dom = browse(page, tmp_path, screenshot=shots / ('replication-%s.png' % role))
+        text = page_text(dom)
+        assert 'Replication' in text and when(held) in element_text(dom, table)
+        assert requester_id in text
+        # Fresh: the script left the stale mark hidden.
+        assert is_hidden(dom, 'stale'), element_text(dom, 'stale')
+        assert (shots / ('replication-%s.png' % role)).stat().st_size > 10000
+    # The same page, two report intervals and more later: the script shows the mark.
+    old = tmp_path / 'old.html'
+    text = secondary_page.read_text(encoding='utf-8')
+    old.write_text(re.sub(r'data-ts="\d+"', 'data-ts="%d"' % (time.time() - 3 * 3600), text),
+                   encoding='utf-8')
+    dom = browse(old, tmp_path)
+    assert not is_hidden(dom, 'stale')
+    assert 'Stale: this page was generated 3 h 0 min ago' in element_text(dom, 'stale')
+    shutil.rmtree(tmp_path / 'chromium-profile', ignore_errors=True)
