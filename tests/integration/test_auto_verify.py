@@ -61,7 +61,9 @@ def test_damage_done_while_stopped_is_repaired_after_the_catchup(rig, broker, ca
     assert_same(primary, secondary)                   # archive and daily summaries
     assert responder.counters['digests'] == digests + 1
     assert len(log_lines(caplog, '2 day(s) differ from the primary')) == 1
-    assert len(log_lines(caplog, 'repaired')) == 2
+    assert len(log_lines(caplog, 'records from the primary')) == 2
+    # then the primary's summaries of the days those replacements rebuilt here
+    assert log_lines(caplog, 'repaired the daily summaries of')
     assert error_lines(caplog) == []
 
 

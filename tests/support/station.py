@@ -509,7 +509,9 @@ def simulated_record(ts: int, interval_minutes: int = 5, units: str = 'US') -> d
     saved = random.getstate()
     try:
         random.seed(int(ts))
-        sim = Simulator(start_time=SIM_ANCHOR, resume_time=int(ts) - step, loop_interval=step,
+        # (the simulator's rain needs a loop interval of a few minutes at most)
+        loop = min(step, 300)
+        sim = Simulator(start_time=SIM_ANCHOR, resume_time=int(ts) - loop, loop_interval=loop,
                         mode='generator')
         record = next(sim.genLoopPackets())
     finally:

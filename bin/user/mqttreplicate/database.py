@@ -609,6 +609,10 @@ class TargetDatabase:
             last_update = weeutil.weeutil.to_int(manager._read_metadata('lastUpdate'))
             newest = manager.lastGoodStamp()
             self.summaries_pending = bool(newest and (last_update or 0) < newest)
+            if manager._read_metadata(COPIED_KEY) is None:
+                # from now on kept (a new database: nothing copied yet)
+                with weedb.Transaction(manager.connection) as cursor:
+                    self._set_copied(cursor, min(newest or 0, last_update or 0))
 
     def close(self):
         if self.owned:
@@ -744,6 +748,44 @@ class TargetDatabase:
     def _last_update(self):
         return weeutil.weeutil.to_int(self.manager._read_metadata('lastUpdate')) or 0
 
+    # The replicated position of the daily summaries: every record here with dateTime <= it
+    # has its day's summaries as the primary has them. WeeWX's lastUpdate says only that
+    # the summaries count the records; a rebuild here (an interrupted catch-up, weewxd's own
+    # start-up backfill, a repair) moves it past days whose LOOP highs and lows are then
+    # lost, so this position is kept apart, in the same metadata table, and moved only by
+    # the primary's summaries (forward) and by rebuilds of older days (back).
+
+    @reconnecting(RECONNECT_FOR)
+    def copied(self):
+        """The replicated position of the daily summaries (see above), 0 for none. A
+        database that never had one (an older version of this extension made it) counts
+        as copied where its summaries are complete."""
+        if not self.has_summaries:
+            return 0
+        value = weeutil.weeutil.to_int(self.manager._read_metadata(COPIED_KEY))
+        if value is None:
+            return self.summaries_complete()
+        return value
+
+    def _set_copied(self, cursor, value):
+        self.manager._write_metadata(COPIED_KEY, str(int(value)), cursor)
+
+    def _copied_back(self, cursor, ts):
+        """Days from the one after ts on are rebuilt here: the position goes back to ts."""
+        if self.has_summaries and ts < self.copied():
+            self._set_copied(cursor, ts)
+
+    @reconnecting(RECONNECT_FOR)
+    def days_wanted(self, since):
+        """From where (a dateTime: its day) a catch-up since `since` should bring the
+        primary's daily summaries: the day of the first record here that lacks them (or of
+        the position itself, a day weewxd's backfill may have rebuilt), else since's."""
+        return min(since, self.copied() or self._oldest() or since)
+
+    def _oldest(self):
+        row = _fetch_all(self.manager.connection, 'SELECT MIN(dateTime) FROM %s' % self.table)
+        return (row[0][0] or 0) if row else 0
+
     def _records_between(self, after, upto):
         """Are there records with after < dateTime <= upto?"""
         return upto > after and first_after(self.manager.connection, self.table, after,
@@ -805,10 +847,25 @@ class TargetDatabase:
         row = _fetch_all(manager.connection, 'SELECT MAX(dateTime) FROM %s' % self.table)
         newest = (row[0][0] or 0) if row else 0
         last_update = self._last_update()
-        complete = max(last_update, newest if newest <= stop else stop)
+        through = newest if newest <= stop else stop
+        complete = max(last_update, through)
         if complete != last_update:
             manager._write_metadata('lastUpdate', str(complete), cursor)
         self.summaries_pending = newest > complete
+        copied = self.copied()
+        # the position moves on only over days that follow it without a gap
+        if through > copied and not self._records_between(copied, first):
+            self._set_copied(cursor, through)
+
+    def _rebuilding_from(self, last_update):
+        """A backfill from lastUpdate is about to rebuild the days from its calendar day on:
+        the replicated position goes back before them first."""
+        if not self.has_summaries or not last_update:
+            return
+        midnight = int(time.mktime(datetime.date.fromtimestamp(last_update).timetuple()))
+        if midnight < self.copied():
+            with weedb.Transaction(self.manager.connection) as cursor:
+                self._set_copied(cursor, midnight)
 
     def _insert_records(self, cursor, records):
         """Insert records (dicts) into the archive table, in an open transaction. Returns
@@ -839,6 +896,7 @@ class TargetDatabase:
             cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
                            % (self.table, key), (first_day, after_day))
         self.manager._write_metadata('lastUpdate', str(first_day), cursor)
+        self._copied_back(cursor, first_day)
 
     def _rebuild_summaries(self, days):
         """Rebuild the days _forget_summaries() deleted, then mark the summaries complete."""
@@ -918,6 +976,8 @@ class TargetDatabase:
         if not self.summaries_pending:
             return
         self.manager._sync()
+        # WeeWX's backfill rebuilds from the calendar day of lastUpdate on
+        self._rebuilding_from(self._last_update())
         started = time.monotonic()
         nrecs, ndays = backfill_day_summary(self.manager)
         log.info("database '%s': daily summaries of %d days updated with %d records in %.1f s",
@@ -946,6 +1006,7 @@ class TargetDatabase:
         return self.manager.addRecord(record, log_success=False) > 0
 
 
+COPIED_KEY = 'mqttreplicate_copied'   # metadata: the replicated position of the summaries
 TRANCHE_DAYS = 5       # days of archive rows read at once
 WRITE_DAYS = 60        # days of summaries written in one transaction (a statement per type)
 

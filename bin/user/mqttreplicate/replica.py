@@ -655,7 +655,10 @@ class Replica:
         since = self.position if since is None else since
         self.page_days = []
         store = self.sink.store
-        self.days_from = (since, min(since, store.summaries_complete())) \
+        # the first page brings the primary's summaries from where they were last copied
+        # (TargetDatabase.copied: an interrupted catch-up, a rebuild, kill -9 left the days
+        # after it built here)
+        self.days_from = (since, store.days_wanted(since)) \
             if store is not None and store.has_summaries else None
         if self.link.connected():
             log.debug('requester: %s: catching up since %s', self.key, since)

@@ -38,7 +38,10 @@ from .worker import Worker
 
 log = logging.getLogger(__name__)
 
-MAX_DAYS_BACK = 31 * 86400      # daily summaries a page brings from before its since
+# daily summaries a page brings from before its since: enough for the records of two
+# interrupted pages at an archive interval of an hour (a day's summaries of ~50 types are a
+# few KB); older ones are left to the verification's comparison of the whole history
+MAX_DAYS_BACK = 420 * 86400
 
 STATUS_INTERVAL = 1.0        # publish status at most this often
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
@@ -407,7 +410,8 @@ class Responder:
         out: that record's live message brings its day."""
         if asked.days is None:
             return None
-        start = asked.days or oldest
+        # days=0: from the first record (a secondary whose first page was cut)
+        start = asked.days or (oldest if not asked.since else source.first_after(0, last))
         if not start:
             return None
         # at most MAX_DAYS_BACK before the page: older days left without summaries here

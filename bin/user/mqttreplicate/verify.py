@@ -143,6 +143,22 @@ def replaces_records(repairs):
     return any(not d.summaries_only for d in repairs)
 
 
+def with_days(repairs, summaries):
+    """The repairs in the order to make them: the buckets whose records are replaced, then,
+    if the daily summaries are compared (summaries), the primary's summaries of every day
+    that a replacement rebuilds here (the days that start in its bucket and in the bucket
+    before: the local day that the bucket's first record belongs to starts before the UTC
+    day), and of the buckets whose summaries alone differ."""
+    if not summaries:
+        return list(repairs)
+    replaced = [d for d in repairs if not d.summaries_only]
+    days = {d.start: d for d in repairs if d.summaries_only}
+    for d in replaced:
+        for start in (d.start - BUCKET, d.start):
+            days.setdefault(start, Difference(start, 0, 0, True))
+    return replaced + [days[start] for start in sorted(days)]
+
+
 def plan_repairs(differing, careful):
     """(buckets to repair, buckets left alone) of [Difference]. careful (the unattended
     verification) never replaces a bucket by fewer records than this station has: a primary
@@ -459,13 +475,8 @@ class Verifier:
             if not repair:
                 return False
             repairs, _ = plan_repairs(differing, careful=False)
-            self._repair(binding, store, until, repairs)
+            self._repair(binding, store, until, with_days(repairs, summaries))
             still = self._compare(binding, store, since, until, summaries, quiet=True)
-            if summaries and replaces_records(repairs):
-                # records replaced: their days' summaries were rebuilt here; now that the
-                # records are the primary's, the primary's summaries of those days can be
-                self._repair(binding, store, until, [d for d in still if d.summaries_only])
-                still = self._compare(binding, store, since, until, summaries, quiet=True)
             for difference in still:
                 self.out('%s: %s still differs after repair' % (binding.key,
                                                                when(difference.start)))
@@ -692,7 +703,8 @@ class AutoVerifier:
         if differing is None:
             self._ask_digest()         # dateTime only: the unit systems differ
             return
-        self.repairs, fewer = plan_repairs(differing, careful=True)
+        repairs, fewer = plan_repairs(differing, careful=True)
+        self.repairs = with_days(repairs, self.comparison.summaries)
         self.planned = list(self.repairs)
         for difference in fewer:
             self.replica.faults(
@@ -700,7 +712,8 @@ class AutoVerifier:
                 'here but %d on the primary; left as it is (`verify --repair` makes it '
                 'the primary\'s copy)', self.key, when(difference.start)[:10],
                 difference.here, difference.primary)
-        if not self.repairs:
+        if not repairs:
+            self.repairs = []
             self.follow_up = False
             if not differing:
                 log.info('requester: %s: verified %s to %s: in sync', self.key,
@@ -708,9 +721,9 @@ class AutoVerifier:
             self._finish(VERIFY_INTERVAL)
             return
         log.warning('requester: %s: %d day(s) differ from the primary (%s); fetching them '
-                    'again', self.key, len(self.repairs),
-                    ', '.join(when(d.start)[:10] for d in self.repairs[:5])
-                    + (', ...' if len(self.repairs) > 5 else ''))
+                    'again', self.key, len(repairs),
+                    ', '.join(when(d.start)[:10] for d in repairs[:5])
+                    + (', ...' if len(repairs) > 5 else ''))
         self._fetch_next()
 
     def _fetch_next(self):
@@ -746,10 +759,11 @@ class AutoVerifier:
 
     def _store_days(self, fetch):
         days = fetch.result()
-        self.repairs.pop(0)
+        difference = self.repairs.pop(0)
         self.fetch = None
         if self.replica.store.store_days(days):
-            self.repaired += 1
+            # (the summaries of days whose records were replaced count with those)
+            self.repaired += bool(difference.here)
             log.info('requester: %s: repaired the daily summaries of %s from the primary',
                      self.key, when(fetch.day)[:10])
         else:
