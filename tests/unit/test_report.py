@@ -250,18 +250,36 @@ def test_the_page_knows_when_it_is_stale(root):
     assert 'data-stale-after="600"' in page(root.parent / 'third')
 
 
-def test_times_are_the_stations_local_time_with_its_zone(root):
-    doc = secondary_status(NOW, timezone='Europe/Berlin')
-    html = page(root, doc)
+@pytest.fixture
+def berlin(monkeypatch):
+    """The process (weewxd) in Europe/Berlin's local time."""
+    monkeypatch.setenv('TZ', 'Europe/Berlin')
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_times_are_the_stations_local_time_with_its_zone(root, berlin):
+    html = page(root, secondary_status(NOW, timezone='Europe/Berlin'))
     text = page_text(html)
-    berlin = NOW + 3600                                # CET in December
+    cet = NOW + 3600                                   # CET in December
     assert "Times are the station's local time (Europe/Berlin)" in text
-    assert 'Page generated %s' % when(berlin, '%Y-%m-%d %H:%M:%S CET') in text
-    assert '<time datetime="%s">' % when(berlin - 60, '%Y-%m-%dT%H:%M:%S+01:00') in html
-    # A zone Python does not know: the local time of the process (UTC in the tests).
-    doc = secondary_status(NOW, timezone='Mars/Olympus')
-    text = page_text(page(root, doc))
-    assert "local time (Mars/Olympus)" in text and 'Page generated %s' % when(NOW) in text
+    assert 'Page generated %s' % when(cet, '%Y-%m-%d %H:%M:%S CET') in text
+    assert '<time datetime="%s"><span>%s</span> <span>%s</span></time>' % (
+        when(cet - 60, '%Y-%m-%dT%H:%M:%S+01:00'), when(cet - 60, '%Y-%m-%d'),
+        when(cet - 60, '%H:%M:%S CET')) in html
+    # A zone other than the process's: the times stay local, labelled by their abbreviation.
+    text = page_text(page(root, secondary_status(NOW, timezone='Etc/UTC')))
+    assert "local time (CET)" in text
+    assert 'Page generated %s' % when(cet, '%Y-%m-%d %H:%M:%S CET') in text
+
+
+def test_a_zone_python_does_not_know(root):
+    text = page_text(page(root, secondary_status(NOW, timezone='Mars/Olympus')))
+    assert "local time (UTC)" in text and 'Page generated %s' % when(NOW) in text
+    text = page_text(page(root, secondary_status(NOW, timezone='Etc/UTC')))
+    assert "local time (Etc/UTC)" in text
 
 
 def test_text_from_the_file_is_escaped(root):

@@ -62,7 +62,7 @@ def build_view(path, config_dict, now):
         return empty_view(config_dict, now, status,
                           'No replication status yet: neither role of MQTTReplicate is '
                           'running on this station.')
-    clock = Clock(status.station.timezone)
+    clock = Clock(status.station.timezone, now)
     view = _page(config_dict, now, status, clock)
     view.available = True
     view.primary = _primary(status.responder, clock) if status.responder else None
@@ -75,7 +75,7 @@ def build_view(path, config_dict, now):
 
 def empty_view(config_dict, now, status, message):
     """The page without a status: the reason, in message."""
-    clock = Clock(status.station.timezone if status else None)
+    clock = Clock(status.station.timezone if status else None, now)
     view = _page(config_dict, now, status, clock)
     view.available = False
     view.message = _esc(message)
@@ -162,28 +162,22 @@ def _role(role, clock):
 class Clock:
     """Formats times in the station's local time, with the zone's abbreviation.
 
-    The zone is the status file's IANA name where Python knows it, else the local time of
-    this process (weewxd's, the station's).
+    Local time is this process's (weewxd's, the station's), as in the station's other
+    reports. The status file's zone name labels it where it is the same zone (the same
+    offsets from UTC in winter and summer); else the label is the zone's abbreviation.
     """
 
-    def __init__(self, timezone=None):
-        self.tz = _zone(timezone)
-        if self.tz is not None:
-            self.zone = timezone
-        else:
-            self.zone = timezone or time.strftime('%Z') or 'local time'
-
-    def _datetime(self, ts):
-        if self.tz is not None:
-            return datetime.datetime.fromtimestamp(ts, self.tz)
-        return datetime.datetime.fromtimestamp(ts).astimezone()
+    def __init__(self, timezone=None, now=None):
+        self.zone = timezone if timezone and _same_zone(timezone, now or time.time()) \
+            else (time.strftime('%Z') or 'local time')
 
     def text(self, ts):
         """'2026-12-07 00:18:24 CET', or a dash."""
         if ts is None:
             return NONE
         try:
-            return self._datetime(ts).strftime('%Y-%m-%d %H:%M:%S %Z')
+            return datetime.datetime.fromtimestamp(ts).astimezone().strftime(
+                '%Y-%m-%d %H:%M:%S %Z')
         except (OverflowError, OSError, ValueError):
             return NONE
 
@@ -198,19 +192,25 @@ class Clock:
 
     def iso(self, ts):
         try:
-            return self._datetime(ts).isoformat(timespec='seconds')
+            return datetime.datetime.fromtimestamp(ts).astimezone().isoformat(
+                timespec='seconds')
         except (OverflowError, OSError, ValueError):
             return ''
 
 
-def _zone(name):
-    if not name:
-        return None
+def _same_zone(name, now):
+    """True if the IANA zone name keeps the local time's offsets from UTC, now and half a
+    year away (where Python knows the name)."""
     try:
         import zoneinfo
-        return zoneinfo.ZoneInfo(name)
+        zone = zoneinfo.ZoneInfo(name)
     except Exception:        # not an IANA name, no tz database, Python < 3.9
-        return None
+        return False
+    for ts in (now, now + 182 * 86400):
+        local = datetime.datetime.fromtimestamp(ts).astimezone()
+        if datetime.datetime.fromtimestamp(ts, zone).utcoffset() != local.utcoffset():
+            return False
+    return True
 
 
 def duration(seconds):
