@@ -38,7 +38,7 @@ pytestmark = pytest.mark.e2e
 SKIN_SRC = Path(__file__).resolve().parents[2] / 'skins' / 'Replication'
 # The roles write the station's status file (else write_run_status stands in for them).
 WRITER = importlib.util.find_spec('user.mqttreplicate.statusfile') is not None
-GENERATED = re.compile(r'Generated 1 files for report Replication in')
+GENERATED = re.compile(r'Generated 1 files for report Replication in ([\d.]+) seconds')
 TEMPLATE_FAILED = re.compile(r'(Evaluation|Compilation) of template .* failed|Ignoring template')
 
 
@@ -193,10 +193,13 @@ def test_both_roles_pages_under_weewxd_and_in_chromium(replication, tmp_path):
     run_report_engine(rep.primary, 'Replication')
     assert generated_at(primary_page) > written
 
-    # No Cheetah error in any log; the pages show the run's numbers.
+    # No Cheetah error in any log, and a page is quick to make (it reads one small file);
+    # the pages show the run's numbers.
     for station in (rep.primary, rep.secondary):
         logs = ''.join(p.read_text(errors='replace') for p in (station.root / 'log').glob('*.log'))
         assert not TEMPLATE_FAILED.search(logs), logs[-3000:]
+        took = [float(t) for t in GENERATED.findall(station.log_text())]
+        assert took and max(took) < 1.0, took
     html = primary_page.read_text(encoding='utf-8')
     rows = element_text(html, 'secondaries')
     assert '%s live' % requester_id in rows
