@@ -193,6 +193,12 @@ def test_secondary_page_says_since_when_the_primary_is_offline(root):
     assert 'The primary: offline offline since %s' % when(NOW - 600) in text
 
 
+def test_the_roles_without_a_location(root):
+    assert 'Replication This station is a secondary Page generated' in \
+        page_text(page(root, secondary_status(NOW, location=None)))
+    assert 'Replication Page generated' in page_text(page(root.parent / 'empty'))
+
+
 def test_a_station_with_both_roles_shows_both(root):
     doc = primary_status(NOW)
     doc['requester'] = secondary_status(NOW)['requester']
@@ -233,10 +239,16 @@ def test_an_old_status_is_marked(root):
     html = page(root, doc)
     assert 'The status was written 2 h before this page (%s): is MQTTReplicate running?' \
         % when(NOW - 7200) in element_text(html, 'status-old')
-    doc['written'] = NOW - 599                         # two intervals of 300 s: not old yet
+    doc['written'] = NOW - 899                       # three intervals of 300 s: not old yet
     html = page(root, doc)
     assert element_text(html, 'status-old') is None
-    assert 'Status written %s.' % when(NOW - 599) in page_text(html)
+    assert 'Status written %s.' % when(NOW - 899) in page_text(html)
+    # Short intervals: old after 3 minutes at the least (the writers write once a minute).
+    doc = secondary_status(NOW, interval=30)
+    doc['written'] = NOW - 170
+    assert element_text(page(root, doc), 'status-old') is None
+    doc['written'] = NOW - 190
+    assert element_text(page(root, doc), 'status-old') is not None
 
 
 def test_the_page_knows_when_it_is_stale(root):

@@ -25,6 +25,10 @@ from . import statusread
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 300          # seconds, WeeWX's default archive interval
+# A status file not written for this many archive intervals, and at least this many
+# seconds, is old (its writers write it at least once a minute): as `check` judges it.
+OLD_INTERVALS = 3
+OLD_MIN = 180
 NONE = '\u2014'                 # an em dash: no value
 
 GOOD = {'live', 'online', 'in sync', 'copied'}
@@ -99,7 +103,8 @@ def _page(config_dict, now, status, clock):
     view.location = _esc(location or '')
     written = status.written if status else None
     view.written = clock.text(written)
-    view.written_old = written is not None and now - written > 2 * interval
+    view.written_old = written is not None \
+        and now - written > max(OLD_INTERVALS * interval, OLD_MIN)
     view.written_age = duration(now - written) if written is not None else NONE
     return view
 
