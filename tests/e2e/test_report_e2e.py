@@ -144,6 +144,19 @@ def write_run_status(rep, held, started):
     return requester_id, now
 
 
+def wait_offline(primary, requester_id):
+    """Wait until the primary's status file has the secondary offline; return since when."""
+    def offline_since():
+        status = read_status(primary) or {}
+        try:
+            secondary = status['responder']['secondaries'][requester_id]
+        except (KeyError, TypeError):
+            return None
+        return secondary['state'] == 'offline' and secondary['offline_since']
+    return wait_until(offline_since, 60, 'the primary to see %s offline' % requester_id,
+                      describe=lambda: json.dumps(read_status(primary), indent=1))
+
+
 def run_report_engine(station, report):
     """WeeWX's report engine for one report of the station, as `weectl report run` runs it
     (the newest record, this thread), without the station's services."""
@@ -213,6 +226,17 @@ def test_both_roles_pages_under_weewxd_and_in_chromium(replication, tmp_path):
         assert 'Cheetah' not in html and 'NotFound' not in html
         assert is_hidden(html, 'stale')
 
+    if WRITER:
+        # The secondary stops: the primary's page says since when it is offline.
+        sec.stop()
+        offline_since = wait_offline(rep.primary, requester_id)
+        run_report_engine(rep.primary, 'Replication')
+        rows = element_text(primary_page.read_text(encoding='utf-8'), 'secondaries')
+        assert '%s offline offline since %s' % (requester_id, when(offline_since)) in rows
+        offline_page = tmp_path / 'primary-offline.html'
+        shutil.copy(primary_page, offline_page)
+        sec = rep.start_secondary()
+
     rep.release()
     rep.wait_primary_grows(2)
     rep.finish(pri, [sec])
@@ -231,6 +255,10 @@ def test_both_roles_pages_under_weewxd_and_in_chromium(replication, tmp_path):
         # Fresh: the script left the stale mark hidden.
         assert is_hidden(dom, 'stale'), element_text(dom, 'stale')
         assert (shots / ('replication-%s.png' % role)).stat().st_size > 10000
+    if WRITER:
+        dom = browse(offline_page, tmp_path)
+        assert '%s offline offline since %s' % (requester_id, when(offline_since)) in \
+            element_text(dom, 'secondaries')
     # The same page, two report intervals and more later: the script shows the mark.
     old = tmp_path / 'old.html'
     text = secondary_page.read_text(encoding='utf-8')
