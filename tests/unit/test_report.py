@@ -255,6 +255,7 @@ def test_the_page_knows_when_it_is_stale(root):
     """The page carries its generation time and two report intervals, for its script."""
     html = page(root, secondary_status(NOW, interval=60))
     assert 'data-ts="%d" data-stale-after="120"' % NOW in html
+    assert '<meta http-equiv="refresh" content="60">' in html      # loaded again each interval
     assert 'more than two report intervals (2 min)' in element_text(html, 'stale')
     # Without the status's interval, weewx.conf's [StdArchive] archive_interval, else 300 s.
     html = page(root.parent / 'other', config={'StdArchive': {'archive_interval': '900'}})

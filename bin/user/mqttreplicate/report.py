@@ -94,6 +94,7 @@ def _page(config_dict, now, status, clock):
     view.generated = clock.text(now)
     view.generated_iso = clock.iso(now)
     view.generated_ts = int(now)
+    view.refresh = max(interval, 60)       # seconds: a browser loads the page again
     view.stale_after = 2 * interval
     view.stale_after_text = duration(2 * interval)
     view.zone = _esc(clock.zone)
