@@ -134,6 +134,14 @@ def test_the_zip_installs_and_runs_under_weewxd(tmp_path, commit, stations, brok
         sorted(Path(p).name for p in expected_files(commit) if p.startswith('skins/'))
     assert (skin / 'skin.conf').read_bytes() == git_bytes(commit, 'skins/Replication/skin.conf')
     assert read_conf(secondary.config_path)['StdReport']['Replication']['skin'] == 'Replication'
+    # WeeWX's report engine makes the page from the installed skin and search list.
+    run = secondary.weectl('report', 'run', 'Replication')
+    assert run.returncode == 0, run.stdout + run.stderr
+    page = secondary.root / 'public_html' / 'replication' / 'index.html'
+    text = page.read_text(encoding='utf-8')
+    assert 'Secondary' in text or 'No replication status yet' in text, text
+    log = (secondary.root / 'log' / 'weectl.log').read_text(errors='replace')
+    assert 'Ignoring template' not in log and 'Traceback' not in log, log[-3000:]
     assert read_conf(secondary.config_path)['Station']['station_type'] == 'Replicator'
 
     # The command line and the driver, imported from the station's bin like weewxd does.
