@@ -272,14 +272,15 @@ def test_days_at_the_edges_of_the_range():
     assert DayRows.from_json(obj).tables['outTemp'][1][2][0] == T0 + 3 * DAY - 1
 
 
-@pytest.mark.parametrize('value', ['12.5', True, False, [1], {'v': 1}, float('inf'),
+@pytest.mark.parametrize('value', ['12.5', True, False, [1], {'v': 1}, 'Infinity',
                                    float('nan'), 2 ** 70, -2 ** 70])
 def test_value_that_is_not_a_number(value):
     rejected(r'daily summaries of barometer: value .* is not a number',
              changed(['tables', 'barometer', 'rows', 0, 4], value))
 
 
-@pytest.mark.parametrize('value', [None, 0, -40, 1.5e300, -0.0, 2 ** 62])
+@pytest.mark.parametrize('value', [None, 0, -40, 1.5e300, -0.0, 2 ** 62, float('inf'),
+                                   float('-inf')])
 def test_values_that_are_numbers_or_null(value):
     obj = changed(['tables', 'barometer', 'rows', 0, 4], value)
     assert DayRows.from_json(obj).tables['barometer'][1][0][4] == value
@@ -506,17 +507,19 @@ def test_kind_days_on_protocol_1_is_a_record():
     assert Batch.decode(env) == Batch(KEY, [rec], None, version=1)
 
 
-def test_summaries_with_a_value_json_cannot_hold_are_not_sent():
-    """An overflowed sum (inf) in the primary's tables: the page and the live record go
-    without the summaries (the secondary builds them), not without the records."""
+def test_summaries_with_an_infinity_travel_as_they_are():
+    """An overflowed sum (inf) in the primary's tables (SQLite keeps it): the page and the
+    live record carry the summaries as they are, inf included."""
     rows = day_rows(days=1)
     columns, table = rows.tables['outTemp']
     bad = dataclasses.replace(rows, tables=dict(rows.tables, outTemp=(
         columns, [table[0][:-1] + (float('inf'),)])))
-    assert bad.split(100000, True) is None and bad.encode_property() is None
+    assert DayRows.decode_property(bad.encode_property()) == bad
     recs = records(3)
     wires = Page(KEY, recs, False, recs[-1]['dateTime'], 0, bad).encode(10, 100000, True)
-    assert [rec for b in decode_all(wires) for rec in b.records] == recs
+    batches = decode_all(wires)
+    assert [rec for b in batches for rec in b.records] == recs
+    assert DayRows.merge([b.days for b in batches if b.days is not None]) == bad
 
 
 def test_a_bucket_fetch_takes_the_records_and_leaves_days_messages_aside():

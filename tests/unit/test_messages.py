@@ -677,14 +677,29 @@ def test_a_packed_payload_that_is_not_packed_columns_is_refused(payload, match):
 def test_a_bad_record_in_packed_columns_is_left_out():
     names, types, rows, columns = GOOD_PACKED
     columns = [[NOW - 600, NOW - 300, NOW - 200], [1, 1, 1], [5, 0, 5],
-               [12.5, 1.0, math.inf]]
+               [12.5, 1.0, -math.inf]]
     env = batch_env(zlib.compress(packed_payload(names, types, 3, columns)),
                     page_pairs(count=3, encoding='zlib+packed') + [('layout', 'packed')])
     batch = decode_answer(env)
     assert batch.records.records() == [
-        {'dateTime': NOW - 600, 'usUnits': 1, 'interval': 5, 'outTemp': 12.5}]
-    assert len(batch.rejected) == 2
-    assert 'interval 0' in batch.rejected[0] and 'outTemp' in batch.rejected[1]
+        {'dateTime': NOW - 600, 'usUnits': 1, 'interval': 5, 'outTemp': 12.5},
+        {'dateTime': NOW - 200, 'usUnits': 1, 'interval': 5, 'outTemp': -math.inf}]
+    assert len(batch.rejected) == 1 and 'interval 0' in batch.rejected[0]
+
+
+def test_an_infinite_value_travels_as_it_is_in_every_layout():
+    """SQLite keeps inf: a record holding one is replicated as it is (packed natively, in
+    JSON as Infinity), never refused or left out."""
+    record = {'dateTime': NOW - 300, 'usUnits': 1, 'interval': 5, 'outTemp': math.inf,
+              'windchill': -math.inf, 'barometer': 30.1}
+    columns = p.Columns.of([record])
+    for layout in (columns.pack(), p.encode_json(columns.to_json()), p.encode_json([record])):
+        assert b'NaN' not in layout
+    assert p.Columns.unpack(columns.pack()).records() == [record]
+    assert p.decode_payload(p.encode_json([record]), 'json') == [record]
+    assert p.validate_record(dict(record), NOW) == record
+    kept, refused = columns.checked(NOW)
+    assert kept.records() == [record] and refused == []
 
 
 @pytest.mark.parametrize('column, value, good', [
@@ -697,8 +712,8 @@ def test_a_bad_record_in_packed_columns_is_left_out():
     ('interval', 0.001, True), ('interval', 0, False), ('interval', -5, False),
     ('interval', math.inf, False), ('interval', None, False), ('interval', False, False),
     ('outTemp', 2 ** 63 - 1, True), ('outTemp', -2 ** 63, True), ('outTemp', 2 ** 63, False),
-    ('outTemp', -2 ** 63 - 1, False), ('outTemp', math.inf, False),
-    ('outTemp', -math.inf, False), ('outTemp', math.nan, False), ('outTemp', True, False),
+    ('outTemp', -2 ** 63 - 1, False), ('outTemp', math.inf, True),
+    ('outTemp', -math.inf, True), ('outTemp', math.nan, False), ('outTemp', True, False),
     ('outTemp', 'x', False), ('outTemp', [1], False), ('outTemp', -1e308, True),
     ('outTemp', 10 ** 400, False), ('interval', 10 ** 400, False),
 ])

@@ -175,8 +175,8 @@ def test_missing_interval_is_refused():
     assert 'interval' in refused(rec)
 
 
-@pytest.mark.parametrize('value', ['12.5', '', 'NULL', float('nan'), float('inf'),
-                                   -float('inf'), [1], {'a': 1}, True, False, b'1'])
+@pytest.mark.parametrize('value', ['12.5', '', 'NULL', float('nan'), 'Infinity', [1],
+                                   {'a': 1}, True, False, b'1'])
 def test_bad_values(value):
     message = refused(record(outTemp=value))
     assert 'outTemp' in message
@@ -249,9 +249,13 @@ def test_compressed_is_smaller_and_uncompressed_is_plain_json():
     assert json.loads(zlib.decompress(packed)) == records
 
 
-def test_encode_refuses_nan():
-    with pytest.raises(ValueError):
-        p.encode_batch([record(outTemp=float('nan'))], False)
+def test_nan_on_the_wire_is_refused_and_infinity_kept():
+    """No database holds NaN; SQLite holds inf, which travels as it is."""
+    payload, encoding = p.encode_batch([record(outTemp=float('nan'))], False)
+    with pytest.raises(ProtocolError, match='outTemp'):
+        p.decode_records(payload, encoding)
+    payload, encoding = p.encode_batch([record(outTemp=float('-inf'))], True)
+    assert p.decode_records(payload, encoding)[0]['outTemp'] == float('-inf')
 
 
 def test_single_record_payload_is_accepted():

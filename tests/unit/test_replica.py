@@ -137,6 +137,9 @@ class FakeHost:
     def ack(self, message):
         self.acked.append(message)
 
+    def silence(self, instance):
+        return 'nothing seen of %s' % instance
+
     # the host's counters
     def count(self, name, n=1):
         self.counts[name] = self.counts.get(name, 0) + n

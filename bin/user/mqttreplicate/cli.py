@@ -21,7 +21,7 @@ from . import database
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE, EXIT_BROKER = 0, 1, 2, 3
+EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE, EXIT_BROKER, EXIT_NO_ANSWER = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
@@ -30,6 +30,10 @@ class UsageError(Exception):
 
 class BrokerError(Exception):
     """Exit 3 with this sentence."""
+
+
+class NoAnswerError(Exception):
+    """Exit 4 with this sentence: the broker was reached, the responder did not answer."""
 
 
 def parse_args(argv):
@@ -216,9 +220,11 @@ def cmd_request(args, config_dict):
                        if r.refused]
             if args.once and refused:
                 raise UsageError('the responder refused %s' % ', '.join(refused))
-            silent = [r.key for r in requester.replicas.values() if r.unanswered]
+            silent = [r for r in requester.replicas.values() if r.unanswered]
             if args.once and silent:
-                raise BrokerError('no responder answered for %s' % ', '.join(silent))
+                raise NoAnswerError('no responder answered for %s: %s' % (
+                    ', '.join(r.key for r in silent),
+                    requester.silence(silent[0].binding.instance)))
     finally:
         requester.stop()
         writer.stop()
@@ -232,11 +238,9 @@ def cmd_request(args, config_dict):
     return EXIT_OK
 
 
-def cmd_status(args, config_dict):
+def read_statuses(conn, connect_timeout):
+    """{topic: status} of every retained status under the status prefix."""
     from .transport import Transport
-    role = 'Requester' if cfg.has_role(config_dict, 'Requester') else 'Responder'
-    options = (cfg.parse_requester if role == 'Requester' else cfg.parse_responder)(config_dict)
-    conn = options.connection
     import dataclasses
     conn = dataclasses.replace(conn, clientid=conn.clientid + '-status',
                                session_expiry_interval=0)
@@ -251,16 +255,63 @@ def cmd_status(args, config_dict):
     transport = Transport(conn, [conn.status_topic + '/#'], on_message, name='status')
     transport.start()
     try:
-        wait_connected(transport, args.connect_timeout)
+        wait_connected(transport, connect_timeout)
         time.sleep(1.5)
     finally:
         transport.stop()
+    return statuses
+
+
+def responder_state(statuses, conn, instance):
+    """The state in the responder's status of an instance ('online', 'offline'), or None."""
+    from .protocol import status_topic
+    status = statuses.get(status_topic(conn.status_topic, instance))
+    return status.get('state') if isinstance(status, dict) else None
+
+
+def cmd_status(args, config_dict):
+    from .status import why_no_answer
+    role = 'Requester' if cfg.has_role(config_dict, 'Requester') else 'Responder'
+    options = (cfg.parse_requester if role == 'Requester' else cfg.parse_responder)(config_dict)
+    conn = options.connection
+    statuses = read_statuses(conn, args.connect_timeout)
     print_status(statuses, conn.status_topic)
+    if role == 'Requester':
+        for instance in options.instances:
+            state = responder_state(statuses, conn, instance)
+            if state != 'online':
+                print('%s: %s' % (instance, why_no_answer(conn, instance, state)))
     return EXIT_OK
 
 
+def serves_itself(config_dict):
+    """The instance this station's own responder serves to its [[Requester]] on the same
+    broker and topics, or the first it serves if it has no [[Requester]] (either way the
+    station is that instance's primary), or None."""
+    if not cfg.has_role(config_dict, 'Responder'):
+        return None
+    responder = cfg.parse_responder(config_dict)
+    if not responder.enable or not responder.instances:
+        return None
+    if not cfg.has_role(config_dict, 'Requester'):
+        return responder.instances[0]
+    options = cfg.parse_requester(config_dict)
+    ours, theirs = responder.connection, options.connection
+    if (ours.host, ours.port, ours.request_topic) != (theirs.host, theirs.port,
+                                                      theirs.request_topic):
+        return None
+    shared = set(responder.instances) & set(options.instances)
+    return min(shared) if shared else None
+
+
 def cmd_verify(args, config_dict):
-    from .verify import Verifier, VerifyError
+    from .verify import NoAnswer, Verifier, VerifyError
+    from .status import why_no_answer
+    own = serves_itself(config_dict)
+    if own is not None:
+        raise UsageError("this station is the primary of instance '%s' (its [%s][[Responder]] "
+                         "has enable = true): verify compares a secondary with its primary, "
+                         "so run it on a secondary" % (own, cfg.stanza_name(config_dict)))
     options = cfg.parse_requester(config_dict)
     if args.days is not None and args.days < 1:
         raise UsageError('--days must be at least 1')
@@ -270,6 +321,10 @@ def cmd_verify(args, config_dict):
         in_sync = verifier.run(days, args.repair)
     except LookupError as e:
         raise UsageError(str(e))
+    except NoAnswer as e:
+        conn = options.connection
+        seen = responder_state(read_statuses(conn, args.connect_timeout), conn, e.instance)
+        raise NoAnswerError('%s: %s' % (e, why_no_answer(conn, e.instance, seen))) from None
     except VerifyError as e:
         raise BrokerError(str(e))
     return EXIT_OK if in_sync else EXIT_DIFFERENT
@@ -325,5 +380,8 @@ def main(argv=None):
     except BrokerError as e:
         print('error: %s' % e, file=sys.stderr)
         return EXIT_BROKER
+    except NoAnswerError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return EXIT_NO_ANSWER
     except KeyboardInterrupt:
         return EXIT_OK

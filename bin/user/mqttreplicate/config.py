@@ -22,6 +22,7 @@ Everything below works on the dataclasses built here; nothing else reads raw str
 """
 
 import dataclasses
+import difflib
 import hashlib
 import logging
 import math
@@ -38,6 +39,8 @@ STANZAS = (STANZA, LEGACY_STANZA)
 # The default name; the one a station uses is stanza_name(config_dict).
 SECTION = STANZA
 
+# Every name parsing reads is listed below: misnamed() warns about any other name it finds
+# in the stanza (tests/unit/test_config_names.py checks the parsers against these lists).
 # Options of the connection, shared by both roles and inheritable from the stanza.
 CONNECTION_OPTIONS = (
     'host', 'port', 'keepalive', 'username', 'password', 'clientid', 'log_mqtt',
@@ -59,6 +62,18 @@ RESPONDER_OPTIONS = (
 IGNORED_OPTIONS = ('throttle_count', 'throttle_sleep', 'direct_update', 'archive_max_tries',
                    'archive_wait_before_retry')
 RESERVED_NAMES = ('tls',)
+TLS_OPTIONS = ('enable', 'ca_certs', 'certfile', 'keyfile', 'certs_required', 'cert_reqs',
+               'tls_version', 'ciphers')
+BINDING_OPTIONS = ('type', 'secondary_data_binding', 'initialize')
+ROLES = ('Requester', 'Responder')
+STANZA_SECTIONS = ROLES + RESERVED_NAMES     # the subsections the stanza itself may have
+# The names each kind of section may hold: options, and sections of known names (an
+# instance section's and a role section's other subsections are instances and bindings).
+STANZA_NAMES = ('driver',) + CONNECTION_OPTIONS + REQUESTER_OPTIONS + RESPONDER_OPTIONS \
+    + IGNORED_OPTIONS
+ROLE_NAMES = {'Requester': CONNECTION_OPTIONS + REQUESTER_OPTIONS + IGNORED_OPTIONS,
+              'Responder': CONNECTION_OPTIONS + RESPONDER_OPTIONS + IGNORED_OPTIONS}
+DEFAULT_BINDING = 'wx_binding'     # WeeWX's default [StdArchive] data_binding
 # Accepted spellings (those of MQTTSubscribe / weewx-mqtt included) -> minimum TLS version
 TLS_VERSIONS = {
     'tls': None, 'sslv23': None, 'tlsv1': None, 'tlsv11': None, 'tlsv1.1': None,
@@ -134,6 +149,13 @@ class BindingOptions:
     type: str = 'secondary'        # 'main' or 'secondary'
     secondary_data_binding: str = ''   # requester: where it is stored here
     initialize: bool = True
+    section: str = dataclasses.field(default='', compare=False)   # its section, for messages
+
+    def where(self, option=None):
+        """'option 'x' in section [..]', or 'section [..]', for messages."""
+        if option is None:
+            return 'section [%s]' % self.section
+        return "option '%s' in section [%s]" % (option, self.section)
 
     @property
     def key(self):
@@ -408,12 +430,126 @@ def _parse_bindings(section: _Section, role):
                 instance=instance, name=name,
                 type=options.choice('type', 'secondary', ('main', 'secondary')),
                 secondary_data_binding=options.string('secondary_data_binding', name),
-                initialize=options.boolean('initialize', True)))
+                initialize=options.boolean('initialize', True), section=path))
     mains = [b for b in bindings if b.is_main]
     if len(mains) > 1:
         raise ConfigError("section [%s]: only one binding can have type = main, found %s"
                           % (section.path, ', '.join(b.key for b in mains)))
     return tuple(bindings)
+
+
+def _suggestion(name, known):
+    """' (did you mean 'x'?)' for the nearest of known, or ''."""
+    close = difflib.get_close_matches(name, [k for k in known if k != name], n=1, cutoff=0.6)
+    return " (did you mean '%s'?)" % close[0] if close else ''
+
+
+def _check_data_binding(config_dict, binding: BindingOptions, role):
+    """The data binding a binding section names must be one of [DataBindings]."""
+    bindings = config_dict.get('DataBindings') if hasattr(config_dict, 'get') else None
+    if not _is_section(bindings):
+        return                          # not a weewx.conf (a test's minimal dictionary)
+    if role == 'responder':
+        name, where = binding.name, binding.where() + ' (the name of the binding served)'
+    else:
+        name = binding.secondary_data_binding
+        where = binding.where('secondary_data_binding') \
+            if 'secondary_data_binding' in _options_of(config_dict, binding.section) \
+            else binding.where() + " (without secondary_data_binding, its name)"
+    if name not in bindings or not _is_section(bindings[name]):
+        raise ConfigError("%s: there is no data binding '%s' in [DataBindings]%s"
+                          % (where, name, _suggestion(name, list(bindings))))
+
+
+def _options_of(config_dict, path):
+    """The section of config_dict at a path 'A][B][C', or {}."""
+    section = config_dict
+    for part in path.split(']['):
+        section = section.get(part) if _is_section(section) else None
+    return section if _is_section(section) else {}
+
+
+def _check_main_binding(config_dict, main: Optional[BindingOptions]):
+    """The main binding's records go through the engine, which stores them in
+    [StdArchive] data_binding: secondary_data_binding must name that one."""
+    archive = config_dict.get('StdArchive') if hasattr(config_dict, 'get') else None
+    if main is None or not _is_section(archive):
+        return
+    engine = str(archive.get('data_binding') or DEFAULT_BINDING).strip()
+    if main.secondary_data_binding != engine:
+        raise ConfigError("%s: the binding of type = main is stored by the engine, in "
+                          "[StdArchive] data_binding = %s, but it names '%s'; make them the "
+                          "same (or give this binding type = secondary)"
+                          % (main.where('secondary_data_binding'), engine,
+                             main.secondary_data_binding))
+
+
+def misnamed(config_dict):
+    """The names in the stanza that parsing does not know, as sentences naming the section
+    and the nearest known name: options nobody reads (a misspelt 'prot' leaves the default
+    port), a value where a section belongs and a section where a value belongs."""
+    present = _present(config_dict)
+    if len(present) != 1 or not _is_section(config_dict[present[0]]):
+        return []
+    stanza = present[0]
+    top = config_dict[stanza]
+    found = []
+    _check_names(top, stanza, STANZA_NAMES, STANZA_SECTIONS, found)
+    for role in ROLES:
+        section = top.get(role)
+        if not _is_section(section):
+            continue
+        path = '%s][%s' % (stanza, role)
+        _check_names(section, path, ROLE_NAMES[role], None, found)
+        for instance, instance_section in section.items():
+            if not _is_section(instance_section):
+                continue
+            here = '%s][%s' % (path, instance)
+            if instance in RESERVED_NAMES:
+                _check_names(instance_section, here, TLS_OPTIONS, (), found)
+                continue
+            for name, value in instance_section.items():
+                if _is_section(value):
+                    _check_names(value, '%s][%s' % (here, name),
+                                 BINDING_OPTIONS + IGNORED_OPTIONS, (), found)
+                else:
+                    found.append("option '%s' in section [%s] is ignored: an instance section "
+                                 "holds binding sections ([[[[binding]]]]), not options"
+                                 % (name, here))
+    if _is_section(top.get('tls')):
+        _check_names(top['tls'], stanza + '][tls', TLS_OPTIONS, (), found)
+    return found
+
+
+def _check_names(section, path, options, sections, found):
+    """Append to found what is wrong with the names of one section. sections: the names
+    its subsections may have, or None for any name that is not an option's."""
+    for name, value in section.items():
+        if _is_section(value):
+            if name in options:
+                found.append("section [%s][%s] is ignored: '%s' is an option, to be given as "
+                             "%s = value in [%s]" % (path, name, name, name, path))
+            elif sections is not None and name not in sections:
+                found.append("section [%s][%s] is ignored: [%s] has no section '%s'%s"
+                             % (path, name, path, name, _suggestion(name, sections)))
+        elif name not in options:
+            if sections and name in sections or sections is None and name in ROLES:
+                found.append("option '%s' in section [%s] is ignored: '%s' must be a "
+                             "section" % (name, path, name))
+            else:
+                found.append("option '%s' in section [%s] is unknown and ignored%s"
+                             % (name, path, _suggestion(name, options)))
+
+
+_warned = set()
+
+
+def warn_misnamed(config_dict):
+    """Log each of misnamed() once per process (the driver and the service both parse)."""
+    for text in misnamed(config_dict):
+        if text not in _warned:
+            _warned.add(text)
+            log.warning('config: %s', text)
 
 
 def _present(config_dict):
@@ -475,10 +611,14 @@ def parse_requester(config_dict) -> RequesterOptions:
     """Parse [Replicator][[Requester]] (or [MQTTReplicate][[Requester]]). Raises ConfigError."""
     stanza, section = _role_section(config_dict, 'Requester')
     _warn_ignored(section)
+    warn_misnamed(config_dict)
     bindings = _parse_bindings(section, 'requester')
     if not bindings:
         raise ConfigError("section [%s] names no instance with a binding to replicate"
                           % section.path)
+    for binding in bindings:
+        _check_data_binding(config_dict, binding, 'requester')
+    _check_main_binding(config_dict, next((b for b in bindings if b.is_main), None))
     return RequesterOptions(
         connection=_parse_connection(section, 'requester', config_dict, stanza),
         bindings=bindings,
@@ -498,11 +638,15 @@ def parse_responder(config_dict) -> ResponderOptions:
     """Parse [Replicator][[Responder]] (or [MQTTReplicate][[Responder]]). Raises ConfigError."""
     stanza, section = _role_section(config_dict, 'Responder')
     _warn_ignored(section, used=('throttle_count', 'throttle_sleep'))
+    warn_misnamed(config_dict)
     bindings = _parse_bindings(section, 'responder')
     enable = section.boolean('enable', False)
     if enable and not bindings:
         raise ConfigError("section [%s] names no instance with a binding to replicate"
                           % section.path)
+    if enable:
+        for binding in bindings:
+            _check_data_binding(config_dict, binding, 'responder')
     workers = section.integer('workers', None, 1, 16)
     if workers is None:
         workers = section.integer('max_responder_threads', 1, 1, 16)

@@ -8,6 +8,7 @@ statements, fully fetched, so the primary's own writes never wait for us.
 import datetime
 import functools
 import logging
+import math
 import os
 import time
 
@@ -24,13 +25,15 @@ from .faults import is_termination
 log = logging.getLogger(__name__)
 
 
-def manager_dict(config_dict, binding):
-    """The manager dictionary of a binding; raises ConfigError-worthy KeyError text."""
+def manager_dict(config_dict, binding, where=None):
+    """The manager dictionary of a binding; a LookupError names the binding and `where`
+    it was given (an option and its section)."""
     try:
         return weewx.manager.get_manager_dict_from_config(config_dict, binding)
     except Exception as e:
-        raise LookupError("data binding '%s' is not usable: %s: %s"
-                          % (binding, type(e).__name__, e))
+        raise LookupError("%sdata binding '%s' is not usable: %s: %s"
+                          % (where + ': ' if where else '', binding, type(e).__name__, e)) \
+            from None
 
 
 def _fetch_all(connection, sql, args=()):
@@ -99,7 +102,7 @@ def _number_literals(rows):
     column at a time instead of a call per value."""
     columns = []
     for values in zip(*rows):
-        kinds = protocol.number_kinds(values)
+        kinds = protocol.number_kinds(values, finite=True)
         if kinds is None:
             return None
         if kinds == {int}:
@@ -631,8 +634,41 @@ class TargetDatabase:
                 self.manager.std_unit_system = row[0]
         return self.manager.std_unit_system or self.preferred_units
 
+    @property
+    def holds_infinity(self):
+        """Can this database store an infinite float? SQLite can; MySQL cannot."""
+        return not is_mysql(self.manager.connection)
+
+    def _without_infinity(self, names, rows, what):
+        """rows (tuples in the order of names) with every infinite value NULL, each named in
+        a warning: what this database stores of a value it cannot hold."""
+        if self.holds_infinity:
+            return rows
+        bad = [i for i, values in enumerate(zip(*rows)) if not protocol.finite_only(values)]
+        if not bad:
+            return rows
+        rows = [list(row) for row in rows]
+        at = list(names).index('dateTime')
+        for row in rows:
+            for i in bad:
+                value = row[i]
+                if value.__class__ is float and math.isinf(value):
+                    row[i] = None
+                    log.warning("database '%s' cannot hold %s of %s %s (%r): stored as NULL",
+                                self.name, names[i], what, row[at], value)
+        return [tuple(row) for row in rows]
+
     def prepare(self, record, label=''):
-        """A copy of record in this database's unit system with only its columns."""
+        """A copy of record in this database's unit system with only its columns (an
+        infinite value NULL where the database cannot hold one)."""
+        record = self._prepare(record, label)
+        if not self.holds_infinity:
+            names = list(record)
+            (row,) = self._without_infinity(names, [tuple(record.values())], 'record')
+            record = dict(zip(names, row))
+        return record
+
+    def _prepare(self, record, label):
         units = self.unit_system()
         if units is not None and record.get('usUnits') != units:
             record = weewx.units.to_std_system(record, units)
@@ -842,6 +878,7 @@ class TargetDatabase:
             cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
                            % (self.table, key), (first, stop))
         for name, (columns, rows) in day_rows.tables.items():
+            rows = self._without_infinity(columns, rows, 'the daily summary %s of' % name)
             insert_rows(manager.connection, cursor, '%s_day_%s' % (self.table, name), columns,
                         rows, replace=True)
         row = _fetch_all(manager.connection, 'SELECT MAX(dateTime) FROM %s' % self.table)
@@ -937,7 +974,10 @@ class TargetDatabase:
         if isinstance(records, protocol.Columns) and set(records.names) <= self.column_set:
             units = set(records.column('usUnits'))
             if len(units) == 1 and self.unit_system() in (None, *units):
-                return records
+                if self.holds_infinity:
+                    return records
+                return protocol.Columns(records.names, self._without_infinity(
+                    records.names, records.rows, 'record'))
         return protocol.Columns.of([self.prepare(record, label) for record in records])
 
     @reconnecting(RECONNECT_FOR)

@@ -42,7 +42,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
         try:
             self.options = cfg.parse_requester(config_dict)
         except cfg.ConfigError as e:
-            raise weewx.engine.InitializationError('MQTTReplicate: %s' % e)
+            raise weewx.engine.InitializationError('MQTTReplicate: %s' % e) from None
         generation = config_dict.get('StdArchive', {}).get('record_generation', 'hardware')
         if str(generation).lower() != 'hardware':
             # software generation would store a near-empty record every period, which then
@@ -67,12 +67,13 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
                     self.writer.add(binding, config_dict)
             main = self.options.main_binding
             if main is not None:
-                database.manager_dict(config_dict, main.secondary_data_binding)
+                database.manager_dict(config_dict, main.secondary_data_binding,
+                                      main.where('secondary_data_binding'))
                 self.main = Replica(self.requester, main, queue.Queue(INBOX_SIZE),
                                     self._open_main, deliver=self._dispatch)
                 self.requester.add_replica(self.main)
         except LookupError as e:
-            raise weewx.engine.InitializationError('MQTTReplicate: %s' % e)
+            raise weewx.engine.InitializationError('MQTTReplicate: %s' % e) from None
         log.info('driver %s: loop_interval %s s, archive_interval %s s', VERSION,
                  self.options.loop_interval, self.options.archive_interval)
         if self.writer is not None:

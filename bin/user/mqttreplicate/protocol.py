@@ -124,7 +124,8 @@ def validate_record(record, now=None):
         if key not in _GOOD_NAMES:
             _check_name(key)
         cls = value.__class__
-        if value is not None and ((cls is float and not math.isfinite(value))
+        # (a float may be infinite, as SQLite stores it: replicated as it is; never NaN)
+        if value is not None and ((cls is float and value != value)
                                   or (cls is int and not INT_MIN <= value <= INT_MAX)
                                   or (cls not in _NUMBER_CLASSES and not _is_number(value))):
             raise ProtocolError('value of %s is %.40r, not a number' % (key, value))
@@ -157,6 +158,11 @@ def _is_number(value):
     if isinstance(value, int):
         return INT_MIN <= value <= INT_MAX
     return isinstance(value, float) and math.isfinite(value)
+
+
+def _is_value(value):
+    """A value a database column holds: a number, an infinite float included (not NaN)."""
+    return _is_number(value) or (value.__class__ is float and math.isinf(value))
 
 
 def compact(record):
@@ -331,17 +337,23 @@ def _check_columns(names, rows):
         raise ProtocolError('columns payload of %d values is too large' % (len(names) * rows))
 
 
-def number_kinds(values):
-    """The classes of a column's values (a set) if every one is None, an int or a finite
-    float (not a bool), else None: checked in C loops over the whole column."""
+def number_kinds(values, finite=False):
+    """The classes of a column's values (a set) if every one is None, an int or a float
+    that is not NaN (finite: nor infinite) and none is a bool, else None: checked in C
+    loops over the whole column. (A column holding both infinities gives None too.)"""
     kinds = set(map(type, values))
     if not kinds <= _VALUE_KINDS:
         return None
     if float in kinds:
         floats = values if kinds == _FLOAT_ONLY else [v for v in values if v.__class__ is float]
-        if _INF in floats or -_INF in floats or math.isnan(sum(floats)):
+        if math.isnan(sum(floats)) or (finite and (_INF in floats or -_INF in floats)):
             return None
     return kinds
+
+
+def finite_only(values):
+    """Is every float of values finite? (C loops.)"""
+    return _INF not in values and -_INF not in values
 
 
 def _columns_valid(columns, now):
@@ -367,7 +379,7 @@ def _columns_valid(columns, now):
             if kinds != _INT_ONLY or not set(values) <= _UNIT_SYSTEMS:
                 return False
         elif name == 'interval':
-            if not kinds <= _NUMBER_KINDS or min(values) <= 0:
+            if not kinds <= _NUMBER_KINDS or min(values) <= 0 or max(values) == _INF:
                 return False
     return True
 
@@ -377,7 +389,9 @@ def _columns_valid(columns, now):
 # ---------------------------------------------------------------------------------------------
 
 def encode_json(obj):
-    return json.dumps(obj, separators=(',', ':'), allow_nan=False).encode('utf-8')
+    """Compact JSON; an infinite float (SQLite keeps them) as Infinity or -Infinity, which
+    _parse_json reads back (NaN is never sent: no database holds it)."""
+    return json.dumps(obj, separators=(',', ':')).encode('utf-8')
 
 
 def encode_batch(records, compress, pack=False):
@@ -444,10 +458,13 @@ def decode_payload(payload, encoding):
     return _parse_json(inflate(payload, encoding))
 
 
+_CONSTANTS = {'Infinity': math.inf, '-Infinity': -math.inf, 'NaN': 'NaN'}
+
+
 def _parse_json(data):
-    # NaN and Infinity literals become text, which no check takes for a number
+    # Infinity and -Infinity are floats; NaN becomes text, which no check takes for a number
     try:
-        return json.loads(data.decode('utf-8'), parse_constant=str)
+        return json.loads(data.decode('utf-8'), parse_constant=_CONSTANTS.get)
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError('payload is not JSON: %s' % e)
     except RecursionError:
@@ -529,7 +546,9 @@ def _canonical(value):
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+        # an infinity is NULL where the database cannot hold one (MySQL): the same here
+        return value if math.isfinite(value) else None
     return str(value)
 
 
@@ -716,7 +735,7 @@ class DayRows:
                     raise ProtocolError('daily summaries of %s: day %.20r is not in %d to %d'
                                         % (name, row[0], first, stop))
                 for value in row:
-                    if value is not None and not _is_number(value):
+                    if value is not None and not _is_value(value):
                         raise ProtocolError('daily summaries of %s: value %.40r is not a '
                                             'number' % (name, value))
             result[name] = (tuple(columns), [tuple(row) for row in rows])

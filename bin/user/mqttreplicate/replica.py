@@ -88,6 +88,10 @@ class Link:
         """Acknowledge a received MQTT message (its slot in the session's window)."""
         raise NotImplementedError
 
+    def silence(self, instance):
+        """What was seen of the instance's responder, and why it may not answer."""
+        return 'nothing is known of the responder'
+
 
 class Sink:
     """Where a binding's records go, and the replicated position (the newest dateTime
@@ -629,7 +633,8 @@ class Replica:
                 # the next live record's `prev` or the next connection starts a catch-up.
                 self.faults(logging.WARNING, 'unanswered',
                             'requester: %s: no answer from the responder for %.0f s; carrying '
-                            'on with live records', self.key, quiet)
+                            'on with live records: %s', self.key, quiet,
+                            self.link.silence(self.binding.instance))
                 self._catchup_done(State.UNANSWERED)
             elif quiet >= options.page_timeout:
                 log.warning('requester: %s: no answer for %.0f s; asking again since %s',

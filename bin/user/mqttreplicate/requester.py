@@ -16,7 +16,7 @@ from . import config as cfg
 from . import database
 from . import protocol
 from .replica import Item, Link, Replica, State
-from .status import StatusPublisher
+from .status import StatusPublisher, why_no_answer
 from .faults import RateLimitedLog, is_termination
 from .transport import Transport
 from .worker import Worker
@@ -44,14 +44,18 @@ class Requester(Link):
         self.received = 0
         self.progress_count = 0
         self.responder_connected = {}    # instance -> `connected` of the responder's status
+        self.responder_seen = {}         # instance -> state of the last status seen
+        self.interval_warned = False
         self.response_topic = protocol.response_topic(self.conn.response_topic,
                                                       self.conn.clientid)
         # the responders' retained status: what the primary has, and when it comes back
         self.responder_status = {protocol.status_topic(self.conn.status_topic, i): i
                                  for i in options.instances}
+        # QoS 0 for the statuses: the broker keeps none for us while we are away (the
+        # retained one tells the present), so an old one never looks like a responder back
         subscriptions = [self.response_topic] + [
             protocol.archive_topic(self.conn.archive_topic, i) for i in options.instances] + \
-            sorted(self.responder_status)
+            [(topic, 0) for topic in sorted(self.responder_status)]
         self.status = StatusPublisher(None, 'requester', self.conn.clientid, {
             i: protocol.status_topic(self.conn.status_topic, i, self.conn.clientid)
             for i in options.instances})
@@ -220,7 +224,24 @@ class Requester(Link):
         if live.days_error:
             self._reject('malformed', 'daily summaries of live record %s (binding %s) left '
                          'out: %s', live.record['dateTime'], key, live.days_error)
+        if replica.binding.is_main:
+            self._check_interval(replica, live.record)
         replica.post(Item('live', live, message=envelope.message))
+
+    def _check_interval(self, replica, record):
+        """Warn once if the primary's archive interval (its live records' `interval`) is
+        not this station's: the engine's archive periods would not match the records."""
+        minutes = record.get('interval')
+        if self.interval_warned or not isinstance(minutes, (int, float)) or minutes <= 0:
+            return
+        primary = int(round(minutes * 60))
+        if primary != self.options.archive_interval:
+            self.interval_warned = True
+            log.warning("requester: %s: the primary's archive interval is %d s (its records' "
+                        "interval), this station's is %d s (option 'archive_interval' in "
+                        "section [%s][Requester]); set archive_interval = %d there",
+                        replica.key, primary, self.options.archive_interval,
+                        self.conn.section, primary)
 
     def _on_answer(self, envelope, replica):
         """A message on our response topic: part of a verification's answer, of a catch-up
@@ -260,6 +281,10 @@ class Requester(Link):
             self._reject('malformed', 'a page ends with more=1 and last=%s, which does not '
                          'advance (binding %s)', answer.last, key)
 
+    def silence(self, instance):
+        """What was seen of the instance's responder, and why it may not answer."""
+        return why_no_answer(self.conn, instance, self.responder_seen.get(instance))
+
     def _on_responder_status(self, envelope, instance):
         """The responder's status: learn the primary's newest records; a responder that
         (re)appears gets the catch-ups that found nobody to answer."""
@@ -269,6 +294,7 @@ class Requester(Link):
         except protocol.ProtocolError as e:
             self._reject('status', 'responder status on %s: %s', envelope.topic, e)
             return
+        self.responder_seen[instance] = status.state
         if status.state == 'offline':
             self.responder_connected[instance] = OFFLINE
         if not status.online:
@@ -318,7 +344,8 @@ class Writer:
                                      cleanup=self._close, on_failure=self._recover)
 
     def add(self, binding, config_dict, preferred_units=None):
-        mgr_dict = database.manager_dict(config_dict, binding.secondary_data_binding)
+        mgr_dict = database.manager_dict(config_dict, binding.secondary_data_binding,
+                                         binding.where('secondary_data_binding'))
 
         def open_store():
             return database.TargetDatabase(mgr_dict, binding.initialize, preferred_units)

@@ -99,7 +99,7 @@ class Responder:
         self.options = options
         self.conn = options.connection
         self.bindings = {b.key: b for b in options.bindings}
-        self.manager_dicts = {b.key: database.manager_dict(config_dict, b.name)
+        self.manager_dicts = {b.key: database.manager_dict(config_dict, b.name, b.where())
                               for b in options.bindings}
         self.requests = queue.Queue(QUEUE_SIZE)
         self.faults = RateLimitedLog(log)

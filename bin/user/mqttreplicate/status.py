@@ -69,3 +69,36 @@ class StatusPublisher:
     def will(self):
         """(first topic, offline payload): for Transport(will=...)."""
         return next(iter(self.topics.values())), self.offline
+
+
+def why_no_answer(conn, instance, seen):
+    """What a secondary saw of its primary's responder when nothing answered, and the likely
+    causes, most likely first: one sentence for the log and the `status` command.
+
+    conn: the requester's ConnectionOptions; seen: the responder's state in the last
+    retained status seen for the instance ('online', 'offline'), or None if none was."""
+    topic = protocol.status_topic(conn.status_topic, instance)
+    broker = '%s:%d' % (conn.host, conn.port)
+    if seen is None:
+        what = "no status of a responder for instance '%s' was seen on the broker %s " \
+               "(topic %s)" % (instance, broker, topic)
+        causes = ("the primary's responder is not enabled (enable = true in its "
+                  "[%s][[Responder]]) or its weewxd is not running" % conn.section,
+                  "the primary's [[Responder]] has another instance name than '%s' (the "
+                  "[[[%s]]] of this station's [[Requester]])" % (instance, instance),
+                  "the primary uses another broker (this station uses %s) or another "
+                  "status_topic" % broker)
+    elif seen == 'offline':
+        what = "the responder for instance '%s' is offline (its status on %s at %s)" \
+               % (instance, topic, broker)
+        causes = ("the primary's weewxd is stopped, or has lost the broker",)
+    else:
+        what = "the responder for instance '%s' is online (its status on %s at %s) but " \
+               "did not answer" % (instance, topic, broker)
+        causes = ("the primary's request_topic or response_topic differs from this "
+                  "station's (%s, %s)" % (conn.request_topic, conn.response_topic),
+                  "the broker's ACL denies those topics to one of the stations",
+                  "the answers are larger than the broker's message_size_limit (lower "
+                  "max_message_bytes on the primary)")
+    return '%s; likely causes, most likely first: %s' % (
+        what, '; '.join('(%d) %s' % (n, c) for n, c in enumerate(causes, 1)))

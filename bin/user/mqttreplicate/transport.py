@@ -94,7 +94,7 @@ class Transport:
                  manual_ack=False, name='mqttreplicate', on_rejected=None):
         """options: a config.ConnectionOptions.
         subscriptions: list of topic filters, subscribed with options.subscribe_qos on every
-            connection.
+            connection, or (topic filter, qos) for another QoS.
         on_message(message): called in the loop thread for every message (with a
             shared_secret, for every message with a valid signature).
         on_connected(session_present): called in the loop thread after each connection.
@@ -240,7 +240,8 @@ class Transport:
                  self.options.host, self.options.port, self.options.clientid,
                  flags.session_present)
         if self.subscriptions:
-            client.subscribe([(topic, self.options.subscribe_qos)
+            client.subscribe([topic if isinstance(topic, tuple)
+                              else (topic, self.options.subscribe_qos)
                               for topic in self.subscriptions])
         else:
             self.subscribed.set()

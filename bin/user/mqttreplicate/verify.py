@@ -36,6 +36,14 @@ class VerifyError(Exception):
     """The primary did not answer, or refused."""
 
 
+class NoAnswer(VerifyError):
+    """The responder of an instance did not answer (the command line's exit code 4)."""
+
+    def __init__(self, text, instance):
+        super().__init__(text)
+        self.instance = instance
+
+
 class Refused(Exception):
     """The responder answered a verification's request with an error."""
 
@@ -365,8 +373,8 @@ class Verifier:
             try:
                 message = self.replies.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
-                raise VerifyError('no answer from the responder for %s within %.0f s'
-                                  % (binding.key, self.timeout))
+                raise NoAnswer('no answer from the responder for %s within %.0f s'
+                               % (binding.key, self.timeout), binding.instance) from None
             try:
                 messages = answer.add(protocol.decode_answer(protocol.Envelope.of(message),
                                                              kind))
