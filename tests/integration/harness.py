@@ -254,10 +254,15 @@ class Rig:
         station = self.templates.get(units).copy(self.tmp_path, name)
         return self.stations.adopt(station)
 
-    def primary(self, broker, name='primary', count=0, units='US', start=START, **options):
+    def primary(self, broker, name='primary', count=0, units='US', start=START,
+                loop_hilo=True, **options):
+        """A primary seeded with count records; with loop_hilo its daily summaries hold
+        LOOP highs and lows (tests/support/station.py loop_extremes), as a real station's
+        do; without, they equal a rebuild of its archive: only for a secondary that cannot
+        be given the primary's (protocol 1, other units), which rebuilds them."""
         station = self.station(name, units=units)
         if count:
-            seed_history(station, start, count)
+            seed_history(station, start, count, loop_hilo=loop_hilo)
         options.setdefault('clientid', 'primary-%s' % uuid.uuid4().hex[:8])
         return configure(station, broker, 'Responder', **options)
 

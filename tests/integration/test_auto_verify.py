@@ -194,7 +194,8 @@ def test_a_forged_or_bad_repair_page_replaces_nothing(rig, broker, caplog, monke
     assert secondary.count_records() == before and node.replica.verifier.repaired == 0
     monkeypatch.setattr(protocol, 'split_batches', real_split)
     node.replica.verifier.next_time = 0                      # the retry, now
-    wait_until(lambda: node.replica.verifier.repaired == 1, 30, 'the repair')
+    wait_until(lambda: node.replica.verifier.repaired == 1 and node.replica.verifier.verified,
+               30, 'the repair, and the primary\'s summaries of its days')
     assert_same(primary, secondary)
     assert responder.counters['rejected'] == 0
 

@@ -2,7 +2,11 @@
 
 A protocol-1 request has no `protocol` user property: payload = ASCII integer `since`; the
 answer is one message per record (payload = JSON object, user property data_binding only),
-with no end marker. Live records are JSON objects with data_binding."""
+with no end marker. Live records are JSON objects with data_binding.
+
+Protocol 1 carries no daily summaries: a secondary of a protocol-1 responder builds them
+from the records, so these primaries' summaries are a rebuild of their archive too
+(loop_hilo=False), for the row-by-row comparisons."""
 
 import json
 import sqlite3
@@ -21,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 def test_protocol1_requester_gets_one_message_per_record(rig, broker, caplog):
     # responder pages of 200: a protocol-1 answer spans several reads
-    primary = rig.primary(broker, count=450, page_size=200, batch_size=50)
+    primary = rig.primary(broker, loop_hilo=False, count=450, page_size=200, batch_size=50)
     responder = rig.start_responder(primary)
     legacy = rig.client(broker)
     legacy.subscribe('replicate/response/legacy-node')
@@ -61,7 +65,7 @@ def test_protocol1_answer_respects_the_broker_queue(rig, make_broker):
     """A protocol-1 requester that stores each record in 2 ms, behind a broker that queues
     100 messages per client (Mosquitto's default is 1000: 3.5 days of 5-minute records)."""
     broker = make_broker(max_queued_messages=100)
-    primary = rig.primary(broker, count=400)
+    primary = rig.primary(broker, loop_hilo=False, count=400)
     rig.start_responder(primary)
     legacy = rig.client(broker)
     received = []
@@ -151,7 +155,7 @@ class Protocol1Responder:
 
 
 def test_protocol1_responder_serves_our_requester(rig, broker, caplog):
-    primary = rig.primary(broker, count=200)              # its database only; no Responder
+    primary = rig.primary(broker, loop_hilo=False, count=200)    # its database only
     secondary = rig.secondary(broker, page_size=100, startup_max_tries=1,
                               startup_wait_before_retry=1)
     _, have = _seed_some(secondary)
@@ -184,7 +188,7 @@ def test_protocol1_flood_reaches_every_record(rig, make_broker, caplog):
     client (Mosquitto's default): every one is stored, and the catch-up is complete only
     after an answer that brought nothing new."""
     broker = make_broker(max_queued_messages=1000)
-    primary = rig.primary(broker, count=3000)
+    primary = rig.primary(broker, loop_hilo=False, count=3000)
     secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING))
     try:
@@ -212,7 +216,7 @@ def test_protocol1_partial_answer_is_never_complete(rig, broker, monkeypatch, ca
         return store_bulk(self, records, day_rows)  # even on a loaded machine)
 
     monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_store_bulk)
-    primary = rig.primary(broker, count=2000)
+    primary = rig.primary(broker, loop_hilo=False, count=2000)
     secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING))
     counts = []
@@ -251,7 +255,7 @@ def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch
         return store_bulk(self, records, day_rows)
 
     monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_at_first)
-    primary = rig.primary(broker, count=3000)
+    primary = rig.primary(broker, loop_hilo=False, count=3000)
     secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING), rate=1000)
     try:
@@ -271,8 +275,8 @@ def test_protocol1_records_lost_on_the_way_are_found(rig, broker, caplog):
     """Three records of the first answer never arrive (a broker's queue overflowed), and
     the primary itself has a real gap (an outage). The gaps are asked about again; the lost
     records arrive, the outage brings nothing, and the catch-up ends."""
-    primary = rig.primary(broker, count=400)
-    seed_history(primary, START + 500 * STEP, 400)           # no records 400..499
+    primary = rig.primary(broker, loop_hilo=False, count=400)
+    seed_history(primary, START + 500 * STEP, 400, loop_hilo=False)   # no records 400..499
     secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
     lost = [START + i * STEP for i in (200, 201, 700)]
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING), lost=lost)
@@ -291,4 +295,4 @@ def test_protocol1_records_lost_on_the_way_are_found(rig, broker, caplog):
 
 def _seed_some(station):
     from tests.support.station import seed_history
-    return seed_history(station, START, 100)
+    return seed_history(station, START, 100, loop_hilo=False)

@@ -111,7 +111,8 @@ class PageServer:
 
 
 def test_a_repeated_page_end_asks_for_the_next_page_once(rig, broker, caplog):
-    primary = rig.primary(broker, count=1000)            # the database only
+    # the database only; PageServer sends no daily summaries (the secondary rebuilds them)
+    primary = rig.primary(broker, count=1000, loop_hilo=False)
     secondary = rig.secondary(broker, page_size=200)
     server = PageServer(rig.client(broker), primary, page_size=200)
     node = rig.start_requester(secondary)
@@ -128,7 +129,7 @@ def test_a_repeated_page_end_asks_for_the_next_page_once(rig, broker, caplog):
 def test_a_page_end_with_more_and_no_last_is_rejected(rig, broker, caplog):
     """Before: a TypeError on the loop thread (since=None). Now one clear line, a counter,
     and the page is asked for again after page_timeout."""
-    primary = rig.primary(broker, count=300)
+    primary = rig.primary(broker, count=300, loop_hilo=False)     # (PageServer: no summaries)
     secondary = rig.secondary(broker, page_size=200, page_timeout=2)
     server = PageServer(rig.client(broker), primary, page_size=200, bad_end=True)
     node = rig.start_requester(secondary)

@@ -4,7 +4,8 @@ archive records can never give. On real SQLite stations, through a private broke
 
 The primary's LOOP highs and lows are simulated by altering its summaries after seeding
 (loop_highs): its archive is what seed_history stored, its summaries are not what a rebuild
-of that archive gives."""
+of that archive gives. (Stations are seeded here without seed_history's own loop_extremes,
+so that a reference seeded alike is what a rebuild gives.)"""
 
 import dataclasses
 import logging
@@ -132,7 +133,7 @@ def primary(rig):
     """Four days (START to START + 4 days - STEP), with LOOP highs in its summaries from
     day 1 on (its day 0 and the day before, of its first record, as rebuilt)."""
     station = rig.station('primary')
-    seed_history(station, START, 4 * PER_DAY)
+    seed_history(station, START, 4 * PER_DAY, loop_hilo=False)
     loop_highs(station, LOOP_FROM)
     return station
 
@@ -142,7 +143,7 @@ def test_stored_as_they_are_after_a_bulk_store(rig, primary):
     the primary's summaries of those days stored as they are: equal to the primary's, and
     complete up to the newest record."""
     secondary = rig.station('secondary')
-    seed_history(secondary, START, 2 * PER_DAY)          # summaries complete up to there
+    seed_history(secondary, START, 2 * PER_DAY, loop_hilo=False)   # summaries complete to there
     complete = START + 2 * DAY - STEP
     assert last_update(secondary) == complete
     store = target(secondary)
@@ -162,7 +163,7 @@ def test_stored_as_they_are_after_a_bulk_store(rig, primary):
     assert_same(primary, secondary)                      # archive and every summary row
     # which a rebuild from the archive would not give
     reference = rig.station('reference')
-    seed_history(reference, START, 4 * PER_DAY)
+    seed_history(reference, START, 4 * PER_DAY, loop_hilo=False)
     summary_differences_only(primary, reference)
 
 
@@ -170,10 +171,11 @@ def test_a_live_records_day_stored_as_it_is(rig):
     """A live record's day (through = its dateTime) over the one the engine updated."""
     ts = START + 2 * DAY + 100 * STEP
     primary = rig.station('primary')
-    seed_history(primary, START, 0, records=generate_records(START, (ts - START) // STEP + 1))
+    seed_history(primary, START, 0, records=generate_records(START, (ts - START) // STEP + 1),
+                 loop_hilo=False)
     loop_highs(primary, START + 2 * DAY)
     secondary = rig.station('secondary')
-    seed_history(secondary, START, (ts - START) // STEP + 1)
+    seed_history(secondary, START, (ts - START) // STEP + 1, loop_hilo=False)
     summary_differences_only(primary, secondary)
     store = target(secondary)
     try:
@@ -218,17 +220,17 @@ def test_refused_summaries_leave_the_secondarys_untouched(rig, primary, case):
     if case == 'incomplete before':
         # days 0 and 1 summarised, day 2's records in bulk without summaries yet: the days
         # from day 3 on cannot be stored over a hole
-        seed_history(secondary, START, 2 * PER_DAY)
+        seed_history(secondary, START, 2 * PER_DAY, loop_hilo=False)
         bulk_without_summaries(secondary, START + 2 * DAY, PER_DAY)
         days = read_days(primary, START + 3 * DAY, START + 4 * DAY)
     elif case == 'newer records of a live day':
         # a live record's day as the primary had it then, arriving late: the secondary has
         # newer records of that day
-        seed_history(secondary, START, 4 * PER_DAY)
+        seed_history(secondary, START, 4 * PER_DAY, loop_hilo=False)
         days = live_days(primary, START + 3 * DAY + 600)
         assert days.through == START + 3 * DAY + 600
     else:
-        seed_history(secondary, START, 4 * PER_DAY)
+        seed_history(secondary, START, 4 * PER_DAY, loop_hilo=False)
     if case == 'version':
         days = dataclasses.replace(days, version='3.0')
     elif case == 'a type missing':
@@ -261,7 +263,7 @@ def test_refused_summaries_leave_the_secondarys_untouched(rig, primary, case):
 def test_store_days_of_nothing_new_changes_nothing(rig, primary):
     """Summaries equal to the secondary's own: stored, and nothing differs."""
     secondary = rig.station('secondary')
-    seed_history(secondary, START, 4 * PER_DAY)
+    seed_history(secondary, START, 4 * PER_DAY, loop_hilo=False)
     loop_highs(secondary, LOOP_FROM)
     before = summaries(secondary)
     store = target(secondary)
@@ -279,7 +281,7 @@ def test_replace_range_rebuilds_and_the_primarys_summaries_then_fit(rig, primary
     primary's); once the records are the primary's, its summaries of a day fit and are
     stored as they are."""
     secondary = rig.station('secondary')
-    seed_history(secondary, START, 4 * PER_DAY)
+    seed_history(secondary, START, 4 * PER_DAY, loop_hilo=False)
     with primary.open_manager() as source:
         day1 = [{k: v for k, v in r.items() if v is not None}
                 for r in source.genBatchRecords(START + DAY - 1, START + 2 * DAY - 1)]
@@ -309,10 +311,10 @@ def test_catchup_copies_the_primarys_summaries(rig, broker, caplog):
     whose day the primary's LOOP packets changed too: every archive_day_* row is the
     primary's, where a rebuild would differ. The verification, which compares summaries
     now, finds nothing to repair."""
-    primary = rig.primary(broker, count=4 * PER_DAY, batch_size=100)
+    primary = rig.primary(broker, loop_hilo=False, count=4 * PER_DAY, batch_size=100)
     loop_highs(primary)
     reference = rig.station('reference')                 # a rebuild of the same archive
-    seed_history(reference, START, 4 * PER_DAY)
+    seed_history(reference, START, 4 * PER_DAY, loop_hilo=False)
     summary_differences_only(primary, reference)
     secondary = rig.secondary(broker, page_size=200)
     responder = rig.start_responder(primary)
@@ -340,10 +342,10 @@ def test_catchup_copies_the_primarys_summaries(rig, broker, caplog):
 def test_a_secondary_with_the_first_days_gets_the_rest_verbatim(rig, broker, caplog):
     """A secondary that has the first two days (its own summaries of them, rebuilt): the
     catch-up's first page brings the summaries from the day of its newest record on."""
-    primary = rig.primary(broker, count=4 * PER_DAY)
+    primary = rig.primary(broker, loop_hilo=False, count=4 * PER_DAY)
     loop_highs(primary, START + 2 * DAY)
     secondary = rig.secondary(broker, page_size=500)
-    seed_history(secondary, START, 2 * PER_DAY + 7)       # into day 2
+    seed_history(secondary, START, 2 * PER_DAY + 7, loop_hilo=False)       # into day 2
     rig.start_responder(primary)
     node = rig.start_requester(secondary)
     node.wait_caught_up(20)
@@ -370,7 +372,7 @@ def alter_summaries(station, day):
 def replicated(rig, broker, caplog, **primary_options):
     """A primary with LOOP highs, replicated to a secondary (its verification done and the
     requester stopped again)."""
-    primary = rig.primary(broker, count=4 * PER_DAY, **primary_options)
+    primary = rig.primary(broker, loop_hilo=False, count=4 * PER_DAY, **primary_options)
     loop_highs(primary)
     responder = rig.start_responder(primary)
     secondary = rig.secondary(broker, page_size=500)
@@ -509,10 +511,10 @@ def test_a_secondary_in_other_units_rebuilds_and_verifies_without_looping(rig, b
     nothing to repair."""
     monkeypatch.setattr(verify, 'VERIFY_INTERVAL', 1.0)
     count = 3 * PER_DAY
-    primary = rig.primary(broker, count=count, units='METRIC', batch_size=100)
+    primary = rig.primary(broker, loop_hilo=False, count=count, units='METRIC', batch_size=100)
     loop_highs(primary)
     secondary = rig.secondary(broker, page_size=200)       # a US station
-    seed_history(secondary, START, 1, units='US')          # its database is US
+    seed_history(secondary, START, 1, units='US', loop_hilo=False)          # its database is US
     responder = rig.start_responder(primary)
     node = rig.start_requester(secondary)
     node.wait_caught_up(20)
@@ -538,7 +540,7 @@ def test_a_secondary_in_other_units_rebuilds_and_verifies_without_looping(rig, b
 
     # the summaries are the secondary's own, of its converted archive
     reference = rig.station('reference')
-    seed_history(reference, START, (ts - START) // STEP + 1, units='US')
+    seed_history(reference, START, (ts - START) // STEP + 1, units='US', loop_hilo=False)
     assert_same(reference, secondary, rel_tol=1e-5, abs_tol=1e-6)
     result = run_verify(secondary, '--days', '10')
     assert result.returncode == 0 and 'differs' not in result.stdout, result.stdout
@@ -548,7 +550,7 @@ def test_a_secondary_in_other_units_rebuilds_and_verifies_without_looping(rig, b
 def fewer_types(rig, broker, caplog):
     """A primary, and a secondary whose schema has fewer observation types (the older wview
     schema) caught up with it (the requester stopped again)."""
-    primary = rig.primary(broker, count=2 * PER_DAY)
+    primary = rig.primary(broker, loop_hilo=False, count=2 * PER_DAY)
     loop_highs(primary)
     secondary = rig.secondary(broker, page_size=200)
     secondary.edit(lambda c: c['DataBindings'][BINDING].__setitem__(
@@ -573,7 +575,7 @@ def test_a_secondary_with_other_observation_types_rebuilds(rig, broker, caplog):
     reference = rig.station('reference')                 # the same schema, the same records
     reference.edit(lambda c: c['DataBindings'][BINDING].__setitem__(
         'schema', 'weewx.schemas.wview.schema'))
-    seed_history(reference, START, 2 * PER_DAY)
+    seed_history(reference, START, 2 * PER_DAY, loop_hilo=False)
     assert_same(reference, secondary)
 
 

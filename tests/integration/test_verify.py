@@ -174,9 +174,11 @@ def test_replace_range_on_an_opened_manager(rig, broker):
     """replace_range on a manager opened elsewhere (the engine's, under weewxd): rows and
     daily summaries of the range replaced, including a range past the newest record."""
     from user.mqttreplicate import database
-    primary = rig.primary(broker, count=3 * PER_DAY)
+    # (replace_range rebuilds summaries here: compared with a primary whose summaries are a
+    # rebuild too, without LOOP highs and lows)
+    primary = rig.primary(broker, count=3 * PER_DAY, loop_hilo=False)
     secondary = rig.station('secondary')
-    seed_history(secondary, START, 2 * PER_DAY - 5)           # short by five records
+    seed_history(secondary, START, 2 * PER_DAY - 5, loop_hilo=False)   # five records short
     con = sqlite3.connect(str(secondary.db_path()))
     with con:
         con.execute('UPDATE archive SET outTemp = -40 WHERE dateTime = ?', (START + 900,))
@@ -203,9 +205,9 @@ def test_a_crash_in_the_middle_of_a_repair_leaves_summaries_that_get_rebuilt(rig
     (or in its middle) is healed the next time the database is opened, and by weewxd's own
     start-up backfill."""
     from user.mqttreplicate import database
-    primary = rig.primary(broker, count=4 * PER_DAY)
+    primary = rig.primary(broker, count=4 * PER_DAY, loop_hilo=False)   # (rebuilds compared)
     secondary = rig.station('secondary')
-    seed_history(secondary, START, 4 * PER_DAY)
+    seed_history(secondary, START, 4 * PER_DAY, loop_hilo=False)
     con = sqlite3.connect(str(secondary.db_path()))
     with con:                                   # day 1 differs, summaries included
         con.execute('DELETE FROM archive WHERE dateTime > ? AND dateTime <= ?',

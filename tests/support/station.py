@@ -534,14 +534,17 @@ def generate_records(start_ts: int, count: int, interval_minutes: int = 5,
 
 def seed_history(station: Station, start_ts: int, count: int, interval_minutes: int = 5,
                  binding: str = 'wx_binding', *, units: Optional[str] = None,
-                 records: Optional[Iterable[dict]] = None) -> tuple:
+                 records: Optional[Iterable[dict]] = None, loop_hilo: bool = True) -> tuple:
     """Bulk-load count records (or the given records) into the station's binding, fast.
 
     The archive rows go in through a plain ``weewx.manager.Manager`` (200 per transaction), then
     the binding's manager (DaySummaryManager) backfills the daily summaries -- what
-    ``weectl database transfer`` does.  Rows older than the database's newest row are
-    allowed: the days they touch are rebuilt.  units defaults to the station's
-    [StdConvert] target_unit.  Returns (first dateTime, last dateTime) of what was given.
+    ``weectl database transfer`` does -- and, with loop_hilo, the days seeded get the highs
+    and lows LOOP packets leave in a real station's summaries (loop_extremes), so that a
+    secondary that rebuilds them from the archive instead of copying them differs.  Rows
+    older than the database's newest row are allowed: the days they touch are rebuilt.
+    units defaults to the station's [StdConvert] target_unit.  Returns (first dateTime,
+    last dateTime) of what was given.
     """
     import weeutil.weeutil
     import weewx.manager
@@ -573,7 +576,39 @@ def seed_history(station: Station, start_ts: int, count: int, interval_minutes: 
                 start_d = _archive_date(first)
                 stop_d = _archive_date(min(last, previous_last))
                 mgr.backfill_day_summary(start_d=start_d, stop_d=stop_d, progress_fn=None)
+            if loop_hilo:
+                loop_extremes(mgr, first, last)
     return first, last
+
+
+def loop_extremes(manager, first: int, last: int) -> None:
+    """What LOOP packets leave in the daily summaries of the days of first..last (dateTimes)
+    under WeeWX's stock loop_hilo = True: an outTemp high above and a low below every
+    archive record's, a wind gust and a barometer low no record has, at times between
+    records. Deterministic (a function of each day's rows), so that two stations seeded
+    alike are alike."""
+    import weeutil.weeutil
+    day_first = int(weeutil.weeutil.startOfArchiveDay(first))
+    day_stop = int(weeutil.weeutil.archiveDaySpan(last).stop)
+    table = manager.table_name
+    keys = set(getattr(manager, 'daykeys', ()))
+    with weedb_transaction(manager.connection) as cursor:
+        where = ' WHERE dateTime >= ? AND dateTime < ? AND count > 0'
+        if 'outTemp' in keys:
+            cursor.execute('UPDATE %s_day_outTemp SET max = max + 1.3, maxtime = dateTime + '
+                           '43237, min = min - 0.7, mintime = dateTime + 21611' % table + where,
+                           (day_first, day_stop))
+        if 'wind' in keys:
+            cursor.execute('UPDATE %s_day_wind SET max = max + 4.5, maxtime = dateTime + 50017'
+                           % table + where, (day_first, day_stop))
+        if 'barometer' in keys:
+            cursor.execute('UPDATE %s_day_barometer SET min = min - 0.013, mintime = dateTime + '
+                           '3607' % table + where, (day_first, day_stop))
+
+
+def weedb_transaction(connection):
+    import weedb
+    return weedb.Transaction(connection)
 
 
 def _archive_date(ts: int) -> datetime.date:

@@ -180,3 +180,39 @@ def test_with_newest_changes_only_the_last_message():
     assert props['newest'] == 12345 and props['more'] == 1 and props['last'] == 10
     assert [n for n, _ in sent[2].properties] == [n for n, _ in wires[2].properties]
     assert dict(wires[2].properties)['newest'] == 0          # the shared one is unchanged
+
+
+def test_a_page_read_while_an_older_record_is_stored_is_not_kept():
+    """The race of issue 19: a worker reads a page, an older record is stored and the
+    cache invalidated (nothing cached yet), then the worker's page would be kept and shared
+    for up to TTL without that record. It is served to its requester and not kept."""
+    cache = PageCache()
+    stale = page(last=100)
+
+    def make():
+        assert cache.invalidate('weewx/wx_binding', 50) == 0
+        return stale, True
+    got, shared = cache.fetch(key(0), make)
+    assert got is stale and not shared and len(cache) == 0
+    fresh, calls = maker(page(last=100))
+    assert cache.fetch(key(0), fresh)[1] is False and calls == [1]
+    assert cache.fetch(key(0), fresh)[1] is True          # a page read afterwards is kept
+    # another binding's invalidation does not concern it
+    cache.clear()
+
+    def make_other():
+        cache.invalidate('weewx/other', 50)
+        return page(last=100), True
+    cache.fetch(key(0), make_other)
+    assert len(cache) == 1
+
+
+def test_invalidate_covers_the_days_a_page_brings_from_before_its_since():
+    """A page since 500 that brings the daily summaries from 200 on: a record stored at 300
+    changes those summaries, so the page goes."""
+    cache = PageCache()
+    cache.put(key(500), EncodedPage([protocol.Wire(b'x', [])], 10, True, 900, first=200))
+    cache.put(key(900), EncodedPage([protocol.Wire(b'x', [])], 10, True, 1300, first=900))
+    assert cache.invalidate('weewx/wx_binding', 100) == 0
+    assert cache.invalidate('weewx/wx_binding', 300) == 1
+    assert len(cache) == 1

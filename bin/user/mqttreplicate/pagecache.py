@@ -35,13 +35,16 @@ WIRE_OVERHEAD = 256            # bytes counted per message beyond its payload (p
 class EncodedPage:
     """A page as the responder publishes it: its batches, and what its end says."""
 
-    __slots__ = ('wires', 'count', 'more', 'last', 'size', 'born')
+    __slots__ = ('wires', 'count', 'more', 'last', 'size', 'born', 'first')
 
-    def __init__(self, wires, count, more, last):
+    def __init__(self, wires, count, more, last, first=None):
+        """first: the oldest dateTime whose change changes the page (its since, or the
+        start of the first day of the daily summaries it brings, if older)."""
         self.wires = wires
         self.count = count
         self.more = more
         self.last = last
+        self.first = first
         self.size = sum(len(w.payload) + WIRE_OVERHEAD for w in wires)
         self.born = None
 
@@ -63,6 +66,7 @@ class PageCache:
         self.entries = collections.OrderedDict()    # key -> EncodedPage, oldest use first
         self.flights = {}                           # key -> Event set when its read ends
         self.bytes = 0
+        self.generations = collections.Counter()    # binding -> invalidations so far
         self.counters = {'hits': 0, 'misses': 0, 'kept': 0, 'evicted': 0, 'expired': 0,
                          'invalidated': 0}
 
@@ -94,7 +98,12 @@ class PageCache:
             page, _ = make()
             return page, False
         try:
+            with self.lock:
+                generation = self.generations[key[0]]
             page, keep = make()
+            with self.lock:
+                # a page read while an older record was stored may miss it: not kept
+                keep = keep and self.generations[key[0]] == generation
             if keep:
                 self.put(key, page)
             return page, False
@@ -119,12 +128,16 @@ class PageCache:
                 self.counters['evicted'] += 1
 
     def invalidate(self, binding, ts=None):
-        """Forget the pages of binding that cover ts (since < ts <= last), or all of its
-        pages when ts is None: a record older than the newest arrived (a backfill).
-        Returns how many were forgotten."""
+        """Forget the pages of binding that cover ts (since < ts <= last, or, for a page
+        that brings daily summaries from before its since, their first day < ts <= last),
+        or all of its pages when ts is None: a record older than the newest arrived (a
+        backfill). A page being read meanwhile is not kept. Returns how many were
+        forgotten."""
         with self.lock:
+            self.generations[binding] += 1
             stale = [k for k, page in self.entries.items() if k[0] == binding
-                     and (ts is None or k[1] < ts <= page.last)]
+                     and (ts is None or min(k[1], page.first if page.first is not None
+                                            else k[1]) < ts <= page.last)]
             for key in stale:
                 self._drop(key)
             self.counters['invalidated'] += len(stale)

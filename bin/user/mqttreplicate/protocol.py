@@ -675,16 +675,18 @@ class DayRows:
     def merge(cls, parts):
         """One DayRows of the parts of a page, or None if there are none or they do not
         cover one range of days without a gap."""
-        parts = sorted(parts, key=lambda p: p.first)
-        if not parts or any(a.stop != b.first for a, b in zip(parts, parts[1:])):
+        ranges = {}                    # (first, stop) -> {type: (columns, rows)}
+        for part in parts:             # (a day too big for a message came in parts by type)
+            ranges.setdefault((part.first, part.stop), {}).update(part.tables)
+        spans = sorted(ranges)
+        if not spans or any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
             return None
         tables = {}
-        for part in parts:
-            for name, (columns, rows) in part.tables.items():
+        for span in spans:
+            for name, (columns, rows) in ranges[span].items():
                 tables.setdefault(name, (columns, []))[1].extend(rows)
-        head = parts[0]
-        return cls(head.units, head.version, head.first, max(p.stop for p in parts), tables,
-                   head.through)
+        head = min(parts, key=lambda p: p.first)
+        return cls(head.units, head.version, spans[0][0], spans[-1][1], tables, head.through)
 
     def to_json(self):
         return {'units': self.units, 'version': self.version, 'first': self.first,
@@ -764,7 +766,8 @@ class DayRows:
 
     def split(self, max_bytes, compress):
         """[(payload, encoding)] of these rows, each at most max_bytes: halved by days
-        until each part fits. None if a single day never fits (the secondary then
+        until each part fits, a single day by observation types (merge() puts them back
+        together). None if a single type of a single day never fits (the secondary then
         rebuilds the summaries itself)."""
         pending, result = [self], []
         while pending:
@@ -777,12 +780,20 @@ class DayRows:
                 result.append((part.first, payload, encoding))
                 continue
             days = sorted({row[0] for _, rows in part.tables.values() for row in rows})
-            if len(days) <= 1:
-                return None            # a day that never fits: no days at all
-            middle = days[len(days) // 2]
-            pending.append(part.only(middle, part.stop))
-            pending.append(part.only(part.first, middle))
-        return [(payload, encoding) for _, payload, encoding in sorted(result)]
+            if len(days) > 1:
+                middle = days[len(days) // 2]
+                pending.append(part.only(middle, part.stop))
+                pending.append(part.only(part.first, middle))
+                continue
+            names = sorted(part.tables)
+            if len(names) <= 1:
+                return None            # a type of a day that never fits: no days at all
+            half = len(names) // 2
+            for chosen in (names[half:], names[:half]):
+                pending.append(dataclasses.replace(part, tables={
+                    name: part.tables[name] for name in chosen}))
+        result.sort(key=lambda entry: entry[0])
+        return [(payload, encoding) for _, payload, encoding in result]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -396,7 +396,8 @@ class Responder:
                               pack=asked.layout == protocol.LAYOUT_PACKED).encode(
             self.options.batch_size, self.conn.max_message_bytes, self.conn.compress,
             self._oversize)
-        return EncodedPage(wires, len(records), more, last)
+        return EncodedPage(wires, len(records), more, last,
+                           min(asked.since, days.first) if days is not None else asked.since)
 
     @staticmethod
     def _read_days(asked, source, oldest, last, more):
