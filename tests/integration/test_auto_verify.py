@@ -226,3 +226,27 @@ def test_days_the_primary_has_fewer_records_of_are_left_alone(rig, broker, caplo
     result = secondary.run_cli('--connect-timeout', '10', 'verify', '--repair', timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert secondary.count_records() == before - 12
+
+
+def test_old_history_is_compared_and_repaired_a_slice_a_day(rig, broker, caplog, monkeypatch):
+    """verify_days = 1, verify_cycle_days = 2, six days of history: the days before the
+    window come in two slices; the day's slice holding a damaged old day is compared right
+    after the window and the day repaired, summaries included."""
+    caplog.set_level(logging.INFO, logger='user.mqttreplicate')
+    primary = rig.primary(broker, count=6 * PER_DAY)
+    rig.start_responder(primary)
+    secondary = rig.secondary(broker, page_size=1000, verify_days=1, verify_cycle_days=2)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(30)
+    node.wait_verified()
+    node.stop()
+    damage(secondary, START + DAY + 3600, START + DAY + 600)
+    assert not same(primary, secondary)
+    # today's slice is the first: days 0 to 2 (the window is days 4 and 5)
+    monkeypatch.setattr(verify, 'today', lambda: 2 * 1000)
+    node = rig.start_requester(secondary)
+    wait_until(lambda: node.replica.verifier.repaired == 1 and node.replica.verifier.verified,
+               30, 'the repair of an old day')
+    node.stop()
+    assert_same(primary, secondary)
+    assert log_lines(caplog, 'verified 2023-11-14 00:00 to ')

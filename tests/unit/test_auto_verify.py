@@ -173,10 +173,11 @@ def delete_rows(station, after, until):
 # ------------------------------------------------------------------------------------------------
 
 class Rig:
-    def __init__(self, primary, secondary, verify_days=3, page_size=500):
+    def __init__(self, primary, secondary, verify_days=3, page_size=500, verify_cycle_days=30):
         self.primary, self.secondary = primary, secondary
         self.options = SimpleNamespace(verify_days=verify_days, page_timeout=PAGE_TIMEOUT,
-                                       page_size=page_size)
+                                       page_size=page_size,
+                                       verify_cycle_days=verify_cycle_days)
         self.store = database.TargetDatabase(secondary.manager_dict(), initialize=False)
         self.source = database.SourceDatabase(primary.manager_dict())
         self.link = FakeLink()
@@ -277,7 +278,7 @@ def pristine(tmp_path_factory):
     """Two stations made once; `stations` gives both the seeded database afresh."""
     root = tmp_path_factory.mktemp('auto_verify')
     primary, secondary = make_station(root, 'primary'), make_station(root, 'secondary')
-    seed_history(primary, START, DAYS * PER_DAY)
+    seed_history(primary, START, DAYS * PER_DAY, loop_hilo=False)   # (repairs rebuild here)
     saved = root / 'seeded.sdb'
     shutil.copyfile(primary.db_path(), saved)
     return primary, secondary, saved
@@ -590,7 +591,7 @@ def test_a_refusal_gives_up(rig):
 def test_a_duplicate_counts_once(stations, make_rig, twice):
     primary, secondary = stations
     # a record on the primary this station does not have, at 1700000000 (day 0)
-    seed_history(primary, 0, 0, records=[simulated_record(1700000000)])
+    seed_history(primary, 0, 0, records=[simulated_record(1700000000)], loop_hilo=False)
     rig = make_rig()
     rig.start()
     rig.answer_digest()
@@ -630,7 +631,8 @@ def test_records_other_than_the_digest_counted_change_nothing(stations, make_rig
     if change == 'fewer':
         delete_rows(primary, day + 40000, day + 41000)
     else:
-        seed_history(primary, 0, 0, records=[simulated_record(day + 40000 + 150)])
+        seed_history(primary, 0, 0, records=[simulated_record(day + 40000 + 150)],
+                     loop_hilo=False)
     rig.answer_page()
     message = rig.given_up()
     assert ('records fetched' if change == 'fewer' else 'than the digest counted') in message
@@ -875,3 +877,62 @@ def test_other_unit_system_still_finds_a_missing_day_part(stations, make_rig):
     rig.answer_digest(units=METRIC)
     (request,) = rig.link.of('records')
     assert request.since == START + DAY - 1
+
+
+# ------------------------------------------------------------------------------------------------
+# anti-entropy: the history before the window, a slice at a time (verify_cycle_days)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('day_number, damaged', [(0, START), (1, START + DAY)])
+def test_a_slice_of_older_history_is_compared_after_the_window(stations, make_rig, monkeypatch,
+                                                                day_number, damaged):
+    """verify_days 1 covers days 2 and 3; days 0 and 1 are older history, cut into slices of a
+    day (cycle of 2 days): each day's verification compares the window, then its slice, and
+    repairs a damaged day there as carefully."""
+    primary, secondary = stations
+    damage_day(secondary, damaged)
+    monkeypatch.setattr(verify, 'today', lambda: 1000 * 2 + day_number)
+    rig = make_rig(verify_days=1, verify_cycle_days=2)
+    window = rig.start()
+    assert window.since == START + 2 * DAY - 1 and window.until == NEWEST
+    rig.answer_digest()                                   # the window is in sync
+    older = rig.last('digest')
+    assert (older.since, older.until) == (damaged - 1, damaged + DAY - 1)
+    rig.answer_digest()
+    (request,) = rig.link.of('records')
+    assert request.since == damaged - 1
+    rig.answer_page()
+    assert rig.same() == []
+    assert rig.verifier.repaired == 1 and rig.verifier.verified
+    assert rig.verifier.correlation is None
+    assert [r.kind for r in rig.sent] == ['digest', 'digest', 'records']
+
+
+def test_no_slice_when_the_cycle_is_off_or_the_window_covers_everything(stations, make_rig):
+    rig = make_rig(verify_days=1, verify_cycle_days=0)
+    rig.start()
+    rig.answer_digest()
+    assert [r.kind for r in rig.sent] == ['digest'] and rig.verifier.verified
+    rig = make_rig(verify_days=10, verify_cycle_days=30)
+    rig.start()
+    rig.answer_digest()
+    assert [r.kind for r in rig.sent] == ['digest'] and rig.verifier.verified
+
+
+@pytest.mark.parametrize('history_days, cycle', [(1, 30), (29, 30), (30, 30), (31, 30),
+                                                 (3650, 30), (3650, 1), (100, 7)])
+def test_every_day_of_the_history_is_compared_once_a_cycle(history_days, cycle):
+    """older_slice over cycle consecutive days covers every bucket before the window, each
+    slice one digest at most (a cycle too short for that takes as many days as it needs:
+    ten years with a cycle of one day, four)."""
+    oldest = START + 1234
+    window_since = START + history_days * DAY - 1
+    days = max(cycle, -(-history_days // (protocol.MAX_DIGEST_BUCKETS - 1)))
+    covered = set()
+    for day_number in range(5000, 5000 + days):
+        since, until = verify.older_slice(oldest, window_since, cycle, day_number)
+        assert (until - since) // DAY < protocol.MAX_DIGEST_BUCKETS
+        covered.update(range(since + 1, until + 1, DAY))
+    assert covered == set(range(START, window_since + 1, DAY))
+    assert verify.older_slice(oldest, START - 1, cycle, 0) is None
+    assert verify.older_slice(oldest, window_since, 0, 0) is None

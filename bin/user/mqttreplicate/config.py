@@ -51,8 +51,8 @@ CONNECTION_OPTIONS = (
 REQUESTER_OPTIONS = (
     'loop_interval', 'archive_interval', 'catchup', 'page_size', 'page_timeout',
     'startup_max_tries', 'startup_wait_before_retry', 'archive_max_tries',
-    'archive_wait_before_retry', 'log_msg_count', 'verify_days', 'enable', 'delta',
-    'throttle_count', 'throttle_sleep',
+    'archive_wait_before_retry', 'log_msg_count', 'verify_days', 'verify_cycle_days',
+    'enable', 'delta', 'throttle_count', 'throttle_sleep',
 )
 RESPONDER_OPTIONS = (
     'enable', 'delta', 'batch_size', 'page_size', 'workers', 'max_responder_threads',
@@ -180,6 +180,7 @@ class RequesterOptions:
     startup_wait_before_retry: float = 10.0
     log_msg_count: int = 0
     verify_days: int = 7
+    verify_cycle_days: int = 30
 
     @property
     def instances(self):
@@ -631,6 +632,7 @@ def parse_requester(config_dict) -> RequesterOptions:
         startup_wait_before_retry=section.real('startup_wait_before_retry', 10.0, 0.1),
         log_msg_count=section.integer('log_msg_count', 0, 0),
         verify_days=section.integer('verify_days', 7, 0),
+        verify_cycle_days=section.integer('verify_cycle_days', 30, 0),
     )
 
 

@@ -816,9 +816,11 @@ class TargetDatabase:
         """From where (a dateTime: its day) a catch-up since `since` should bring the
         primary's daily summaries: the day of the first record here that lacks them (or of
         the position itself, a day weewxd's backfill may have rebuilt), else since's."""
-        return min(since, self.copied() or self._oldest() or since)
+        return min(since, self.copied() or self.oldest() or since)
 
-    def _oldest(self):
+    @reconnecting(RECONNECT_FOR)
+    def oldest(self):
+        """dateTime of the oldest record here, or 0."""
         row = _fetch_all(self.manager.connection, 'SELECT MIN(dateTime) FROM %s' % self.table)
         return (row[0][0] or 0) if row else 0
 

@@ -92,6 +92,11 @@ class Link:
         """What was seen of the instance's responder, and why it may not answer."""
         return 'nothing is known of the responder'
 
+    def responder_online(self, instance):
+        """Does the instance's responder's own status say it is online (a protocol-2
+        responder, there: a slow one, not an absent one)?"""
+        return False
+
 
 class Sink:
     """Where a binding's records go, and the replicated position (the newest dateTime
@@ -628,9 +633,12 @@ class Replica:
             quiet = time.monotonic() - max(self.last_progress, self.legacy_round.seen)
             if self.legacy and quiet >= patience:
                 self._legacy_round_done(quiet)
-            elif self.state is State.ASKING and quiet >= patience and self.link.connected():
+            elif self.state is State.ASKING and quiet >= patience and self.link.connected() \
+                    and not self.link.responder_online(self.binding.instance):
                 # No responder (or a protocol-1 one with nothing to send). Carry on live;
                 # the next live record's `prev` or the next connection starts a catch-up.
+                # (A responder whose status says it is online is busy: it is waited for,
+                # and asked again after page_timeout.)
                 self.faults(logging.WARNING, 'unanswered',
                             'requester: %s: no answer from the responder for %.0f s; carrying '
                             'on with live records: %s', self.key, quiet,

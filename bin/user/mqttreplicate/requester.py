@@ -285,6 +285,9 @@ class Requester(Link):
         """What was seen of the instance's responder, and why it may not answer."""
         return why_no_answer(self.conn, instance, self.responder_seen.get(instance))
 
+    def responder_online(self, instance):
+        return self.responder_seen.get(instance) == 'online'
+
     def _on_responder_status(self, envelope, instance):
         """The responder's status: learn the primary's newest records; a responder that
         (re)appears gets the catch-ups that found nobody to answer."""

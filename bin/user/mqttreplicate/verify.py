@@ -151,6 +151,31 @@ def replaces_records(repairs):
     return any(not d.summaries_only for d in repairs)
 
 
+def today():
+    """Days since the epoch (UTC): which slice of older history a verification compares."""
+    return int(time.time() // BUCKET)
+
+
+def older_slice(oldest, window_since, cycle_days, day_number):
+    """(since, until) of the history before the window (since, ...] that the verification
+    of day `day_number` (days since the epoch) compares besides the window, or None: the
+    buckets from the oldest record's on are cut into at most cycle_days slices of whole
+    buckets (at most MAX_DIGEST_BUCKETS - 1 each, one digest), taken in turn, a slice a
+    day, so that every day is compared at least once every cycle_days days (anti-entropy:
+    a record changed on the primary long ago, or damage here, is found)."""
+    if not cycle_days or not oldest:
+        return None
+    first = oldest - oldest % BUCKET
+    end = window_since + 1                       # the window's first bucket
+    buckets = (end - first) // BUCKET
+    if buckets <= 0:
+        return None
+    per = min(-(-buckets // cycle_days), protocol.MAX_DIGEST_BUCKETS - 1)
+    parts = -(-buckets // per)
+    start = first + (day_number % parts) * per * BUCKET
+    return start - 1, min(start + per * BUCKET, end) - 1
+
+
 def with_days(repairs, summaries):
     """The repairs in the order to make them: the buckets whose records are replaced, then,
     if the daily summaries are compared (summaries), the primary's summaries of every day
@@ -556,6 +581,8 @@ class AutoVerifier:
                         protocol.MAX_DIGEST_BUCKETS - 1)
             self.days = protocol.MAX_DIGEST_BUCKETS - 1
         self.timeout = options.page_timeout
+        self.cycle_days = options.verify_cycle_days
+        self.older = None              # (since, until) of the slice of history still to compare
         self.due = False
         self.next_time = None          # monotonic time of the next daily verification
         # (correlation, answer class) of the request being answered, None when idle: one
@@ -638,9 +665,15 @@ class AutoVerifier:
             until = min(until, replica.primary_newest)
         # the daily summaries are compared where the primary's are stored as they are
         store = replica.store
-        self.comparison = Comparison(store, *window(until, self.days),
+        since, until = window(until, self.days)
+        self.comparison = Comparison(store, since, until,
                                      summaries=getattr(store, 'copies_days', None) is True)
-        self._guarded(self._ask_digest)
+        self._guarded(self._start, store, since)
+
+    def _start(self, store, since):
+        """Ask for the window's digest; the slice of older history follows it."""
+        self.older = older_slice(store.oldest(), since, self.cycle_days, today())
+        self._ask_digest()
 
     def _give_up(self, why):
         self.replica.faults(logging.WARNING, 'verify', 'requester: %s: %s; verifying again '
@@ -793,6 +826,15 @@ class AutoVerifier:
             self._finish(VERIFY_INTERVAL)
 
     def _finish(self, again_in, complete=True):
+        if complete and again_in and self.older is not None:
+            # the window is done: now the slice of older history, with the same care
+            (since, until), self.older = self.older, None
+            summaries = self.comparison.summaries
+            self._forget()
+            self.comparison = Comparison(self.replica.store, since, until, summaries=summaries)
+            self._guarded(self._ask_digest)
+            return
+        self.older = None
         self._forget()
         self.next_time = time.monotonic() + again_in
         if complete:
