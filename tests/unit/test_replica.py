@@ -313,9 +313,10 @@ def test_nobody_answering_while_connected_carries_on_live(clock):
 
 def test_a_slow_responder_whose_status_says_online_is_waited_for(clock):
     """One busy worker and many secondaries: the first page may come after the start-up
-    patience. A responder known to be online is not taken for absent (which dropped its
-    late answer and waited for a live record's hole); the page is asked for again after
-    page_timeout, and its answer, however late, is taken."""
+    patience (20 s). A responder known to be online is not taken for absent so soon
+    (which dropped its late answer and waited for a live record's hole): the page is asked
+    for again after page_timeout, and only after startup_max_tries x page_timeout (120 s)
+    is it taken for one that does not answer (a request_topic that differs)."""
     replica, host, store = make(FakeStore([at(1)]))
     host.online = True
     replica.start_catchup()
@@ -327,6 +328,15 @@ def test_a_slow_responder_whose_status_says_online_is_waited_for(clock):
     assert replica.state is State.ASKING and len(host.requests) == 2
     page(replica, host, [record(at(2)), record(at(3))], newest=at(3))
     assert replica.state is State.LIVE and replica.position == at(3)
+    # and one that never answers
+    replica.start_catchup()
+    for _ in range(2):
+        clock.now += 59
+        replica.idle()
+        assert replica.state is State.ASKING
+    clock.now += 3                     # 121 s
+    replica.idle()
+    assert replica.state is State.UNANSWERED and 'unanswered' in host.faults.kinds
 
 
 def test_while_disconnected_nobody_is_asked_until_the_connection(clock):

@@ -455,6 +455,7 @@ class Replica:
         self.catchup_wanted = False            # the loop thread asks for a catch-up
         self.caught_up = threading.Event()     # set after the first complete catch-up
         self.last_progress = time.monotonic()
+        self.asked_at = self.last_progress     # when the catch-up was first asked for
         self.acks = Acks(lambda: self.link.send_ack(self))
         self.primary_newest = None
         self.acknowledged = None               # our newest record, as the responder knows it
@@ -633,12 +634,10 @@ class Replica:
             quiet = time.monotonic() - max(self.last_progress, self.legacy_round.seen)
             if self.legacy and quiet >= patience:
                 self._legacy_round_done(quiet)
-            elif self.state is State.ASKING and quiet >= patience and self.link.connected() \
-                    and not self.link.responder_online(self.binding.instance):
+            elif self.state is State.ASKING and self.link.connected() \
+                    and self._gave_up_asking(quiet, patience):
                 # No responder (or a protocol-1 one with nothing to send). Carry on live;
                 # the next live record's `prev` or the next connection starts a catch-up.
-                # (A responder whose status says it is online is busy: it is waited for,
-                # and asked again after page_timeout.)
                 self.faults(logging.WARNING, 'unanswered',
                             'requester: %s: no answer from the responder for %.0f s; carrying '
                             'on with live records: %s', self.key, quiet,
@@ -652,6 +651,17 @@ class Replica:
             self.verifier.tick()
         self.flush_ack()
 
+    def _gave_up_asking(self, quiet, patience):
+        """Has the catch-up been asked for long enough without an answer? A responder
+        whose own status says it is online may only be busy (one worker, many
+        secondaries): it gets startup_max_tries x page_timeout (asked again after each
+        page_timeout) before it is taken for one that does not answer."""
+        if not self.link.responder_online(self.binding.instance):
+            return quiet >= patience
+        options = self.options
+        waited = time.monotonic() - self.asked_at
+        return waited >= max(patience, options.startup_max_tries * options.page_timeout)
+
     def flush_ack(self, force=False):
         self.acks.flush(force)
 
@@ -659,6 +669,8 @@ class Replica:
 
     def start_catchup(self, since=None):
         """Ask for everything newer than the newest record stored (or than since)."""
+        if self.state is not State.ASKING:
+            self.asked_at = time.monotonic()   # (a page asked for again keeps it)
         self.state = State.ASKING
         self.refusal = None
         self.verifier.cancel()
