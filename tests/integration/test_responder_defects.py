@@ -86,3 +86,30 @@ def test_protocol1_answers_reopen_a_failed_connection(rig, broker, monkeypatch, 
     assert len(errors) == 1 and 'server has gone away' in errors[0] \
         and '(try 1; again in' in errors[0]
     assert len(opened) == 2
+
+
+def test_weectl_report_run_does_not_start_a_second_responder(rig, broker, caplog):
+    """`weectl report run` on a primary loads every service in a DummyEngine: a responder
+    started there had the primary's client id and threw the running one off the broker.
+    It is not started outside weewxd; in weewxd's StdEngine it is."""
+    import logging
+
+    import weewx.engine
+    from user.mqttreplicate.responder import MQTTResponder
+    caplog.set_level(logging.INFO, logger='user.mqttreplicate')
+    primary = rig.primary(broker, count=10)
+    config_dict = primary.config_dict()
+    dummy = weewx.engine.DummyEngine.__new__(weewx.engine.DummyEngine)
+    service = MQTTResponder(dummy, config_dict)
+    assert service.responder is None
+    assert any('not started outside weewxd (DummyEngine)' in r.getMessage()
+               for r in caplog.records)
+
+    class Engine(weewx.engine.StdEngine):
+        def __init__(self):                     # only what a service's bind() needs
+            self.callbacks = {}
+    service = MQTTResponder(Engine(), config_dict)
+    try:
+        assert service.responder is not None
+    finally:
+        service.shutDown()

@@ -24,6 +24,7 @@ import time
 
 import weedb
 import weewx
+import weewx.engine
 from weewx.engine import StdService
 
 from . import VERSION
@@ -659,6 +660,11 @@ class MQTTResponder(StdService):
     def __init__(self, engine, config_dict):
         super().__init__(engine, config_dict)
         self.responder = None
+        if isinstance(engine, weewx.engine.DummyEngine):
+            # `weectl report run` loads every service: a second responder with the
+            # primary's client id would throw the running one off the broker
+            log.info('responder: not started outside weewxd (%s)', type(engine).__name__)
+            return
         try:
             if not cfg.has_role(config_dict, 'Responder'):
                 log.info('responder: no [%s][[Responder]] section; not started',
