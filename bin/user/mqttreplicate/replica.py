@@ -556,6 +556,10 @@ class Replica:
         self.post(Item('batch', batch, correlation))
         return True
 
+    def wake(self):
+        """Have the owning thread look at what is due soon (any thread)."""
+        self._wake()
+
     def _wake(self):
         item = Item('wake')
         item.replica = self

@@ -51,6 +51,7 @@ class Requester(Link):
         self.progress_count = 0
         self.responder_connected = {}    # instance -> `connected` of the responder's status
         self.responder_seen = {}         # instance -> state of the last status seen
+        self.fingerprints = {}         # binding key -> the responder's last (since, until, hex)
         self.interval_warned = False
         self.response_topic = protocol.response_topic(self.conn.response_topic,
                                                       self.conn.clientid)
@@ -366,6 +367,22 @@ class Requester(Link):
             self._reject('malformed', 'a page ends with more=1 and last=%s, which does not '
                          'advance (binding %s)', answer.last, key, replica=replica)
 
+    def _past_edited(self, replica, fingerprint):
+        """The responder's fingerprint of its recent whole days changed for the same range:
+        its past was edited (an import, a correction): verify now, not at the next daily
+        verification."""
+        before = self.fingerprints.get(replica.key)
+        if fingerprint is None:
+            return
+        self.fingerprints[replica.key] = fingerprint
+        if before is not None and before[:2] == fingerprint[:2] and before != fingerprint:
+            log.info("requester: %s: the primary's days from %s to %s changed; verifying "
+                     "now", replica.key, time.strftime('%Y-%m-%d', time.gmtime(
+                         fingerprint[0] + 1)), time.strftime('%Y-%m-%d', time.gmtime(
+                             fingerprint[1])))
+            replica.verifier.schedule()
+            replica.wake()
+
     def silence(self, instance):
         """What was seen of the instance's responder, and why it may not answer."""
         return why_no_answer(self.conn, instance, self.responder_seen.get(instance))
@@ -404,6 +421,7 @@ class Requester(Link):
             newest = status.newest.get(replica.key)
             if newest is not None:
                 replica.primary_newest = max(replica.primary_newest or 0, newest)
+            self._past_edited(replica, status.fingerprints.get(replica.key))
             acknowledged = status.acknowledged.get(replica.key)
             replica.acknowledged = acknowledged
             missed = reconnected and replica.state is State.ASKING

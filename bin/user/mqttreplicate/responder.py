@@ -50,6 +50,8 @@ MAX_DAYS_BACK = 420 * 86400
 STATUS_INTERVAL = 1.0        # look at the status this often
 STATUS_SETTLE = 2.0          # routine status changes published once quiet this long
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
+FINGERPRINT_DAYS = 7         # the whole past days a binding's fingerprint covers
+FINGERPRINT_INTERVAL = 300.0  # and how often it is computed (a digest of those days)
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
 MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
 LEGACY_RETRY_MAX = 60.0      # longest pause before a failed protocol-1 read is tried again
@@ -113,6 +115,8 @@ class Responder:
         self.cache = PageCache()       # encoded full pages, shared by the workers
         self.lock = threading.Lock()
         self.newest = {}           # binding key -> newest dateTime here
+        self.fingerprints = {}     # binding key -> [since, until, hex] of its recent past
+        self.fingerprinted = -FINGERPRINT_INTERVAL   # monotonic time they were computed
         self.published = {}        # binding key -> newest dateTime published live
         self.nodes = {}            # node -> binding key -> {'last', 'count', 'time'}
         self.interval = statusfile.archive_interval(config_dict, 300)
@@ -347,22 +351,35 @@ class Responder:
     def _handle(self, item, sources):
         """One item of the request queue, in a catch-up worker."""
         if isinstance(item, tuple):
-            self._refresh(sources, publish_newest=item[0] == 'connected')
+            due = time.monotonic() - self.fingerprinted >= FINGERPRINT_INTERVAL
+            if due or item[0] == 'fingerprint':
+                self.fingerprinted = time.monotonic()
+            self._refresh(sources, publish_newest=item[0] == 'connected',
+                          fingerprint=due or item[0] == 'fingerprint')
         else:
             self._serve(item, sources)
 
-    def _refresh(self, sources, publish_newest=False):
+    def _refresh(self, sources, publish_newest=False, fingerprint=False):
         """Re-read each binding's newest record. After a (re)connection also publish it if
         it was never published live: a record committed just before the primary stopped, or
         while the broker was away, then reaches live secondaries without waiting for the
-        next one."""
+        next one. With fingerprint, compute each binding's fingerprint of its last whole
+        days (protocol.fingerprint), which its status carries: a secondary that sees it
+        change for the same days verifies at once (an import, a correction)."""
         for binding in self.options.ordered_bindings():
             key = binding.key
             try:
                 source = sources[key]
                 newest = source.newest()
+                if fingerprint:
+                    since, until = protocol.fingerprint_range(int(time.time()),
+                                                              FINGERPRINT_DAYS)
+                    mark = protocol.fingerprint(source.digest(
+                        since, until, 86400, list(source.columns), summaries=True))
                 with self.lock:
                     self.newest[key] = newest
+                    if fingerprint:
+                        self.fingerprints[key] = [since, until, mark]
                     unpublished = newest and newest > (self.published.get(key) or 0)
                 if publish_newest and unpublished:
                     record = source.record_near(newest, 0)
@@ -503,7 +520,9 @@ class Responder:
 
     def status(self):
         with self.lock:
-            bindings = {k: {'newest': self.newest.get(k)} for k in sorted(self.bindings)}
+            bindings = {k: dict({'newest': self.newest.get(k)}, **(
+                {'fingerprint': self.fingerprints[k]} if k in self.fingerprints else {}))
+                for k in sorted(self.bindings)}
             nodes = {}
             for node, entry in self.nodes.items():
                 nodes[node] = {}
