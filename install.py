@@ -5,7 +5,10 @@
 
 The installer copies the package bin/user/mqttreplicate into the station,
 adds the responder service to restful_services and adds a commented
-[Replicator] stanza with both roles disabled.  It never touches [Station]:
+[Replicator] stanza with both roles disabled.  It also installs the
+Replication skin (skins/Replication) and enables it as the report
+[StdReport] [[Replication]], written to HTML_ROOT/replication with the
+station's other reports.  It never touches [Station]:
 a key the installer declares is deleted again by 'weectl extension
 uninstall', so declaring station_type here would break weewxd after an
 uninstall.  Making a station a secondary is done with
@@ -14,16 +17,17 @@ uninstall.  Making a station a secondary is done with
 A station upgraded from the earlier extension has its stanza as
 [MQTTReplicate], which the extension reads unchanged.  Adding [Replicator]
 next to it would be an error (two stanzas), so on such a station the
-installer adds no stanza at all (see MQTTReplicateInstaller.configure).
-Uninstalling removes only what installing added: the package, the service
-and the keys of [Replicator] (there are none on an upgraded station, whose
-[MQTTReplicate] stanza stays).
+installer adds no stanza at all (see MQTTReplicateInstaller.configure); the
+report is added all the same.  Uninstalling removes only what installing
+added: the package, the skin, the service, the report and the keys of
+[Replicator] (there are none on an upgraded station, whose [MQTTReplicate]
+stanza stays).
 
 This file is loaded twice in the life of the extension: by 'install', from
 the extension's source tree, and by 'list' / 'uninstall', from the copy that
 WeeWX keeps in USER_ROOT/installer/MQTTReplicate/.  In that copy the package
 is not next to this file, so the file list is taken from the installed
-package instead (see _package_dir).
+package instead (see _package_dir), and the skin's from SKIN_FILES.
 """
 
 import glob
@@ -47,6 +51,12 @@ FALLBACK_VERSION = '0.1.0'
 KNOWN_MODULES = ('__init__.py', '__main__.py', 'cli.py', 'confeditor.py', 'config.py',
                  'database.py', 'driver.py', 'faults.py', 'protocol.py', 'requester.py',
                  'responder.py', 'transport.py', 'verify.py')
+
+# The Replication skin, installed to WEEWX_ROOT/skins/Replication (WeeWX's place for an
+# extension's skin); SKIN_FILES serves uninstall, where the skin is not next to this file.
+SKIN = 'Replication'
+SKIN_FILES = ('index.html.tmpl', 'skin.conf')
+REPORT = 'Replication'
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -163,13 +173,44 @@ def package_files():
     return sorted(rel + name for name in names) + sorted(cached)
 
 
+# The report, merged into [StdReport]; WeeWX puts the station's HTML_ROOT in front of
+# HTML_ROOT when it installs.
+REPORT_SECTION = """\
+[StdReport]
+    # MQTTReplicate's page: how this station's replication stands (the
+    # secondaries of a primary, the bindings of a secondary).  It reads only
+    # the status file the extension writes beside the databases.
+    [[Replication]]
+        skin = Replication
+        HTML_ROOT = replication
+        enable = true
+"""
+
+
+def skin_files():
+    """The skin's files, relative to the extension directory."""
+    rel = 'skins/%s/' % SKIN
+    source = os.path.join(HERE, 'skins', SKIN)
+    if os.path.isdir(source):
+        names = [name for name in os.listdir(source)
+                 if os.path.isfile(os.path.join(source, name))]
+    elif _is_source_tree():
+        names = []            # an extension directory without the skin: nothing to copy
+    else:
+        names = SKIN_FILES    # uninstall: what the skin is known to hold
+    return sorted(rel + name for name in names)
+
+
 def make_config():
-    """The [Replicator] stanza as a ConfigObj, so that its comments survive the merge."""
+    """The [Replicator] stanza and the report as a ConfigObj, so that comments survive the
+    merge."""
     config = configobj.ConfigObj(io.StringIO(STANZA), encoding='utf-8', interpolation=False)
     # configobj files a comment that starts a file as the file's initial
     # comment; the merge only carries comments attached to a section.
     config.initial_comment = []
     config.comments[STANZA_NAME] = ['', '#' * 78, '']
+    config.merge(configobj.ConfigObj(io.StringIO(REPORT_SECTION), encoding='utf-8',
+                                     interpolation=False))
     return config
 
 
@@ -190,19 +231,20 @@ class MQTTReplicateInstaller(ExtensionInstaller):
             # which on a string would match substrings.
             restful_services=['user.mqttreplicate.MQTTResponder'],
             config=make_config(),
-            files=[('bin/user', package_files())],
+            files=[('bin/user', package_files()),
+                   ('skins/%s' % SKIN, skin_files())],
         )
 
     def configure(self, engine):
         """Called by 'weectl extension install' before the stanza is merged.
 
         On a station that has the earlier extension's [MQTTReplicate] stanza and no
-        [Replicator], the stanza is left out: the station keeps [MQTTReplicate] as it is.
-        Returns False: nothing in weewx.conf is changed here.
+        [Replicator], the stanza is left out (the report is not): the station keeps
+        [MQTTReplicate] as it is.  Returns False: nothing in weewx.conf is changed here.
         """
         config_dict = engine.config_dict
         if LEGACY_STANZA_NAME in config_dict and STANZA_NAME not in config_dict:
-            self.pop('config', None)
+            self['config'].pop(STANZA_NAME, None)
             engine.printer.out("This station has the [%s] stanza of the earlier extension: "
                                "kept as it is, no [%s] stanza added."
                                % (LEGACY_STANZA_NAME, STANZA_NAME))

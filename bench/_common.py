@@ -81,6 +81,21 @@ def make_pair(root, records, start=None, **requester_options):
     return broker, primary, secondary
 
 
+def secondaries(template, root, n, tag, name):
+    """n copies of a secondary's template station, each with a client id of its own
+    (bench-<name>-<tag>-<i>) and no verification of its own."""
+    stations = []
+    for i in range(n):
+        station = template.copy(root, 'secondary-%s-%d' % (tag, i))
+
+        def edit(config, i=i):
+            config['Replicator']['Requester']['clientid'] = 'bench-%s-%s-%d' % (name, tag, i)
+            config['Replicator']['Requester']['verify_days'] = '0'
+        station.edit(edit)
+        stations.append(station)
+    return stations
+
+
 def tear_down(root, broker, stations, keep=False):
     """Stop every process of the stations and the broker; remove the work directory."""
     for station in stations:

@@ -2,7 +2,7 @@
 secondary, standalone (`request --once`) and under weewxd.
 
     .venv/bin/python bench/catchup.py [--records 105120] [--mode standalone|weewxd|both]
-                                      [--db sqlite|mysql]
+                                      [--db sqlite|mysql] [--rtt MS]
 
 Prints the time, the rate, the peak memory of both sides and the broker messages per record.
 
@@ -23,7 +23,11 @@ time as a ratio to both (wall clock, time.monotonic):
 
 With --db mysql the same records also go into a MariaDB secondary, on a private server the
 bench starts (tests/support/mariadb.py, the server's default durability), right after the
-SQLite run, and the MariaDB time is printed beside the SQLite time with their ratio.
+SQLite run, and the MariaDB time is printed beside the SQLite time with their ratio, with
+the statements and transactions the server counted per page (its global Questions and
+Com_commit: the server is the bench's own). With --rtt MS the MariaDB run is repeated
+through a TCP proxy that holds every read MS/2 milliseconds each way (a server across a
+network; `tc netem` is not in every kernel).
 """
 
 import argparse
@@ -34,10 +38,13 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 
 import _common as c
 
@@ -209,7 +216,104 @@ def print_against_floors(floors, mode, seconds):
                                 seconds / floors['raw'], seconds / floors['weewx']), flush=True)
 
 
-def run_modes(args, broker, primary, secondary, label, fresh, floors=None):
+class DelayProxy:
+    """Forwards a loopback port to (host, port), each read held `delay` seconds before it
+    is sent on (both ways): a round trip `2 * delay` longer, bandwidth untouched. Counts
+    the commands clients send (MySQL packets with sequence number 0): round trips."""
+
+    def __init__(self, host, port, delay):
+        self.target = (host, port)
+        self.delay = delay
+        self.commands = 0
+        self.server = socket.create_server(('127.0.0.1', 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for src, dst in ((client, upstream), (upstream, client)):
+                held, ready = deque(), threading.Condition()
+                threading.Thread(target=self._read, args=(src, held, ready, src is client),
+                                 daemon=True).start()
+                threading.Thread(target=self._send, args=(dst, held, ready),
+                                 daemon=True).start()
+
+    def _read(self, src, held, ready, up):
+        header, skip = b'', 0            # MySQL packets: 3 bytes length, 1 byte sequence
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b''
+            at = 0
+            while up and at < len(data):
+                if skip:
+                    n = min(skip, len(data) - at)
+                    skip -= n
+                    at += n
+                    continue
+                more = data[at:at + 4 - len(header)]
+                header += more
+                at += len(more)
+                if len(header) == 4:
+                    skip = int.from_bytes(header[:3], 'little')
+                    self.commands += header[3] == 0
+                    header = b''
+            with ready:
+                held.append((time.monotonic() + self.delay, data))
+                ready.notify()
+            if not data:
+                return
+
+    @staticmethod
+    def _send(dst, held, ready):
+        while True:
+            with ready:
+                while not held:
+                    ready.wait()
+                due, data = held.popleft()
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            try:
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def stop(self):
+        self.server.close()
+
+
+def server_counts(server):
+    """The server's global statement and commit counters."""
+    rows = server.execute("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', "
+                          "'Com_commit', 'Com_insert', 'Com_replace', 'Com_delete', "
+                          "'Com_select', 'Com_create_table')")
+    return {name: int(value) for name, value in rows}
+
+
+def print_counts(before, after, records, page_size=5000):
+    pages = -(-records // page_size)
+    delta = {k: after[k] - before[k] for k in after}
+    print('  server: %d statements (%.0f per page of %d records: %d INSERT, %d REPLACE, '
+          '%d DELETE, %d SELECT, %d CREATE TABLE in all), %d commits (%.1f per page)'
+          % (delta['Questions'], delta['Questions'] / pages, page_size, delta['Com_insert'],
+             delta['Com_replace'], delta['Com_delete'], delta['Com_select'],
+             delta['Com_create_table'], delta['Com_commit'], delta['Com_commit'] / pages),
+          flush=True)
+
+
+def run_modes(args, broker, primary, secondary, label, fresh, floors=None, server=None):
     """The selected modes into one secondary; fresh() empties it. {mode: seconds}.
 
     With floors (a function measuring them), the floors are measured right before each mode
@@ -219,7 +323,10 @@ def run_modes(args, broker, primary, secondary, label, fresh, floors=None):
     if args.mode in ('standalone', 'both'):
         measured = floors() if floors else None
         print('--- %s, standalone' % label, flush=True)
+        counts = server_counts(server) if server else None
         times['standalone'] = standalone(broker, primary, secondary, args.records)
+        if server:
+            print_counts(counts, server_counts(server), args.records)
         if measured:
             print_against_floors(measured, 'standalone', times['standalone'])
     if args.mode == 'both':
@@ -227,7 +334,10 @@ def run_modes(args, broker, primary, secondary, label, fresh, floors=None):
     if args.mode in ('weewxd', 'both'):
         measured = floors() if floors else None
         print('--- %s, under weewxd' % label, flush=True)
+        counts = server_counts(server) if server else None
         times['weewxd'] = under_weewxd(broker, primary, secondary, args.records)
+        if server:
+            print_counts(counts, server_counts(server), args.records)
         if measured:
             print_against_floors(measured, 'weewxd', times['weewxd'])
     return times
@@ -239,6 +349,9 @@ def main():
     parser.add_argument('--mode', choices=('standalone', 'weewxd', 'both'), default='both')
     parser.add_argument('--db', choices=('sqlite', 'mysql'), default='sqlite',
                         help='mysql: also into a MariaDB secondary, and the ratio')
+    parser.add_argument('--rtt', type=float, default=0,
+                        help='with --db mysql: also into MariaDB through a proxy adding this '
+                        'round trip (milliseconds)')
     parser.add_argument('--keep', action='store_true', help='keep the work directory')
     args = parser.parse_args()
     os.environ['TZ'] = 'UTC'       # the stations' processes run in UTC: the same days
@@ -261,11 +374,33 @@ def main():
                   % (version, server.port), flush=True)
             server.configure(secondary)
             mysql_times = run_modes(args, broker, primary, secondary, 'into MariaDB',
-                                    lambda: server.configure(secondary))
+                                    lambda: server.configure(secondary), server=server)
             for mode, seconds in mysql_times.items():
                 print('%s: %d records into MariaDB %.1f s, into SQLite %.1f s: ratio %.2f'
                       % (mode, args.records, seconds, sqlite_times[mode],
                          seconds / sqlite_times[mode]), flush=True)
+            if args.rtt:
+                proxy = DelayProxy(server.host, server.port, args.rtt / 2000)
+
+                def far_port(config):
+                    config['DatabaseTypes']['MySQL']['port'] = str(proxy.port)
+
+                def through_proxy():
+                    server.configure(secondary)
+                    secondary.edit(far_port)
+                through_proxy()
+                far = run_modes(args, broker, primary, secondary,
+                                'into MariaDB %.0f ms away' % args.rtt, through_proxy,
+                                server=server)
+                proxy.stop()
+                pages = -(-args.records // 5000) * len(far)
+                print('  round trips (commands the clients sent through the proxy): %d, '
+                      '%.0f per page' % (proxy.commands, proxy.commands / pages), flush=True)
+                for mode, seconds in far.items():
+                    print('%s: %d records into MariaDB with a %.0f ms round trip %.1f s '
+                          '(on loopback %.1f s, into SQLite %.1f s)'
+                          % (mode, args.records, args.rtt, seconds, mysql_times[mode],
+                             sqlite_times[mode]), flush=True)
     finally:
         if server is not None:
             server.stop()

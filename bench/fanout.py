@@ -53,22 +53,10 @@ def start_responder(primary, log_path, cache=True):
     return proc, log
 
 
-def secondaries(template, root, n, tag):
-    stations = []
-    for i in range(n):
-        station = template.copy(root, 'secondary-%s-%d' % (tag, i))
-
-        def edit(config, i=i):
-            config['Replicator']['Requester']['clientid'] = 'bench-fanout-%s-%d' % (tag, i)
-            config['Replicator']['Requester']['verify_days'] = '0'
-        station.edit(edit)
-        stations.append(station)
-    return stations
-
 
 def run(primary, template, root, n, records, cache=True):
     tag = '%d%s' % (n, '' if cache else 'nc')
-    stations = secondaries(template, root, n, tag)
+    stations = c.secondaries(template, root, n, tag, 'fanout')
     responder, log = start_responder(primary, root / ('responder-%s.log' % tag), cache)
     try:
         cpu0 = cpu_seconds(responder.pid)

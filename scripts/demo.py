@@ -24,6 +24,7 @@ import configobj
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / 'bin' / 'user' / 'mqttreplicate'
+SKIN = REPO / 'skins' / 'Replication'
 RUN = REPO / 'run' / 'demo'
 PYTHON = sys.executable
 
@@ -227,9 +228,11 @@ def create_station(root):
                             stdin=subprocess.DEVNULL)
     if result.returncode != 0:
         raise Fail('weectl station create failed:\n%s%s' % (result.stdout, result.stderr))
-    # Install the extension: the package goes to bin/user/ (weectl extension install copies
-    # it there too; a link keeps the demo on the code of this repository).
+    # Install the extension: the package goes to bin/user/ and the Replication skin to
+    # skins/ (weectl extension install copies them there too; links keep the demo on the
+    # code of this repository).
     (root / 'bin' / 'user' / 'mqttreplicate').symlink_to(PACKAGE, target_is_directory=True)
+    (root / 'skins' / 'Replication').symlink_to(SKIN, target_is_directory=True)
     (root / 'log').mkdir()
     config = configobj.ConfigObj(str(root / 'weewx.conf'), encoding='utf-8', interpolation=False)
     config['debug'] = '0'
@@ -239,8 +242,15 @@ def create_station(root):
                               'class': 'logging.FileHandler',
                               'filename': 'log/{process_name}.log'}}}
     services = config['Engine']['Services']
-    services['report_services'] = []        # no skins, no StdPrint: the demo is about data
+    # No StdPrint, and of the reports only the Replication page (the extension's report,
+    # as the installer adds it): the demo is about data.
+    services['report_services'] = ['weewx.engine.StdReport']
     services['restful_services'] = []
+    reports = config['StdReport']
+    for name in reports.sections:
+        reports[name]['enable'] = 'false'
+    reports['Replication'] = {'skin': 'Replication', 'enable': 'true',
+                              'HTML_ROOT': reports['HTML_ROOT'] + '/replication'}
     config['StdArchive']['archive_delay'] = '1'
     return config
 
@@ -527,8 +537,30 @@ def demo():
     if len(differences) > 20:
         say('  ... and %d more differences' % (len(differences) - 20))
     say('  databases equal: %s' % ('yes' if not differences else 'NO'))
+
+    step('8. The replication pages (the Replication report of each station)')
+    # The primary's weewxd wrote its page after its records; the secondary's writes it at the
+    # end of its archive intervals (5 minutes), so here WeeWX's report engine makes it once.
+    report_run('secondary')
+    for station in ('primary', 'secondary'):
+        page = RUN / station / 'public_html' / 'replication' / 'index.html'
+        if page.is_file():
+            say('  %-10s %s' % (station + ':', page))
+        else:
+            say('  %-10s no page written (see %s)' % (station + ':', RUN / station / 'log'))
     say('\nLogs and databases are in %s (total %.0f s).' % (RUN, time.monotonic() - START))
     return 0 if not differences else 1
+
+
+def report_run(station):
+    """weectl report run Replication: WeeWX's report engine, as the station runs it."""
+    result = subprocess.run([PYTHON, '-m', 'weectl', 'report', 'run', 'Replication',
+                             '--config=%s' % (RUN / station / 'weewx.conf')],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            cwd=str(RUN / station), timeout=120)
+    if result.returncode != 0:
+        say('  weectl report run failed on the %s:\n%s%s' % (station, result.stdout,
+                                                          result.stderr))
 
 
 def main():

@@ -24,7 +24,7 @@ time.tzset()
 
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.station import StationFactory  # noqa: E402
-from tests.support.reliability import FaultTable  # noqa: E402
+from tests.support.reliability import OUTPUT, FaultTable  # noqa: E402
 from tests.support.mariadb import MariaDB  # noqa: E402
 
 FAULT_TABLE = FaultTable()
@@ -62,8 +62,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter):
     if FAULT_TABLE.rows:
-        terminalreporter.write_line('fault table (%d faults) written to build/reliability.md'
-                                    % len(FAULT_TABLE.rows))
+        terminalreporter.write_line('fault table (%d faults) written to %s'
+                                    % (len(FAULT_TABLE.rows), os.path.relpath(OUTPUT, REPO_ROOT)))
     error = getattr(terminalreporter.config, '_mqttreplicate_fault_table_error', None)
     if error:
         terminalreporter.write_line('ERROR: ' + error, red=True)

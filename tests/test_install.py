@@ -26,6 +26,7 @@ from user.mqttreplicate import config as cfg
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_SRC = REPO / 'bin' / 'user' / 'mqttreplicate'
+SKIN_SRC = REPO / 'skins' / 'Replication'
 SERVICE = 'user.mqttreplicate.MQTTResponder'
 REMOVED_SERVICES = ('weewx.engine.StdCalibrate', 'weewx.engine.StdQC',
                     'weewx.wxservices.StdWXCalculate')
@@ -167,11 +168,15 @@ def test_installer_lists_every_module_and_reads_the_version():
     assert installer['name'] == 'MQTTReplicate'
     assert SERVICE in as_list(installer['restful_services'])
 
-    (dest, files), = installer['files']
+    (dest, files), (skin_dest, skin_files) = installer['files']
     assert dest == 'bin/user'
     expected = sorted('bin/user/mqttreplicate/' + p.name for p in PACKAGE_SRC.glob('*.py'))
     assert files == expected
     assert 'bin/user/mqttreplicate/confeditor.py' in files
+    assert skin_dest == 'skins/Replication'
+    assert skin_files == sorted('skins/Replication/' + p.name for p in SKIN_SRC.iterdir())
+    # What uninstall deletes when the skin is not next to install.py: the same files.
+    assert sorted(load_install_module().SKIN_FILES) == sorted(p.name for p in SKIN_SRC.iterdir())
 
     init = PACKAGE_SRC / '__init__.py'
     if init.is_file() and "VERSION = '" in init.read_text(encoding='utf-8'):
@@ -185,7 +190,11 @@ def test_installer_lists_every_module_and_reads_the_version():
 def test_installer_never_declares_station_keys():
     installer = load_install_module().loader()
     config = installer['config']
-    assert list(config.keys()) == ['Replicator']
+    assert list(config.keys()) == ['Replicator', 'StdReport']
+    # The report, on both roles: WeeWX puts the station's HTML_ROOT in front.
+    assert config['StdReport'] == {'Replication': {'skin': 'Replication',
+                                                   'HTML_ROOT': 'replication',
+                                                   'enable': 'true'}}
     stanza = config['Replicator']
     assert stanza['driver'] == 'user.mqttreplicate'
     assert stanza['Requester']['enable'] == 'false'
@@ -216,6 +225,10 @@ def test_install_reconfigure_uninstall(tmp_path):
     for name in sources:
         assert (installed / name).read_bytes() == (PACKAGE_SRC / name).read_bytes()
     assert (root / 'bin' / 'user' / 'installer' / 'MQTTReplicate' / 'install.py').is_file()
+    skin = root / 'skins' / 'Replication'
+    assert sorted(p.name for p in skin.iterdir()) == sorted(p.name for p in SKIN_SRC.iterdir())
+    for path in SKIN_SRC.iterdir():
+        assert (skin / path.name).read_bytes() == path.read_bytes()
 
     config = read_conf(conf)
     services = config['Engine']['Services']
@@ -229,10 +242,17 @@ def test_install_reconfigure_uninstall(tmp_path):
     assert stanza['Responder']['enable'] == 'false'
     assert stanza['Requester']['weewx']['wx_binding']['type'] == 'main'
     assert dict(config['Station']) == station_before
+    # The report, enabled, below the station's HTML_ROOT, before the FTP and RSYNC reports.
+    assert config['StdReport']['Replication'] == {
+        'skin': 'Replication', 'HTML_ROOT': 'public_html/replication', 'enable': 'true'}
+    reports = config['StdReport'].sections
+    assert reports.index('Replication') < reports.index('FTP') < reports.index('RSYNC')
+    assert set(reports) - {'Replication'} == set(before['StdReport'].sections)
     # The stanza's comments made it into weewx.conf.
     text = conf.read_text(encoding='utf-8')
     assert '# The primary role' in text
     assert 'weectl station reconfigure --driver=user.mqttreplicate' in text
+    assert "# MQTTReplicate's page: how this station's replication stands" in text
 
     # 'weectl extension list' finds it, with the package's version.
     listing = weectl('extension', 'list', f'--config={conf}', cwd=tmp_path)
@@ -301,6 +321,8 @@ def test_install_reconfigure_uninstall(tmp_path):
     weectl('extension', 'uninstall', 'MQTTReplicate', '--yes', f'--config={conf}', cwd=tmp_path)
 
     assert not installed.exists(), sorted(str(p) for p in installed.rglob('*'))
+    assert not skin.exists(), sorted(str(p) for p in skin.rglob('*'))
+    assert (root / 'skins' / 'Seasons' / 'skin.conf').is_file()
     assert not (root / 'bin' / 'user' / 'installer' / 'MQTTReplicate').exists()
     # WeeWX's own user directory is intact.
     assert (root / 'bin' / 'user' / 'extensions.py').is_file()
@@ -311,6 +333,7 @@ def test_install_reconfigure_uninstall(tmp_path):
     assert as_list(services['restful_services']) == \
         as_list(before['Engine']['Services']['restful_services'])
     assert 'Replicator' not in config and 'MQTTReplicate' not in config
+    assert config['StdReport'].sections == before['StdReport'].sections
     # [Station] keeps every key, station_type included (the user switches the driver back).
     assert config['Station']['station_type'] == 'Replicator'
     assert set(config['Station']) == set(station_before)
@@ -323,6 +346,8 @@ def test_install_from_a_zip(tmp_path):
         zf.write(REPO / 'install.py', 'weewx-mqttreplicate/install.py')
         for path in sorted(PACKAGE_SRC.glob('*.py')):
             zf.write(path, 'weewx-mqttreplicate/bin/user/mqttreplicate/' + path.name)
+        for path in sorted(SKIN_SRC.iterdir()):
+            zf.write(path, 'weewx-mqttreplicate/skins/Replication/' + path.name)
     conf = make_station(tmp_path)
     weectl('extension', 'install', str(archive), f'--config={conf}', '--yes', cwd=tmp_path)
 
@@ -330,9 +355,12 @@ def test_install_from_a_zip(tmp_path):
     assert sorted(p.name for p in installed.glob('*.py')) == \
         sorted(p.name for p in PACKAGE_SRC.glob('*.py'))
     assert 'Replicator' in read_conf(conf)
+    skin = conf.parent / 'skins' / 'Replication'
+    assert (skin / 'skin.conf').read_bytes() == (SKIN_SRC / 'skin.conf').read_bytes()
 
     weectl('extension', 'uninstall', 'MQTTReplicate', '--yes', f'--config={conf}', cwd=tmp_path)
     assert not installed.exists()
+    assert not skin.exists()
 
 
 def test_uninstall_keeps_what_the_user_added(tmp_path):
@@ -358,6 +386,18 @@ def test_uninstall_removes_exactly_what_install_wrote(tmp_path):
     weectl('extension', 'uninstall', 'MQTTReplicate', '--yes', f'--config={conf}', cwd=tmp_path)
     assert services_as_lists(read_conf(conf)) == before
     assert not (conf.parent / 'bin' / 'user' / 'mqttreplicate').exists()
+    assert not (conf.parent / 'skins' / 'Replication').exists()
+
+
+def test_uninstall_keeps_a_report_the_user_changed(tmp_path):
+    """The user's own option in the report's section stays; the installer's go."""
+    conf = make_station(tmp_path)
+    weectl('extension', 'install', str(REPO), f'--config={conf}', '--yes', cwd=tmp_path)
+    config = read_conf(conf)
+    config['StdReport']['Replication']['report_timing'] = '*/15 * * * *'
+    config.write()
+    weectl('extension', 'uninstall', 'MQTTReplicate', '--yes', f'--config={conf}', cwd=tmp_path)
+    assert read_conf(conf)['StdReport']['Replication'] == {'report_timing': '*/15 * * * *'}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,10 +415,13 @@ def test_upgrade_keeps_the_earlier_stanza(tmp_path, role):
     earlier = before['MQTTReplicate'].dict()
     assert earlier['Requester']['enable'] == ('true' if role == 'secondary' else 'false')
 
-    # ---- install: no [Replicator], weewx.conf not even rewritten -----------------------------
+    # ---- install: no [Replicator]; the report is the only change -----------------------------
     out = weectl('extension', 'install', str(REPO), f'--config={conf}', '--yes', cwd=tmp_path)
     assert 'kept as it is, no [Replicator] stanza added' in out
-    assert conf.read_text(encoding='utf-8') == text_before
+    config = read_conf(conf)
+    assert config['StdReport'].pop('Replication')['skin'] == 'Replication'
+    assert config.dict() == before.dict()
+    assert conf.read_text(encoding='utf-8') != text_before
     config = read_conf(conf)
     assert 'Replicator' not in config
     assert sorted(p.name for p in installed.glob('*.py')) == \

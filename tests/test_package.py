@@ -42,13 +42,14 @@ def version_at(commit):
 
 
 def expected_files(commit):
-    """What a station needs, as committed: install.py, the package's modules, README.md,
-    changelog and docs/."""
+    """What a station needs, as committed: install.py, the package's modules, the
+    Replication skin, README.md, changelog and docs/."""
     tracked = git('ls-tree', '-r', '--name-only', commit).split('\n')
     wanted = []
     for path in filter(None, tracked):
         if path in ('install.py', 'README.md', 'changelog') or path.startswith('docs/') \
-                or re.fullmatch(r'bin/user/mqttreplicate/[^/]+\.py', path):
+                or re.fullmatch(r'bin/user/mqttreplicate/[^/]+\.py', path) \
+                or re.fullmatch(r'skins/Replication/[^/]+', path):
             wanted.append(path)
     return sorted(wanted)
 
@@ -79,6 +80,8 @@ def test_archives_hold_what_a_station_needs_and_nothing_else(tmp_path, commit):
     files = expected_files(commit)
     assert 'install.py' in files and 'bin/user/mqttreplicate/__init__.py' in files
     assert 'bin/user/mqttreplicate/confeditor.py' in files and 'docs/install.md' in files
+    assert {'skins/Replication/skin.conf', 'skins/Replication/index.html.tmpl',
+            'bin/user/mqttreplicate/report.py'} <= set(files)
 
     with zipfile.ZipFile(zip_path) as zf:
         names = zf.namelist()
@@ -126,6 +129,19 @@ def test_the_zip_installs_and_runs_under_weewxd(tmp_path, commit, stations, brok
         sorted(Path(p).name for p in expected_files(commit) if p.startswith('bin/'))
     assert (installed / 'config.py').read_bytes() == \
         git_bytes(commit, 'bin/user/mqttreplicate/config.py')
+    skin = secondary.root / 'skins' / 'Replication'
+    assert sorted(p.name for p in skin.iterdir()) == \
+        sorted(Path(p).name for p in expected_files(commit) if p.startswith('skins/'))
+    assert (skin / 'skin.conf').read_bytes() == git_bytes(commit, 'skins/Replication/skin.conf')
+    assert read_conf(secondary.config_path)['StdReport']['Replication']['skin'] == 'Replication'
+    # WeeWX's report engine makes the page from the installed skin and search list.
+    run = secondary.weectl('report', 'run', 'Replication')
+    assert run.returncode == 0, run.stdout + run.stderr
+    page = secondary.root / 'public_html' / 'replication' / 'index.html'
+    text = page.read_text(encoding='utf-8')
+    assert 'Secondary' in text or 'No replication status yet' in text, text
+    log = (secondary.root / 'log' / 'weectl.log').read_text(errors='replace')
+    assert 'Ignoring template' not in log and 'Traceback' not in log, log[-3000:]
     assert read_conf(secondary.config_path)['Station']['station_type'] == 'Replicator'
 
     # The command line and the driver, imported from the station's bin like weewxd does.
@@ -157,10 +173,13 @@ def test_the_tar_gz_installs_and_uninstalls(tmp_path, commit, stations):
     assert sorted(p.name for p in installed.glob('*.py')) == \
         sorted(Path(p).name for p in expected_files(commit) if p.startswith('bin/'))
     assert 'Replicator' in read_conf(conf)
+    assert (station.root / 'skins' / 'Replication' / 'index.html.tmpl').is_file()
     listing = weectl('extension', 'list', f'--config={conf}', cwd=station.root)
     assert any(line.split()[:2] == ['MQTTReplicate', version_at(commit)]
                for line in listing.splitlines()), listing
     weectl('extension', 'uninstall', 'MQTTReplicate', '--yes', f'--config={conf}',
            cwd=station.root)
     assert not installed.exists()
+    assert not (station.root / 'skins' / 'Replication').exists()
     assert 'Replicator' not in read_conf(conf)
+    assert 'Replication' not in read_conf(conf)['StdReport']

@@ -367,7 +367,7 @@ def rebuild_from_archive(source, target, binding='wx_binding', units=None):
     if units is not None:
         records = [weewx.units.to_std_system(r, units) for r in records]
     seed_history(target, records[0]['dateTime'], len(records), binding=binding,
-                 records=records)
+                 records=records, loop_hilo=False)
     return len(records)
 
 

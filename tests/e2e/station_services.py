@@ -30,8 +30,8 @@ SigtermInResponder (any group)
 
 SigtermInRequesterAck (any group, on a secondary)
     Fault injection: when ``[E2E] sigterm_in_requester_ack`` is true, sends SIGTERM to its own
-    weewxd the first time the engine thread publishes the requester's status, which it does
-    inside Requester.send_ack after storing records.
+    weewxd the first time the engine thread acknowledges stored records (inside
+    Requester.send_ack).
 
 FailingReads (any group, on a primary)
     Fault injection: makes the responder's reads of a page fail. ``[E2E] failing_reads`` is
@@ -174,16 +174,16 @@ class SigtermInRequesterAck(StdService):
         from user.mqttreplicate import requester
         if str(_options(config_dict).get('sigterm_in_requester_ack', '')).lower() != 'true':
             return
-        original = requester.Requester.publish_status
+        original = requester.Requester.send_ack
         state = {'fired': False}
 
-        def publish_status(self_):
+        def send_ack(self_, replica):
             if not state['fired'] and threading.current_thread() is threading.main_thread():
                 state['fired'] = True
                 _signal_self(signal.SIGTERM, 'inside the requester\'s ack', 0)
-            return original(self_)
+            return original(self_, replica)
 
-        requester.Requester.publish_status = publish_status
+        requester.Requester.send_ack = send_ack
 
 
 class FailingReads(StdService):

@@ -359,8 +359,14 @@ class JsonWatcher:
 def retained_json(broker, topic, timeout=5.0):
     """The retained message on topic, as JSON, read by a fresh subscriber."""
     import json
+    deadline = time.monotonic() + timeout
     with MqttClient(broker) as client:
         client.subscribe(topic)
-        message = client.expect(topic, timeout=timeout)
-        assert message.retain, 'message on %s is not retained' % topic
-        return json.loads(message.payload.decode('utf-8'))
+        while True:
+            message = client.expect(topic, timeout=max(deadline - time.monotonic(), 0.01))
+            if message.retain:
+                return json.loads(message.payload.decode('utf-8'))
+            # published while we subscribed (none was retained yet, or it came first): it
+            # is retained now; a new subscription brings it as such
+            client.unsubscribe(topic)
+            client.subscribe(topic)

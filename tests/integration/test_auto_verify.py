@@ -226,3 +226,67 @@ def test_days_the_primary_has_fewer_records_of_are_left_alone(rig, broker, caplo
     result = secondary.run_cli('--connect-timeout', '10', 'verify', '--repair', timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert secondary.count_records() == before - 12
+
+
+def test_old_history_is_compared_and_repaired_a_slice_a_day(rig, broker, caplog, monkeypatch):
+    """verify_days = 1, verify_cycle_days = 2, six days of history: the days before the
+    window come in two slices; the day's slice holding a damaged old day is compared right
+    after the window and the day repaired, summaries included."""
+    caplog.set_level(logging.INFO, logger='user.mqttreplicate')
+    primary = rig.primary(broker, count=6 * PER_DAY)
+    rig.start_responder(primary)
+    secondary = rig.secondary(broker, page_size=1000, verify_days=1, verify_cycle_days=2)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(30)
+    node.wait_verified()
+    node.stop()
+    damage(secondary, START + DAY + 3600, START + DAY + 600)
+    assert not same(primary, secondary)
+    # today's slice is the first: days 0 to 2 (the window is days 4 and 5)
+    monkeypatch.setattr(verify, 'today', lambda: 2 * 1000)
+    node = rig.start_requester(secondary)
+    wait_until(lambda: node.replica.verifier.repaired == 1 and node.replica.verifier.verified,
+               30, 'the repair of an old day')
+    node.stop()
+    assert_same(primary, secondary)
+    assert log_lines(caplog, 'verified 2023-11-14 00:00 to ')
+
+
+def test_an_edit_of_the_primarys_recent_past_reaches_a_connected_secondary_at_once(
+        rig, broker, caplog):
+    """A correction of a record of two days ago on the primary, and an import into a hole of
+    three days ago, while the secondary stays connected: the responder's fingerprint of its
+    last whole days changes, and the secondary verifies at once instead of at its next daily
+    verification (the nemesis's seed 8: it kept the old day)."""
+    import time as _time
+    caplog.set_level(logging.INFO, logger='user.mqttreplicate')
+    today = int(_time.time()) - int(_time.time()) % DAY
+    start = today - 5 * DAY
+    primary = rig.primary(broker, count=5 * PER_DAY, start=start)
+    con = sqlite3.connect(str(primary.db_path()))
+    with con:                                       # a hole of an hour three days ago
+        con.execute('DELETE FROM archive WHERE dateTime > ? AND dateTime <= ?',
+                    (today - 3 * DAY + 3600, today - 3 * DAY + 7200))
+    con.close()
+    responder = rig.start_responder(primary)
+    secondary = rig.secondary(broker, page_size=2000)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(30)
+    node.wait_verified()
+    wait_until(lambda: KEY in node.requester.fingerprints, 30, "the primary's fingerprint")
+    verified = node.replica.verifier.verified
+
+    con = sqlite3.connect(str(primary.db_path()))
+    with con:
+        con.execute('UPDATE archive SET outTemp = outTemp + 3 WHERE dateTime = ?',
+                    (today - 2 * DAY + 600,))
+    con.close()
+    seed_history(primary, today - 3 * DAY + 3900, 6)            # the import
+    responder._queue(('fingerprint',))                  # (its five minutes, now)
+    wait_until(lambda: node.replica.verifier.repaired >= 2
+               and len(log_lines(caplog, 'in sync')) >= 2, 60,
+               'the verification the changed fingerprint starts, and the one after it')
+    assert node.replica.verifier.verified >= verified
+    assert log_lines(caplog, "the primary's days from")
+    node.stop()
+    assert_same(primary, secondary)

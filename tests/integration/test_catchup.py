@@ -342,3 +342,43 @@ def test_a_page_is_read_with_the_columns_that_hold_values(rig, monkeypatch, afte
     finally:
         source.close()
         con.close()
+
+
+def test_a_correction_while_a_page_is_read_reaches_the_secondary(rig, broker, monkeypatch,
+                                                                 caplog):
+    """Issue 19's suspicion: a value written into a column that was empty in the page's
+    range, between the responder's count of the columns and its read of the rows, is not
+    in that page (the page is what the database held just before the correction). As for
+    any correction made after a page was read, the secondary's verification finds the day
+    and fetches it again: the replica ends equal, with the corrected value."""
+    import sqlite3
+    from user.mqttreplicate import database
+    primary = rig.primary(broker, count=900, batch_size=100)
+    corrected = START + 300 * STEP
+    fetch_all = database._fetch_all
+    done = []
+
+    def racing(connection, sql, args=()):
+        result = fetch_all(connection, sql, args)
+        if sql.startswith('SELECT COUNT(dateTime)') and not done:
+            done.append(sql)
+            con = sqlite3.connect(str(primary.db_path()))
+            with con:
+                con.execute('UPDATE archive SET extraTemp3 = 4.25 WHERE dateTime = ?',
+                            (corrected,))
+            con.close()
+        return result
+
+    monkeypatch.setattr(database, '_fetch_all', racing)
+    rig.start_responder(primary)
+    secondary = rig.secondary(broker, page_size=1000)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(30)
+    wait_until(lambda: node.replica.verifier.repaired >= 1 and node.replica.verifier.verified,
+               30, 'the verification that finds the corrected day')
+    node.stop()
+    assert done
+    with secondary.open_manager() as manager:
+        assert manager.getSql('SELECT extraTemp3 FROM archive WHERE dateTime = ?',
+                              (corrected,))[0] == 4.25
+    assert_same(primary, secondary)

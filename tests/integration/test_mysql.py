@@ -338,3 +338,38 @@ def test_responder_user_without_select_is_told_it_needs_select(rig, mariadb):
     with pytest.raises(weedb.PermissionError) as raised:
         database.SourceDatabase(reader.manager_dict())
     assert "user 'nobody' needs SELECT on database %s" % name in str(raised.value)
+
+
+def test_statements_joined_in_one_round_trip_keep_errors_and_transactions(mariadb):
+    """run_statements(): several statements in one round trip; an error in a later one is
+    raised as weedb's, the transaction rolls back, multi-statements are off afterwards."""
+    import weedb.mysql
+    name = mariadb.new_database()
+    mariadb.execute('CREATE DATABASE %s' % name)
+    mariadb.execute('CREATE TABLE t (dateTime INTEGER PRIMARY KEY, v REAL)', database=name)
+    connection = weedb.mysql.connect(host=mariadb.host, port=mariadb.port, user=mariadb.user,
+                                     password=mariadb.password, database_name=name)
+    try:
+        with weedb.Transaction(connection) as cursor:
+            later = []
+            database.insert_rows(connection, cursor, 't', ['dateTime', 'v'],
+                                 [(1, 1.5), (2, None)], later=later)
+            database.insert_rows(connection, cursor, 't', ['dateTime', 'v'], [(3, 1e-5)],
+                                 replace=True, later=later)
+            assert len(later) == 2
+            database.run_statements(connection, cursor, later)
+        assert mariadb.execute('SELECT * FROM t ORDER BY dateTime', database=name) == (
+            (1, 1.5), (2, None), (3, 1e-5))
+        with pytest.raises(weedb.IntegrityError):
+            with weedb.Transaction(connection) as cursor:
+                database.run_statements(connection, cursor, [
+                    'INSERT INTO t VALUES (4, 0e0)', 'INSERT INTO t VALUES (1, 0e0)'])
+        assert len(mariadb.execute('SELECT * FROM t', database=name)) == 3
+        with pytest.raises(weedb.DatabaseError):
+            connection.execute('SELECT 1; SELECT 2')
+        cursor = connection.cursor()
+        cursor.execute('SELECT COUNT(*) FROM t')         # the connection is usable
+        assert list(cursor.fetchone()) == [3]
+        cursor.close()
+    finally:
+        connection.close()

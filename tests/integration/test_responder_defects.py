@@ -32,12 +32,10 @@ def test_the_status_ticker_survives_a_failure(rig, broker, caplog):
             raise RuntimeError('status failed')
         return real_status()
 
-    responder.status = failing_status
-    responder.status_dirty.set()
+    responder.status = failing_status          # (the ticker looks at it every second)
     wait_until(lambda: len(failures) == 2, 10)
     assert responder.ticker.is_alive() and responder.is_alive()
     responder.counters['acks'] += 1            # something new to tell
-    responder.status_dirty.set()
     status = json.loads(watcher.expect(STATUS, timeout=10).payload)
     assert status['state'] == 'online' and status['counters']['acks'] == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == 'ERROR']
@@ -88,3 +86,30 @@ def test_protocol1_answers_reopen_a_failed_connection(rig, broker, monkeypatch, 
     assert len(errors) == 1 and 'server has gone away' in errors[0] \
         and '(try 1; again in' in errors[0]
     assert len(opened) == 2
+
+
+def test_weectl_report_run_does_not_start_a_second_responder(rig, broker, caplog):
+    """`weectl report run` on a primary loads every service in a DummyEngine: a responder
+    started there had the primary's client id and threw the running one off the broker.
+    It is not started outside weewxd; in weewxd's StdEngine it is."""
+    import logging
+
+    import weewx.engine
+    from user.mqttreplicate.responder import MQTTResponder
+    caplog.set_level(logging.INFO, logger='user.mqttreplicate')
+    primary = rig.primary(broker, count=10)
+    config_dict = primary.config_dict()
+    dummy = weewx.engine.DummyEngine.__new__(weewx.engine.DummyEngine)
+    service = MQTTResponder(dummy, config_dict)
+    assert service.responder is None
+    assert any('not started outside weewxd (DummyEngine)' in r.getMessage()
+               for r in caplog.records)
+
+    class Engine(weewx.engine.StdEngine):
+        def __init__(self):                     # only what a service's bind() needs
+            self.callbacks = {}
+    service = MQTTResponder(Engine(), config_dict)
+    try:
+        assert service.responder is not None
+    finally:
+        service.shutDown()

@@ -11,7 +11,8 @@ Archive intervals of 5 and 30 minutes: at 30 minutes a page of 5,000 records spa
 days, so the days to bring again reach far behind the page's since."""
 
 import pytest
-from tests.integration.harness import BINDING, START, assert_same, configure, error_lines
+from tests.integration.harness import (BINDING, START, assert_same, configure, error_lines,
+                                       wait_until)
 from tests.integration.test_summaries import loop_highs, target
 from tests.support.station import seed_history
 
@@ -92,3 +93,39 @@ def test_copied_position_moves_only_with_the_primarys_summaries(rig):
         assert store.copied() <= database.day_start(START + day)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize('how', ['verify --repair', 'requester'])
+def test_a_repair_of_the_windows_first_day_keeps_the_primarys_summaries_of_the_day_before(
+        rig, broker, caplog, how):
+    """Issue 19, defect 3: replacing the records of the first bucket of the verification's
+    window rebuilds the summaries of the local day its first record belongs to, which
+    started the day before, outside the window: its LOOP highs and lows were lost for good
+    (the comparison after the repair never looks there). Now the repair fetches the
+    primary's summaries of every day it rebuilt."""
+    from tests.integration.test_summaries import connect, replicated
+    from user.mqttreplicate import config as cfg
+    from user.mqttreplicate import verify
+    primary, responder, secondary = replicated(rig, broker, caplog)
+    newest = secondary.last_timestamp()
+    since, _ = verify.window(newest, 1)            # verify_days = 1: a window of two days
+    first_bucket = since + 1
+    con = connect(secondary)
+    with con:
+        con.execute('UPDATE archive SET outTemp = outTemp + 0.5 WHERE dateTime = ?',
+                    (first_bucket + 7200,))
+    con.close()
+    if how == 'verify --repair':
+        config_dict = secondary.config_dict()
+        lines = []
+        verifier = verify.Verifier(cfg.parse_requester(config_dict), config_dict, timeout=10,
+                                   out=lines.append)
+        assert verifier.run(1, repair=True) is True, lines
+    else:
+        secondary.edit(lambda c: c['Replicator']['Requester'].__setitem__('verify_days', '1'))
+        node = rig.start_requester(secondary)
+        node.wait_verified()
+        wait_until(lambda: node.replica.verifier.repaired >= 1
+                   and node.replica.verifier.correlation is None, 30, 'the repair')
+        node.stop()
+    assert_same(primary, secondary)

@@ -1,4 +1,5 @@
-"""A small synchronous paho-mqtt 2 (MQTT v5) client for tests.
+"""A small synchronous paho-mqtt (MQTT v5) client for tests, built by the package's
+transport.new_client(): the same under paho-mqtt 1.6 and 2.x.
 
     with MqttClient(broker) as c:                   # connects (waits for CONNACK)
         c.subscribe('a/#')                          # waits for SUBACK
@@ -10,14 +11,13 @@ Connection refusals raise :class:`ConnectRefused` (with the MQTT reason code).
 """
 
 import queue
+import ssl
 import threading
 import time
 import uuid
 from typing import Dict, List, Optional
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from user.mqttreplicate import transport
 
 
 class ConnectRefused(ConnectionError):
@@ -34,18 +34,14 @@ def user_properties(msg) -> Dict[str, str]:
     return dict(getattr(props, 'UserProperty', None) or [])
 
 
-def publish_properties(user_props: Optional[Dict[str, str]] = None, **fields) -> Properties:
+def publish_properties(user_props: Optional[Dict[str, str]] = None, **fields):
     """PUBLISH properties: user_props plus e.g. ResponseTopic='x', CorrelationData=b'id'."""
-    props = Properties(PacketTypes.PUBLISH)
-    for name, value in fields.items():
-        setattr(props, name, value)
     if user_props:
-        props.UserProperty = [(str(k), str(v)) for k, v in user_props.items()]
-    return props
+        fields['UserProperty'] = [(str(k), str(v)) for k, v in user_props.items()]
+    return transport.properties('PUBLISH', **fields)
 
 
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    return mqtt.topic_matches_sub(topic_filter, topic)
+topic_matches = transport.topic_matches
 
 
 class MqttClient:
@@ -67,21 +63,23 @@ class MqttClient:
         self.session_expiry = session_expiry
         self.keepalive = keepalive
         self.timeout = timeout
-        self.messages: 'queue.Queue[mqtt.MQTTMessage]' = queue.Queue()
+        self.messages: queue.Queue = queue.Queue()     # paho MQTTMessage
         self._connack = queue.Queue()
         self._acks: Dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.disconnects: List = []
 
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  protocol=mqtt.MQTTv5)
+        self.client = transport.new_client(self.client_id)
         if username is not None:
             self.client.username_pw_set(username, password)
         if tls:
             if broker is not None and ca_certs is None:
                 ca_certs = broker.ca_certs
-            self.client.tls_set(ca_certs=ca_certs, certfile=certfile, keyfile=keyfile)
+            context = ssl.create_default_context(cafile=ca_certs)
+            if certfile:
+                context.load_cert_chain(certfile, keyfile)
+            self.client.tls_set_context(context)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -121,7 +119,7 @@ class MqttClient:
 
     def connect(self):
         """Connect and wait for CONNACK; raise ConnectRefused on a failure reason code."""
-        props = Properties(PacketTypes.CONNECT)
+        props = transport.properties('CONNECT')
         if self.session_expiry is not None:
             props.SessionExpiryInterval = self.session_expiry
         self.client.connect(self.host, self.port, keepalive=self.keepalive,
@@ -155,8 +153,8 @@ class MqttClient:
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         result, mid = self.client.subscribe(topic, qos=qos)
-        if result != mqtt.MQTT_ERR_SUCCESS:
-            raise RuntimeError('subscribe(%r) failed: %s' % (topic, mqtt.error_string(result)))
+        if result != 0:
+            raise RuntimeError('subscribe(%r) failed: paho error %s' % (topic, result))
         self._wait_ack(mid, 'SUBACK')
 
     def unsubscribe(self, topic: str) -> None:

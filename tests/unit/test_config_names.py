@@ -266,5 +266,6 @@ def test_every_name_the_parsers_read_is_a_known_name():
     read = set(re.findall(r"\.(?:string|integer|real|boolean|choice|topic|raw)\(\s*'(\w+)'",
                           source))
     assert len(read) > 40
-    known = set(cfg.STANZA_NAMES) | set(cfg.TLS_OPTIONS) | set(cfg.BINDING_OPTIONS)
+    known = set(cfg.STANZA_NAMES) | set(cfg.TLS_OPTIONS) | set(cfg.BINDING_OPTIONS) \
+        | set(cfg.HOMEASSISTANT_OPTIONS)
     assert read - known == set()

@@ -105,6 +105,7 @@ class FakeHost:
         self.stopping = threading.Event()
         self.faults = self.Faults()
         self.serial = 0
+        self.online = False            # the responder's status says online
 
     class Faults:
         def __init__(self):
@@ -139,6 +140,9 @@ class FakeHost:
 
     def silence(self, instance):
         return 'nothing seen of %s' % instance
+
+    def responder_online(self, instance):
+        return self.online
 
     # the host's counters
     def count(self, name, n=1):
@@ -305,6 +309,34 @@ def test_nobody_answering_while_connected_carries_on_live(clock):
     # a protocol-1 live record has no prev: after no answer it cannot be known to follow
     live(replica, at(2), None)
     assert replica.state is State.ASKING
+
+
+def test_a_slow_responder_whose_status_says_online_is_waited_for(clock):
+    """One busy worker and many secondaries: the first page may come after the start-up
+    patience (20 s). A responder known to be online is not taken for absent so soon
+    (which dropped its late answer and waited for a live record's hole): the page is asked
+    for again after page_timeout, and only after startup_max_tries x page_timeout (120 s)
+    is it taken for one that does not answer (a request_topic that differs)."""
+    replica, host, store = make(FakeStore([at(1)]))
+    host.online = True
+    replica.start_catchup()
+    clock.now += 25
+    replica.idle()
+    assert replica.state is State.ASKING and 'unanswered' not in host.faults.kinds
+    clock.now += 40                    # page_timeout (60 s) since the request
+    replica.idle()
+    assert replica.state is State.ASKING and len(host.requests) == 2
+    page(replica, host, [record(at(2)), record(at(3))], newest=at(3))
+    assert replica.state is State.LIVE and replica.position == at(3)
+    # and one that never answers
+    replica.start_catchup()
+    for _ in range(2):
+        clock.now += 59
+        replica.idle()
+        assert replica.state is State.ASKING
+    clock.now += 3                     # 121 s
+    replica.idle()
+    assert replica.state is State.UNANSWERED and 'unanswered' in host.faults.kinds
 
 
 def test_while_disconnected_nobody_is_asked_until_the_connection(clock):

@@ -191,13 +191,11 @@ def test_transport_message_handler_errors_are_contained_and_rate_limited(clock, 
 
 @pytest.mark.parametrize('stanza', ['Replicator', 'MQTTReplicate'])
 def test_refused_credentials_name_the_options_and_the_stanza_in_use(stanza):
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.reasoncodes import ReasonCode
     options = config.ConnectionOptions(role='requester', clientid='unit-test-client',
                                        host='broker.invalid', username='someone',
                                        section=stanza)
     t = transport.Transport(options, [], lambda message: None)
-    refused = ReasonCode(PacketTypes.CONNACK, identifier=135)       # not authorized
+    refused = transport.reason_code('CONNACK', 135)       # not authorized
     t._on_connect(t.client, None, None, refused, None)
     assert t.refused
     assert ("as user 'someone', client id 'unit-test-client': check the options 'username' "
@@ -207,19 +205,17 @@ def test_refused_credentials_name_the_options_and_the_stanza_in_use(stanza):
 def test_subscribed_only_once_the_broker_acknowledged_every_subscription(caplog):
     """wait_subscribed() means what others publish reaches this client: set by a SUBACK
     without a failure (not by the CONNACK), cleared by a disconnect."""
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.reasoncodes import ReasonCode
     options = config.ConnectionOptions(role='responder', clientid='unit-test-client',
                                        host='broker.invalid', port=1883)
     t = transport.Transport(options, ['replicate/request/#'], lambda message: None)
     t.client.subscribe = lambda topics: None        # no I/O
-    success = ReasonCode(PacketTypes.CONNACK, identifier=0)
+    success = transport.reason_code('CONNACK', 0)
     t._on_connect(t.client, None, types.SimpleNamespace(session_present=False), success, None)
     assert t.connected.is_set() and not t.wait_subscribed(0)
-    refused = ReasonCode(PacketTypes.SUBACK, identifier=135)
+    refused = transport.reason_code('SUBACK', 135)
     t._on_subscribe(t.client, None, 1, [refused], None)
     assert not t.wait_subscribed(0)
-    t._on_subscribe(t.client, None, 2, [ReasonCode(PacketTypes.SUBACK, identifier=1)], None)
+    t._on_subscribe(t.client, None, 2, [transport.reason_code('SUBACK', 1)], None)
     assert t.wait_subscribed(0)
     t._on_disconnect(t.client, None, None, success, None)
     assert not t.wait_subscribed(0)

@@ -2,7 +2,8 @@
 
     python3 -m user.mqttreplicate [--config FILE] respond [--watch]
     python3 -m user.mqttreplicate [--config FILE] request [--once]
-    python3 -m user.mqttreplicate [--config FILE] status
+    python3 -m user.mqttreplicate [--config FILE] status [--json]
+    python3 -m user.mqttreplicate [--config FILE] check [--warn N] [--crit N]
     python3 -m user.mqttreplicate [--config FILE] verify [--days N | --all] [--repair]
 """
 
@@ -18,6 +19,8 @@ import time
 from . import VERSION
 from . import config as cfg
 from . import database
+from . import monitor
+from . import statusfile
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,10 @@ def parse_args(argv):
                              '~/weewx-data/weewx.conf)')
     parser.add_argument('--connect-timeout', type=float, default=15.0, metavar='SECONDS',
                         help='how long to wait for the broker (default 15)')
+    parser.add_argument('--status-file', metavar='FILE',
+                        help="the station's status file, written by respond and request, read "
+                             'by status --json and check (default: mqttreplicate-status.json '
+                             "beside the station's SQLite databases)")
     parser.add_argument('-v', '--verbose', action='store_true', help='log debug messages')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     respond = commands.add_parser('respond', help='serve catch-up requests from the database')
@@ -55,7 +62,16 @@ def parse_args(argv):
     respond.add_argument('--watch-interval', type=float, default=10.0, metavar='SECONDS')
     request = commands.add_parser('request', help='catch up every binding and keep up')
     request.add_argument('--once', action='store_true', help='exit 0 once caught up')
-    commands.add_parser('status', help='show instances, bindings, nodes and lags')
+    status = commands.add_parser('status', help='show instances, bindings, nodes and lags')
+    status.add_argument('--json', action='store_true',
+                        help="print the station's status file (both roles, every binding, "
+                             'every secondary) as JSON')
+    check = commands.add_parser('check', help='one line and exit 0 OK, 1 WARNING, 2 CRITICAL, '
+                                '3 UNKNOWN, for cron, monit, Nagios and Icinga')
+    check.add_argument('--warn', type=int, default=monitor.DEFAULT_WARN, metavar='N',
+                       help='WARNING at N archive intervals of lag (default %(default)s)')
+    check.add_argument('--crit', type=int, default=monitor.DEFAULT_CRIT, metavar='N',
+                       help='CRITICAL at N archive intervals of lag (default %(default)s)')
     verify = commands.add_parser('verify', help='compare with the primary day by day; exit 0 '
                                  'if in sync, 1 if not')
     span = verify.add_mutually_exclusive_group()
@@ -121,7 +137,7 @@ def cmd_respond(args, config_dict):
     from .responder import Responder
     try:
         options = cfg.parse_responder(config_dict)
-        responder = Responder(options, config_dict)
+        responder = Responder(options, config_dict, args.status_file)
     except LookupError as e:
         raise UsageError(str(e))
     stop = threading.Event()
@@ -194,7 +210,7 @@ def cmd_request(args, config_dict):
     from .requester import Requester, Writer
     try:
         options = cfg.parse_requester(config_dict)
-        requester = Requester(options, config_dict)
+        requester = Requester(options, config_dict, args.status_file)
         writer = Writer(requester)
         for binding in options.ordered_bindings():
             # the main binding as weewxd would fill it: in [StdConvert]'s unit system
@@ -238,6 +254,32 @@ def cmd_request(args, config_dict):
     return EXIT_OK
 
 
+def status_file_path(args, config_dict):
+    return args.status_file or statusfile.status_path(config_dict)
+
+
+def cmd_status_json(args, config_dict):
+    """Print the station's status file (docs/seeing.md), as the roles wrote it."""
+    path = status_file_path(args, config_dict)
+    data = statusfile.read(path)
+    if data is None:
+        raise BrokerError('no status file at %s: is weewxd (or respond / request) running '
+                          'on this station?' % path)
+    data['age'] = max(int(time.time()) - (data.get('written') or 0), 0)
+    print(json.dumps(data, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_check(args, config_dict):
+    """A monitoring plugin: one line, exit 0/1/2/3 (monitor.judge)."""
+    if args.warn < 1 or args.crit < args.warn:
+        raise UsageError('--warn must be at least 1 and --crit at least --warn')
+    path = status_file_path(args, config_dict)
+    code, line = monitor.judge(statusfile.read(path), args.warn, args.crit, path=path)
+    print(line, flush=True)
+    return code
+
+
 def read_statuses(conn, connect_timeout):
     """{topic: status} of every retained status under the status prefix."""
     from .transport import Transport
@@ -270,6 +312,8 @@ def responder_state(statuses, conn, instance):
 
 
 def cmd_status(args, config_dict):
+    if args.json:
+        return cmd_status_json(args, config_dict)
     from .status import why_no_answer
     role = 'Requester' if cfg.has_role(config_dict, 'Requester') else 'Responder'
     options = (cfg.parse_requester if role == 'Requester' else cfg.parse_responder)(config_dict)
@@ -366,16 +410,24 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.verbose)
     try:
-        config_dict = read_config(args.config)
+        reads_file = args.command == 'check' or (args.command == 'status' and args.json)
+        # (a status file given: no configuration needed to read it)
+        config_dict = {} if reads_file and args.status_file and not args.config \
+            else read_config(args.config)
         if args.command == 'respond':
             return cmd_respond(args, config_dict)
         if args.command == 'request':
             return cmd_request(args, config_dict)
         if args.command == 'status':
             return cmd_status(args, config_dict)
+        if args.command == 'check':
+            return cmd_check(args, config_dict)
         return cmd_verify(args, config_dict)
     except (UsageError, cfg.ConfigError) as e:
         print('error: %s' % e, file=sys.stderr)
+        if args.command == 'check':     # a monitor reads stdout and the exit code
+            print('REPLICATION UNKNOWN - %s' % e, flush=True)
+            return monitor.UNKNOWN
         return EXIT_USAGE
     except BrokerError as e:
         print('error: %s' % e, file=sys.stderr)

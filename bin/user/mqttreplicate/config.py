@@ -66,7 +66,10 @@ TLS_OPTIONS = ('enable', 'ca_certs', 'certfile', 'keyfile', 'certs_required', 'c
                'tls_version', 'ciphers')
 BINDING_OPTIONS = ('type', 'secondary_data_binding', 'initialize')
 ROLES = ('Requester', 'Responder')
-STANZA_SECTIONS = ROLES + RESERVED_NAMES     # the subsections the stanza itself may have
+HOMEASSISTANT = 'HomeAssistant'
+HOMEASSISTANT_OPTIONS = ('enable', 'discovery_prefix')
+# the subsections the stanza itself may have
+STANZA_SECTIONS = ROLES + RESERVED_NAMES + (HOMEASSISTANT,)
 # The names each kind of section may hold: options, and sections of known names (an
 # instance section's and a role section's other subsections are instances and bindings).
 STANZA_NAMES = ('driver',) + CONNECTION_OPTIONS + REQUESTER_OPTIONS + RESPONDER_OPTIONS \
@@ -142,6 +145,14 @@ class ConnectionOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class HomeAssistantOptions:
+    """[[HomeAssistant]] under the stanza: MQTT discovery of this station's replication
+    sensors (homeassistant.py), off by default."""
+    enable: bool = False
+    discovery_prefix: str = 'homeassistant'
+
+
+@dataclasses.dataclass(frozen=True)
 class BindingOptions:
     """One replicated binding of one instance."""
     instance: str
@@ -181,6 +192,7 @@ class RequesterOptions:
     log_msg_count: int = 0
     verify_days: int = 7
     verify_cycle_days: int = 30
+    homeassistant: HomeAssistantOptions = HomeAssistantOptions()
 
     @property
     def instances(self):
@@ -209,6 +221,7 @@ class ResponderOptions:
     workers: int = 1
     throttle_count: int = 100       # protocol-1 answers only: records between pauses
     throttle_sleep: float = 1.0     # protocol-1 answers only: the pause, in seconds
+    homeassistant: HomeAssistantOptions = HomeAssistantOptions()
 
     @property
     def instances(self):
@@ -519,6 +532,9 @@ def misnamed(config_dict):
                                  % (name, here))
     if _is_section(top.get('tls')):
         _check_names(top['tls'], stanza + '][tls', TLS_OPTIONS, (), found)
+    if _is_section(top.get(HOMEASSISTANT)):
+        _check_names(top[HOMEASSISTANT], '%s][%s' % (stanza, HOMEASSISTANT),
+                     HOMEASSISTANT_OPTIONS, (), found)
     return found
 
 
@@ -633,6 +649,7 @@ def parse_requester(config_dict) -> RequesterOptions:
         log_msg_count=section.integer('log_msg_count', 0, 0),
         verify_days=section.integer('verify_days', 7, 0),
         verify_cycle_days=section.integer('verify_cycle_days', 30, 0),
+        homeassistant=parse_homeassistant(config_dict),
     )
 
 
@@ -662,7 +679,22 @@ def parse_responder(config_dict) -> ResponderOptions:
         workers=workers,
         throttle_count=section.integer('throttle_count', 100, 1),
         throttle_sleep=section.real('throttle_sleep', 1.0, 0.0, 3600.0),
+        homeassistant=parse_homeassistant(config_dict),
     )
+
+
+def parse_homeassistant(config_dict) -> HomeAssistantOptions:
+    """Parse [Replicator][[HomeAssistant]] (absent: discovery off). Raises ConfigError."""
+    name, top = _stanza(config_dict)
+    raw = top.get(HOMEASSISTANT)
+    if raw is None:
+        return HomeAssistantOptions()
+    if not _is_section(raw):
+        raise ConfigError("[%s][HomeAssistant] must be a section, not an option" % name)
+    section = _Section(raw, '%s][HomeAssistant' % name)
+    return HomeAssistantOptions(
+        enable=section.boolean('enable', False),
+        discovery_prefix=section.topic('discovery_prefix', 'homeassistant'))
 
 
 def has_role(config_dict, role_name):

@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import os
+import struct
 import time
 
 import weedb
@@ -129,11 +130,13 @@ def _chunks(sizes, budget):
         start = end
 
 
-def insert_rows(connection, cursor, table, columns, rows, replace=False):
+def insert_rows(connection, cursor, table, columns, rows, replace=False, later=None):
     """Insert rows (tuples, in the order of columns) into table, through cursor (of
     connection, a weedb connection, in an open transaction).
     columns None: every column of the table, in its order. replace: REPLACE INTO (a row
-    with the same primary key is replaced; SQLite and MySQL both know it).
+    with the same primary key is replaced; SQLite and MySQL both know it). later (a list):
+    MySQL statements of numbers only are appended to it, for run_statements(), instead of
+    being sent.
 
     SQLite: one prepared statement run for every row (executemany). MySQL (weedb's cursor
     has no executemany, and a statement per row is a round trip each): multi-row
@@ -172,12 +175,57 @@ def insert_rows(connection, cursor, table, columns, rows, replace=False):
             execute = weedb.mysql.guard(raw.execute)
 
         def send(chunk):
-            execute(head + ','.join(chunk))
+            if later is not None and raw is not None:
+                later.append(head + ','.join(chunk))
+            else:
+                execute(head + ','.join(chunk))
         parts, sizes = literals, [len(literal) + 1 for literal in literals]
     budget = statement_limit(connection) - len(head) - 64
     for start, end in _chunks(sizes, budget):
         send(parts[start:end])
     return len(rows)
+
+
+COM_SET_OPTION = 0x1b           # MySQL protocol: multi-statements on (0) or off (1)
+
+
+def _multi_statements(raw, on):
+    """Switch multi-statements on or off on a PyMySQL connection (COM_SET_OPTION)."""
+    raw._execute_command(COM_SET_OPTION, struct.pack('<H', 0 if on else 1))
+    raw._read_packet()
+
+
+def run_statements(connection, cursor, statements):
+    """Send statements (SQL text that insert_rows() put in `later`) through cursor, in an
+    open transaction: on a PyMySQL connection joined by ';', as few round trips as
+    statement_limit() allows (multi-statements switched on for them only); else one by
+    one. A round trip per statement is what a server across a network makes slow."""
+    if not statements:
+        return
+    import weedb.mysql
+    raw = getattr(cursor, 'cursor', None)
+    execute = weedb.mysql.guard(raw.execute)
+    link = getattr(raw, 'connection', None)
+    if len(statements) == 1 or not all(hasattr(link, name) for name in (
+            '_execute_command', '_read_packet')):
+        for sql in statements:
+            execute(sql)
+        return
+    nextset = weedb.mysql.guard(raw.nextset)
+    weedb.mysql.guard(_multi_statements)(link, True)
+    try:
+        sizes = [len(sql) + 1 for sql in statements]
+        for start, end in _chunks(sizes, statement_limit(connection) - 64):
+            execute(';'.join(statements[start:end]))
+            while nextset():          # the error of a later statement is raised here
+                pass
+    finally:
+        try:
+            _multi_statements(link, False)
+        except Exception as e:     # a connection that broke meanwhile: its error is raised
+            if is_termination(e):
+                raise
+            log.debug('multi-statements not switched off: %s', e)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -876,13 +924,13 @@ class TargetDatabase:
         up to their first day."""
         manager = self.manager
         first, stop = day_rows.first, day_rows.stop
-        for key in manager.daykeys:
-            cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
-                           % (self.table, key), (first, stop))
+        self._clear_days(cursor, day_rows)
+        later = []
         for name, (columns, rows) in day_rows.tables.items():
             rows = self._without_infinity(columns, rows, 'the daily summary %s of' % name)
             insert_rows(manager.connection, cursor, '%s_day_%s' % (self.table, name), columns,
-                        rows, replace=True)
+                        rows, replace=True, later=later)
+        run_statements(manager.connection, cursor, later)
         row = _fetch_all(manager.connection, 'SELECT MAX(dateTime) FROM %s' % self.table)
         newest = (row[0][0] or 0) if row else 0
         last_update = self._last_update()
@@ -895,6 +943,34 @@ class TargetDatabase:
         # the position moves on only over days that follow it without a gap
         if through > copied and not self._records_between(copied, first):
             self._set_copied(cursor, through)
+
+    def _clear_days(self, cursor, day_rows):
+        """Delete the summaries of day_rows' days that its rows do not replace. SQLite: a
+        DELETE per type. MySQL: one SELECT over every type's table finds them (usually
+        none), then a DELETE per table that has any: a round trip each costs more there."""
+        first, stop = day_rows.first, day_rows.stop
+        keys = self.manager.daykeys
+        if not keys:
+            return
+        if not is_mysql(self.manager.connection):
+            for key in keys:
+                cursor.execute('DELETE FROM %s_day_%s WHERE dateTime >= ? AND dateTime < ?'
+                               % (self.table, key), (first, stop))
+            return
+        found = _fetch_all(self.manager.connection, ' UNION ALL '.join(
+            "SELECT '%s', dateTime FROM %s_day_%s WHERE dateTime >= %d AND dateTime < %d"
+            % (key, self.table, key, first, stop) for key in keys))
+        kept = {}
+        for key, (columns, rows) in day_rows.tables.items():
+            at = list(columns).index('dateTime')
+            kept[key] = {row[at] for row in rows}
+        stale = {}
+        for key, ts in found:
+            if ts not in kept.get(key, ()):
+                stale.setdefault(key, []).append(int(ts))
+        for key, times in stale.items():
+            cursor.execute('DELETE FROM %s_day_%s WHERE dateTime IN (%s)'
+                           % (self.table, key, ','.join(map(str, times))))
 
     def _rebuilding_from(self, last_update):
         """A backfill from lastUpdate is about to rebuild the days from its calendar day on:

@@ -23,7 +23,7 @@ from . import config as cfg
 from . import database
 from .protocol import PRIMARY_DAYS
 from .requester import INBOX_SIZE, Replica, Requester, Writer
-from .transport import is_termination
+from .transport import is_termination, require_paho
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
 
     def __init__(self, config_dict, engine):
         try:
+            require_paho()
             self.options = cfg.parse_requester(config_dict)
         except cfg.ConfigError as e:
             raise weewx.engine.InitializationError('MQTTReplicate: %s' % e) from None

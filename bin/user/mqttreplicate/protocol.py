@@ -594,6 +594,19 @@ def digest_days(tables, bucket):
     return {start: sha.hexdigest() for start, sha in digests.items()}
 
 
+def fingerprint_range(now, days):
+    """(since, until) of the whole UTC days of the last `days` before the day of now: the
+    range a responder's fingerprint covers."""
+    today = now - now % 86400
+    return today - days * 86400 - 1, today - 1
+
+
+def fingerprint(buckets):
+    """A short hash of digest entries (records and daily summaries): what a responder
+    publishes of its recent past, so that its secondaries see an edit of it at once."""
+    return hashlib.sha256(encode_json(buckets)).hexdigest()[:16]
+
+
 def with_day_digests(buckets, days):
     """Digest entries [start, count, hex] extended by the digest of the daily summaries
     of their bucket (digest_days; '' where there are none)."""
@@ -1279,6 +1292,9 @@ class ResponderStatus:
     connected: Optional[int] = None
     newest: dict = dataclasses.field(default_factory=dict)        # binding key -> dateTime
     acknowledged: dict = dataclasses.field(default_factory=dict)  # binding key -> our last
+    # binding key -> (since, until, hex): the fingerprint of its whole past days (see
+    # fingerprint()); a change for the same range is an edit of the primary's past
+    fingerprints: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def decode(cls, payload, clientid):
@@ -1295,8 +1311,16 @@ class ResponderStatus:
         if not isinstance(bindings, dict) or not isinstance(mine, dict):
             raise ProtocolError('bindings or nodes is not an object')
         connected = status.get('connected')
+        fingerprints = {}
+        for key, entry in bindings.items():
+            value = entry.get('fingerprint') if isinstance(entry, dict) else None
+            if isinstance(value, list) and len(value) == 3 and plain_int(value[0]) \
+                    and plain_int(value[1]) and isinstance(value[2], str) \
+                    and len(value[2]) <= 64:
+                fingerprints[key] = tuple(value)
         return cls('online', connected if plain_int(connected) else None,
-                   _plain_fields(bindings, 'newest'), _plain_fields(mine, 'last'))
+                   _plain_fields(bindings, 'newest'), _plain_fields(mine, 'last'),
+                   fingerprints)
 
     @property
     def online(self):

@@ -92,6 +92,11 @@ class Link:
         """What was seen of the instance's responder, and why it may not answer."""
         return 'nothing is known of the responder'
 
+    def responder_online(self, instance):
+        """Does the instance's responder's own status say it is online (a protocol-2
+        responder, there: a slow one, not an absent one)?"""
+        return False
+
 
 class Sink:
     """Where a binding's records go, and the replicated position (the newest dateTime
@@ -450,9 +455,12 @@ class Replica:
         self.catchup_wanted = False            # the loop thread asks for a catch-up
         self.caught_up = threading.Event()     # set after the first complete catch-up
         self.last_progress = time.monotonic()
+        self.asked_at = self.last_progress     # when the catch-up was first asked for
         self.acks = Acks(lambda: self.link.send_ack(self))
         self.primary_newest = None
         self.acknowledged = None               # our newest record, as the responder knows it
+        self.last_contact = None               # when the responder last sent us something
+        self.rejected = 0                      # messages of this binding rejected
         self.days_from = None                  # (since, day) of a catch-up's first page
         self.page_days = []                    # the daily summaries of the page being stored
         self.verifier = AutoVerifier(self)
@@ -548,6 +556,10 @@ class Replica:
         self.post(Item('batch', batch, correlation))
         return True
 
+    def wake(self):
+        """Have the owning thread look at what is due soon (any thread)."""
+        self._wake()
+
     def _wake(self):
         item = Item('wake')
         item.replica = self
@@ -628,7 +640,8 @@ class Replica:
             quiet = time.monotonic() - max(self.last_progress, self.legacy_round.seen)
             if self.legacy and quiet >= patience:
                 self._legacy_round_done(quiet)
-            elif self.state is State.ASKING and quiet >= patience and self.link.connected():
+            elif self.state is State.ASKING and self.link.connected() \
+                    and self._gave_up_asking(quiet, patience):
                 # No responder (or a protocol-1 one with nothing to send). Carry on live;
                 # the next live record's `prev` or the next connection starts a catch-up.
                 self.faults(logging.WARNING, 'unanswered',
@@ -644,6 +657,17 @@ class Replica:
             self.verifier.tick()
         self.flush_ack()
 
+    def _gave_up_asking(self, quiet, patience):
+        """Has the catch-up been asked for long enough without an answer? A responder
+        whose own status says it is online may only be busy (one worker, many
+        secondaries): it gets startup_max_tries x page_timeout (asked again after each
+        page_timeout) before it is taken for one that does not answer."""
+        if not self.link.responder_online(self.binding.instance):
+            return quiet >= patience
+        options = self.options
+        waited = time.monotonic() - self.asked_at
+        return waited >= max(patience, options.startup_max_tries * options.page_timeout)
+
     def flush_ack(self, force=False):
         self.acks.flush(force)
 
@@ -651,6 +675,8 @@ class Replica:
 
     def start_catchup(self, since=None):
         """Ask for everything newer than the newest record stored (or than since)."""
+        if self.state is not State.ASKING:
+            self.asked_at = time.monotonic()   # (a page asked for again keeps it)
         self.state = State.ASKING
         self.refusal = None
         self.verifier.cancel()

@@ -8,15 +8,19 @@ when run from the command line). The Requester is the replicas' Link to the brok
 """
 
 import logging
+import os
 import queue
 import threading
+import time
 
 from . import VERSION
 from . import config as cfg
 from . import database
 from . import protocol
 from .replica import Item, Link, Replica, State
-from .status import StatusPublisher, why_no_answer
+from . import homeassistant
+from . import statusfile
+from .status import LastError, LinkState, Pacer, StatusPublisher, why_no_answer, without
 from .faults import RateLimitedLog, is_termination
 from .transport import Transport
 from .worker import Worker
@@ -25,13 +29,15 @@ log = logging.getLogger(__name__)
 
 OFFLINE = -1             # the responder's `connected` while its status says offline
 INBOX_SIZE = 1000        # items waiting for the thread that owns a database (SPEC 6.1)
+STATUS_SETTLE = 5.0      # routine status changes published once quiet this long (after the
+                         # responder's status, which settles in 2 s, told what it has of us)
 LAYOUT = protocol.LAYOUT_PACKED   # how pages are asked for (docs/protocol.md)
 
 
 class Requester(Link):
     """The MQTT side of a secondary: one client, one Replica per binding."""
 
-    def __init__(self, options: cfg.RequesterOptions, config_dict):
+    def __init__(self, options: cfg.RequesterOptions, config_dict, status_path=None):
         self.options = options
         self.conn = options.connection
         self.config_dict = config_dict
@@ -45,6 +51,7 @@ class Requester(Link):
         self.progress_count = 0
         self.responder_connected = {}    # instance -> `connected` of the responder's status
         self.responder_seen = {}         # instance -> state of the last status seen
+        self.fingerprints = {}         # binding key -> the responder's last (since, until, hex)
         self.interval_warned = False
         self.response_topic = protocol.response_topic(self.conn.response_topic,
                                                       self.conn.clientid)
@@ -56,6 +63,10 @@ class Requester(Link):
         subscriptions = [self.response_topic] + [
             protocol.archive_topic(self.conn.archive_topic, i) for i in options.instances] + \
             [(topic, 0) for topic in sorted(self.responder_status)]
+        self.birth_topic = homeassistant.birth_topic(options.homeassistant, self.conn)
+        if self.birth_topic:
+            subscriptions.append((self.birth_topic, 0))
+        self.connections = 0
         self.status = StatusPublisher(None, 'requester', self.conn.clientid, {
             i: protocol.status_topic(self.conn.status_topic, i, self.conn.clientid)
             for i in options.instances})
@@ -64,6 +75,18 @@ class Requester(Link):
                                    manual_ack=True, name='requester',
                                    on_rejected=self._on_unsigned)
         self.status.transport = self.transport
+        self.pacer = Pacer(options.archive_interval, STATUS_SETTLE)
+        self.link_state = LinkState()
+        self.last_error = LastError(('requester', 'replica', 'driver', 'verify'))
+        self.primary = {}              # instance -> {'state', 'offline_since'}
+        self.status_file = statusfile.StatusFile(
+            status_path or statusfile.status_path(config_dict),
+            statusfile.station_info(config_dict, options.archive_interval), 'requester')
+        self.discovery = homeassistant.Discovery(
+            options.homeassistant, 'requester', config_dict, self.transport,
+            os.path.dirname(self.status_file.path), options.archive_interval)
+        self.ticker = Worker('requester-status', self._tick, self.faults,
+                             'requester: status not published', stopping=self.stopping)
 
     def add_replica(self, replica):
         self.replicas[replica.key] = replica
@@ -72,11 +95,17 @@ class Requester(Link):
         log.info('requester %s: %s', VERSION, self.conn.describe())
         log.info('requester: replicating %s (catchup = %s)',
                  ', '.join(r.key for r in self.ordered()), self.options.catchup)
+        self.last_error.attach()
         self.transport.start()
+        self.ticker.start()
 
     def stop(self):
         self.stopping.set()            # the loop thread no longer waits for a full inbox
+        self.ticker.stop(5)
         self.transport.stop(self.status.finals())
+        self.link_state.update(False, stopped=True)
+        self.status_file.write(self.file_section())
+        self.last_error.detach()
 
     def ordered(self):
         return sorted(self.replicas.values(), key=lambda r: (r.binding.is_main, r.key))
@@ -127,15 +156,54 @@ class Requester(Link):
             self.transport.publish(
                 protocol.request_topic(self.conn.request_topic, replica.binding.instance),
                 *ack.encode())
-            self.publish_status()
         except Exception as e:
             if is_termination(e):
                 raise
             log.debug('requester: ack not sent: %s', e)
 
-    def publish_status(self):
-        """Publish our status on every instance's topic (any thread)."""
-        self.status.publish(self._statuses)
+    def _tick(self):
+        """One turn of the status ticker (every second): publish the status when the pacer
+        says so (quiet statuses: docs/protocol.md), and offer the status file its section."""
+        if self.stopping.wait(1.0):
+            return
+        connected = self.transport.connected.is_set()
+        self.link_state.update(connected)
+        key = self.urgent_key()
+        if connected:
+            statuses = self._statuses()
+            content = {i: without(s, 'time') for i, s in statuses.items()}
+            if self.pacer.due(content, key):
+                self.pacer.published(content, key)
+                self.status.publish(lambda: statuses)
+            self.discovery.remove()
+            self.discovery.update(homeassistant.requester_components(self.discovery, self),
+                                  self.connections)
+        self.status_file.offer(self.file_section(), key)
+
+    def urgent_key(self):
+        """What a reader must see at once: the connection, each binding's state, its
+        refusal and its last verification, the last error."""
+        error = self.last_error.last
+        return (self.transport.connected.is_set(), error and error['time'],
+                tuple((r.key, r.state, r.refusal, r.verifier.verified, r.verifier.result)
+                      for r in self.ordered()))
+
+    def file_section(self):
+        """Our key of the station's status file (statusfile.requester_section)."""
+        return statusfile.requester_section(self, self.link_state, self.last_error)
+
+    def primary_state(self):
+        """The primary as its responders' statuses tell: online, offline (since when) or
+        unknown (no status seen)."""
+        states = list(self.primary.values())
+        if not states:
+            return {'state': 'unknown', 'offline_since': None}
+        offline = [s for s in states if s['state'] == 'offline']
+        if offline:
+            return {'state': 'offline', 'offline_since': max(
+                (s['offline_since'] for s in offline if s['offline_since']), default=None)}
+        return {'state': 'online' if all(s['state'] == 'online' for s in states)
+                else 'unknown', 'offline_since': None}
 
     def _statuses(self):
         statuses = {}
@@ -147,12 +215,15 @@ class Requester(Link):
                 lag = None
                 if replica.primary_newest:
                     lag = max(replica.primary_newest - replica.position, 0)
-                bindings[replica.key] = {'newest': replica.position,
+                bindings[replica.key] = {'state': statusfile.REPLICA_STATES.get(
+                                             replica.state.value, replica.state.value),
+                                         'newest': replica.position,
                                          'primary_newest': replica.primary_newest,
                                          'lag': lag, 'stored': replica.stored,
                                          'acknowledged': replica.acknowledged,
                                          'catching_up': replica.catching_up,
                                          'verified': replica.verifier.verified,
+                                         'verify_result': replica.verifier.result,
                                          'repaired': replica.verifier.repaired,
                                          'summaries': replica.sink.summaries,
                                          'summaries_why': replica.sink.summaries_why}
@@ -176,11 +247,14 @@ class Requester(Link):
     # --- receiving (loop thread) -------------------------------------------------------------
 
     def _on_connected(self, session_present):
+        self.connections += 1
         for replica in self.ordered():
             replica.want_catchup()
 
-    def _reject(self, kind, text, *args):
+    def _reject(self, kind, text, *args, replica=None):
         self.count('rejected')
+        if replica is not None:
+            replica.rejected += 1
         self.faults(logging.WARNING, kind, 'requester: rejected a message: ' + text, *args)
 
     def _on_unsigned(self, message):
@@ -190,6 +264,10 @@ class Requester(Link):
     def _on_message(self, message):
         """Every message but the unsigned ones (with a shared_secret): read it once, and
         hand it to the replica of its binding."""
+        if message.topic == self.birth_topic:
+            self.transport.ack(message)
+            self.discovery.on_birth(message.payload)
+            return
         envelope = protocol.Envelope.of(message)
         instance = self.responder_status.get(envelope.topic)
         if instance is not None:
@@ -201,7 +279,9 @@ class Requester(Link):
             log.debug('requester: message for unknown binding %r on %s ignored',
                       envelope.binding, envelope.topic)
             self.transport.ack(message)
-        elif envelope.topic == self.response_topic:
+            return
+        replica.last_contact = int(time.time())
+        if envelope.topic == self.response_topic:
             self.transport.ack(message)
             self._on_answer(envelope, replica)
         else:
@@ -212,18 +292,21 @@ class Requester(Link):
         key = replica.key
         if protocol.instance_of(envelope.topic, self.conn.archive_topic) \
                 != replica.binding.instance:
-            self._reject('topic', 'binding %s on topic %s', key, envelope.topic)
+            self._reject('topic', 'binding %s on topic %s', key, envelope.topic,
+                         replica=replica)
             self.transport.ack(envelope.message)
             return
         try:
             live = protocol.LiveRecord.decode(envelope)
         except protocol.ProtocolError as e:
-            self._reject('malformed', '%s (binding %s, topic %s)', e, key, envelope.topic)
+            self._reject('malformed', '%s (binding %s, topic %s)', e, key, envelope.topic,
+                         replica=replica)
             self.transport.ack(envelope.message)
             return
         if live.days_error:
             self._reject('malformed', 'daily summaries of live record %s (binding %s) left '
-                         'out: %s', live.record['dateTime'], key, live.days_error)
+                         'out: %s', live.record['dateTime'], key, live.days_error,
+                         replica=replica)
         if replica.binding.is_main:
             self._check_interval(replica, live.record)
         replica.post(Item('live', live, message=envelope.message))
@@ -254,7 +337,8 @@ class Requester(Link):
             try:
                 answer = protocol.decode_answer(envelope, expected)
             except protocol.ProtocolError as e:
-                self._reject('malformed', '%s (answer to a verification of %s)', e, key)
+                self._reject('malformed', '%s (answer to a verification of %s)', e, key,
+                             replica=replica)
                 answer = e             # the verification gives up at once
             replica.post(Item('verify', answer, correlation))
             return
@@ -264,13 +348,15 @@ class Requester(Link):
         try:
             answer = protocol.decode_answer(envelope)
         except protocol.ProtocolError as e:
-            self._reject('malformed', '%s (binding %s, topic %s)', e, key, envelope.topic)
+            self._reject('malformed', '%s (binding %s, topic %s)', e, key, envelope.topic,
+                         replica=replica)
             return
         if isinstance(answer, protocol.ErrorReply):
             replica.post(Item('refused', answer, correlation))
             return
         if answer.rejected:
             self.count('rejected')      # messages with something rejected
+            replica.rejected += 1
             self.faults(logging.WARNING, 'record',
                         'requester: rejected %d of %d records (binding %s, topic %s): %s',
                         len(answer.rejected), answer.sent, key, envelope.topic,
@@ -279,11 +365,30 @@ class Requester(Link):
             replica.post_legacy(answer.records)
         elif not replica.post_batch(correlation, answer):
             self._reject('malformed', 'a page ends with more=1 and last=%s, which does not '
-                         'advance (binding %s)', answer.last, key)
+                         'advance (binding %s)', answer.last, key, replica=replica)
+
+    def _past_edited(self, replica, fingerprint):
+        """The responder's fingerprint of its recent whole days changed for the same range:
+        its past was edited (an import, a correction): verify now, not at the next daily
+        verification."""
+        before = self.fingerprints.get(replica.key)
+        if fingerprint is None:
+            return
+        self.fingerprints[replica.key] = fingerprint
+        if before is not None and before[:2] == fingerprint[:2] and before != fingerprint:
+            log.info("requester: %s: the primary's days from %s to %s changed; verifying "
+                     "now", replica.key, time.strftime('%Y-%m-%d', time.gmtime(
+                         fingerprint[0] + 1)), time.strftime('%Y-%m-%d', time.gmtime(
+                             fingerprint[1])))
+            replica.verifier.schedule()
+            replica.wake()
 
     def silence(self, instance):
         """What was seen of the instance's responder, and why it may not answer."""
         return why_no_answer(self.conn, instance, self.responder_seen.get(instance))
+
+    def responder_online(self, instance):
+        return self.responder_seen.get(instance) == 'online'
 
     def _on_responder_status(self, envelope, instance):
         """The responder's status: learn the primary's newest records; a responder that
@@ -294,6 +399,7 @@ class Requester(Link):
         except protocol.ProtocolError as e:
             self._reject('status', 'responder status on %s: %s', envelope.topic, e)
             return
+        self._note_primary(instance, status.state, envelope.message)
         self.responder_seen[instance] = status.state
         if status.state == 'offline':
             self.responder_connected[instance] = OFFLINE
@@ -309,23 +415,31 @@ class Requester(Link):
             and status.connected != seen
         if status.connected is not None:
             self.responder_connected[instance] = status.connected
-        changed = False
         for replica in self.replicas.values():
             if replica.binding.instance != instance:
                 continue
             newest = status.newest.get(replica.key)
             if newest is not None:
                 replica.primary_newest = max(replica.primary_newest or 0, newest)
+            self._past_edited(replica, status.fingerprints.get(replica.key))
             acknowledged = status.acknowledged.get(replica.key)
-            if acknowledged != replica.acknowledged:
-                replica.acknowledged = acknowledged
-                changed = True
+            replica.acknowledged = acknowledged
             missed = reconnected and replica.state is State.ASKING
             if replica.unanswered or missed:
                 log.info('requester: %s: the responder is back; asking again', replica.key)
                 replica.want_catchup()
-        if changed:
-            self.publish_status()     # what the primary knows of us is part of our status
+        # (what the primary knows of us is part of our status: the ticker publishes it)
+
+    def _note_primary(self, instance, state, message):
+        """The primary's state from its status: online, offline since when (unknown for a
+        retained offline status found at start), else unknown."""
+        state = state if state in ('online', 'offline') else 'unknown'
+        before = self.primary.get(instance) or {'state': None, 'offline_since': None}
+        since = before['offline_since']
+        if state == 'offline' and before['state'] != 'offline':
+            since = None if getattr(message, 'retain', False) else int(time.time())
+        self.primary[instance] = {'state': state,
+                                  'offline_since': since if state == 'offline' else None}
 
 
 class Writer:

@@ -17,12 +17,14 @@ secondaries); live records are published once, on the archive topic, for all of 
 """
 
 import logging
+import os
 import queue
 import threading
 import time
 
 import weedb
 import weewx
+import weewx.engine
 from weewx.engine import StdService
 
 from . import VERSION
@@ -32,7 +34,9 @@ from . import protocol
 from .pagecache import EncodedPage, PageCache
 from .protocol import PRIMARY_DAYS
 from .faults import RateLimitedLog, is_termination
-from .status import StatusPublisher
+from . import homeassistant
+from . import statusfile
+from .status import LastError, LinkState, Pacer, StatusPublisher, without
 from .transport import Transport
 from .worker import Worker
 
@@ -43,8 +47,11 @@ log = logging.getLogger(__name__)
 # few KB); older ones are left to the verification's comparison of the whole history
 MAX_DAYS_BACK = 420 * 86400
 
-STATUS_INTERVAL = 1.0        # publish status at most this often
+STATUS_INTERVAL = 1.0        # look at the status this often
+STATUS_SETTLE = 2.0          # routine status changes published once quiet this long
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
+FINGERPRINT_DAYS = 7         # the whole past days a binding's fingerprint covers
+FINGERPRINT_INTERVAL = 300.0  # and how often it is computed (a digest of those days)
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
 MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
 LEGACY_RETRY_MAX = 60.0      # longest pause before a failed protocol-1 read is tried again
@@ -95,7 +102,7 @@ class Sources:
 class Responder:
     """Serves one or more instances from this station's databases."""
 
-    def __init__(self, options: cfg.ResponderOptions, config_dict):
+    def __init__(self, options: cfg.ResponderOptions, config_dict, status_path=None):
         self.options = options
         self.conn = options.connection
         self.bindings = {b.key: b for b in options.bindings}
@@ -108,25 +115,44 @@ class Responder:
         self.cache = PageCache()       # encoded full pages, shared by the workers
         self.lock = threading.Lock()
         self.newest = {}           # binding key -> newest dateTime here
+        self.fingerprints = {}     # binding key -> [since, until, hex] of its recent past
+        self.fingerprinted = -FINGERPRINT_INTERVAL   # monotonic time they were computed
         self.published = {}        # binding key -> newest dateTime published live
         self.nodes = {}            # node -> binding key -> {'last', 'count', 'time'}
-        self.status_dirty = threading.Event()
+        self.interval = statusfile.archive_interval(config_dict, 300)
+        self.pacer = Pacer(self.interval, STATUS_SETTLE)
+        self.link_state = LinkState()
+        self.last_error = LastError(('responder', 'pagecache'))
+        self.secondaries = statusfile.Secondaries()     # their own statuses
+        self.status_file = statusfile.StatusFile(
+            status_path or statusfile.status_path(config_dict),
+            statusfile.station_info(config_dict, self.interval), 'responder')
         self.stopping = threading.Event()
         request_topics = [protocol.request_topic(self.conn.request_topic, i)
                           for i in options.instances]
         self.statuses = StatusPublisher(None, 'responder', self.conn.clientid, {
             i: protocol.status_topic(self.conn.status_topic, i) for i in options.instances})
-        self.transport = Transport(self.conn, request_topics, self._on_message,
+        # the secondaries' statuses: their state and verifications, for the status file
+        self.peer_prefixes = [protocol.status_topic(self.conn.status_topic, i) + '/'
+                              for i in options.instances]
+        # (QoS 0: the broker keeps none of them for us while we are away)
+        peer_topics = [(prefix + '+', 0) for prefix in self.peer_prefixes]
+        self.birth_topic = homeassistant.birth_topic(options.homeassistant, self.conn)
+        if self.birth_topic:
+            peer_topics.append((self.birth_topic, 0))
+        self.transport = Transport(self.conn, request_topics + peer_topics, self._on_message,
                                    on_connected=self._on_connected,
                                    will=self.statuses.will, name='responder',
                                    on_rejected=self._on_unsigned)
         self.statuses.transport = self.transport
+        self.discovery = homeassistant.Discovery(
+            options.homeassistant, 'responder', config_dict, self.transport,
+            os.path.dirname(self.status_file.path), self.interval)
         self.connected_at = None       # when the current connection began (in the status)
         self.workers = [self._catchup_worker(n) for n in range(options.workers)]
         self.last_refresh = time.monotonic()
         self.ticker = Worker('responder-status', self._tick, self.faults,
-                             'responder: status not published', stopping=self.stopping,
-                             on_failure=lambda e: self.status_dirty.set())
+                             'responder: status not published', stopping=self.stopping)
         self.legacy = LegacyServer(self)
 
     def _catchup_worker(self, n):
@@ -141,6 +167,7 @@ class Responder:
     def start(self):
         log.info('responder %s: %s', VERSION, self.conn.describe())
         log.info('responder: serving %s', ', '.join(sorted(self.bindings)))
+        self.last_error.attach()
         for worker in self.workers:
             worker.start()
         self.ticker.start()
@@ -155,6 +182,9 @@ class Responder:
         self.legacy.stop()
         self.transport.stop(self.statuses.finals())
         self.cache.clear()
+        self.link_state.update(False, stopped=True)
+        self.status_file.write(self.file_section())
+        self.last_error.detach()
         log.info('responder: stopped (%s)', self._counter_text())
 
     def is_alive(self):
@@ -198,7 +228,6 @@ class Responder:
                                                record['dateTime'])
                 self.published[binding.key] = max(self.published.get(binding.key) or 0,
                                                   record['dateTime'])
-            self.status_dirty.set()
         except Exception as e:
             if is_termination(e):
                 raise
@@ -229,13 +258,19 @@ class Responder:
     def _on_unsigned(self, message):
         """A message without a valid signature: the transport logged and dropped it."""
         self._count('rejected')
-        self.status_dirty.set()
 
     def _on_message(self, message):
         """A message on a request topic: an ack, or a request for the workers (protocol 2)
         or for the LegacyServer (protocol 1). What is refused here is ours to refuse: an
         unknown binding, a response topic outside our prefix; protocol.decode_request()
         refuses what does not follow the protocol."""
+        if message.topic == self.birth_topic:
+            self.discovery.on_birth(message.payload)
+            return
+        clientid = self._peer(message.topic)
+        if clientid is not None:
+            self._on_peer_status(clientid, message)
+            return
         envelope = protocol.Envelope.of(message)
         key = envelope.binding
         binding = self.bindings.get(key)
@@ -275,6 +310,22 @@ class Responder:
         else:
             self._queue(Request(request, binding, limit, envelope))
 
+    def _peer(self, topic):
+        """The client id of a secondary's status topic ({status_topic}/{instance}/{clientid}),
+        else None."""
+        for prefix in self.peer_prefixes:
+            if topic.startswith(prefix) and '/' not in topic[len(prefix):]:
+                return topic[len(prefix):]
+        return None
+
+    def _on_peer_status(self, clientid, message):
+        """A secondary's own retained status."""
+        try:
+            status = protocol.decode_payload(message.payload, None)
+        except protocol.ProtocolError:
+            return
+        self.secondaries.update(clientid, status, retained=bool(message.retain))
+
     def _reply_error(self, envelope, text):
         topic = envelope.response_topic
         if not topic or not topic.startswith(self.conn.response_topic + '/'):
@@ -294,29 +345,41 @@ class Responder:
                     (e['time'] for e in self.nodes[n].values()), default=0))
                 del self.nodes[oldest]
             self.counters['acks'] += 1
-        self.status_dirty.set()
 
     # --- workers -----------------------------------------------------------------------------
 
     def _handle(self, item, sources):
         """One item of the request queue, in a catch-up worker."""
         if isinstance(item, tuple):
-            self._refresh(sources, publish_newest=item[0] == 'connected')
+            due = time.monotonic() - self.fingerprinted >= FINGERPRINT_INTERVAL
+            if due or item[0] == 'fingerprint':
+                self.fingerprinted = time.monotonic()
+            self._refresh(sources, publish_newest=item[0] == 'connected',
+                          fingerprint=due or item[0] == 'fingerprint')
         else:
             self._serve(item, sources)
 
-    def _refresh(self, sources, publish_newest=False):
+    def _refresh(self, sources, publish_newest=False, fingerprint=False):
         """Re-read each binding's newest record. After a (re)connection also publish it if
         it was never published live: a record committed just before the primary stopped, or
         while the broker was away, then reaches live secondaries without waiting for the
-        next one."""
+        next one. With fingerprint, compute each binding's fingerprint of its last whole
+        days (protocol.fingerprint), which its status carries: a secondary that sees it
+        change for the same days verifies at once (an import, a correction)."""
         for binding in self.options.ordered_bindings():
             key = binding.key
             try:
                 source = sources[key]
                 newest = source.newest()
+                if fingerprint:
+                    since, until = protocol.fingerprint_range(int(time.time()),
+                                                              FINGERPRINT_DAYS)
+                    mark = protocol.fingerprint(source.digest(
+                        since, until, 86400, list(source.columns), summaries=True))
                 with self.lock:
                     self.newest[key] = newest
+                    if fingerprint:
+                        self.fingerprints[key] = [since, until, mark]
                     unpublished = newest and newest > (self.published.get(key) or 0)
                 if publish_newest and unpublished:
                     record = source.record_near(newest, 0)
@@ -331,7 +394,6 @@ class Responder:
             except Exception as e:
                 self.faults(logging.ERROR, 'refresh-' + key,
                             'responder: cannot read binding %s: %s', key, e)
-        self.status_dirty.set()
 
     def _serve(self, request, sources):
         asked = request.message
@@ -458,7 +520,9 @@ class Responder:
 
     def status(self):
         with self.lock:
-            bindings = {k: {'newest': self.newest.get(k)} for k in sorted(self.bindings)}
+            bindings = {k: dict({'newest': self.newest.get(k)}, **(
+                {'fingerprint': self.fingerprints[k]} if k in self.fingerprints else {}))
+                for k in sorted(self.bindings)}
             nodes = {}
             for node, entry in self.nodes.items():
                 nodes[node] = {}
@@ -483,12 +547,30 @@ class Responder:
         if time.monotonic() - self.last_refresh > REFRESH_INTERVAL:
             self.last_refresh = time.monotonic()
             self._queue(('refresh',))
-        if self.status_dirty.is_set() and self.transport.connected.is_set():
-            self.status_dirty.clear()
-            self._publish_status()
+        connected = self.transport.connected.is_set()
+        self.link_state.update(connected)
+        section = self.file_section()
+        error = self.last_error.last
+        key = (connected, self.connected_at, error and error['time'],
+               tuple((c, s['state']) for c, s in section['secondaries'].items()))
+        if connected:
+            status = self.status()
+            content = without(status, 'time')
+            if self.pacer.due(content, key):
+                self.pacer.published(content, key)
+                self._publish_status(status)
+            self.discovery.remove()
+            self.discovery.update(homeassistant.responder_components(
+                self.discovery, self, section['secondaries']), self.connected_at)
+        self.status_file.offer(section, key)
 
-    def _publish_status(self):
-        status = self.status()
+    def file_section(self):
+        """Our key of the station's status file (statusfile.responder_section)."""
+        return statusfile.responder_section(self, self.link_state, self.last_error,
+                                            self.interval)
+
+    def _publish_status(self, status=None):
+        status = status or self.status()
         self.statuses.publish({instance: dict(status, instance=instance, bindings={
             k: v for k, v in status['bindings'].items() if k.startswith(instance + '/')})
             for instance in self.options.instances})
@@ -597,6 +679,11 @@ class MQTTResponder(StdService):
     def __init__(self, engine, config_dict):
         super().__init__(engine, config_dict)
         self.responder = None
+        if isinstance(engine, weewx.engine.DummyEngine):
+            # `weectl report run` loads every service: a second responder with the
+            # primary's client id would throw the running one off the broker
+            log.info('responder: not started outside weewxd (%s)', type(engine).__name__)
+            return
         try:
             if not cfg.has_role(config_dict, 'Responder'):
                 log.info('responder: no [%s][[Responder]] section; not started',

@@ -5,6 +5,7 @@ knows there (retained, QoS 1); its last will and its clean stop publish the same
 payload there, so a status topic always tells whether its publisher is online.
 """
 
+import logging
 import threading
 import time
 
@@ -69,6 +70,100 @@ class StatusPublisher:
     def will(self):
         """(first topic, offline payload): for Transport(will=...)."""
         return next(iter(self.topics.values())), self.offline
+
+
+# --- when to publish (quiet statuses) --------------------------------------------------------
+
+class Pacer:
+    """When a status is published: at once when what a reader needs to see changed (the
+    `key`: online or offline, catching up or live, a refusal, an error, a verification),
+    else its routine changes (newest records, acknowledgements, counters) folded into one
+    message: once nothing changed for `settle` seconds, or `period` seconds after the first
+    unpublished change. In steady state (a record every archive interval) that is one status
+    per record.
+
+        if pacer.due(content, key):     # content: the status without its time stamps
+            publish(...)
+            pacer.published(content, key)
+    """
+
+    def __init__(self, period, settle):
+        self.period = period
+        self.settle = settle
+        self.content = None            # as last published
+        self.key = None
+        self.never = True
+        self.seen = None               # the content of the last call
+        self.first = None              # monotonic time of the first unpublished change
+        self.last = None               # and of the latest
+
+    def due(self, content, key, now=None):
+        now = time.monotonic() if now is None else now
+        if self.never or key != self.key:
+            return True
+        if content == self.content:
+            self.first = None
+            return False
+        if self.first is None:
+            self.first = now
+        if content != self.seen:
+            self.seen = content
+            self.last = now
+        return now - self.last >= self.settle or now - self.first >= self.period
+
+    def published(self, content, key):
+        self.content, self.key, self.never = content, key, False
+        self.seen = content
+        self.first = self.last = None
+
+
+def without(status, *names):
+    """status without the named fields (the time stamps a Pacer does not compare)."""
+    return {k: v for k, v in status.items() if k not in names}
+
+
+class LinkState:
+    """A role's connection, for the status file: 'connecting', 'online' or 'offline' (stopped),
+    and since when."""
+
+    def __init__(self):
+        self.state = 'connecting'
+        self.since = int(time.time())
+
+    def update(self, connected, stopped=False):
+        state = 'offline' if stopped else 'online' if connected else 'connecting'
+        if state != self.state:
+            self.state, self.since = state, int(time.time())
+        return self.state
+
+
+class LastError(logging.Handler):
+    """Keeps the newest warning or error a role logged ({"time", "message"}), for its status.
+
+    loggers: the names (of this package's modules) whose records belong to the role; the
+    handler sits on the package's logger, so both roles in one weewxd keep their own."""
+
+    def __init__(self, loggers):
+        super().__init__(logging.WARNING)
+        self.loggers = tuple(loggers)
+        self.last = None
+
+    def emit(self, record):
+        if record.name.endswith(self.loggers):
+            try:
+                self.last = {'time': int(record.created), 'message': record.getMessage()}
+            except Exception:
+                pass
+
+    def attach(self):
+        logging.getLogger(PACKAGE).addHandler(self)
+        return self
+
+    def detach(self):
+        logging.getLogger(PACKAGE).removeHandler(self)
+
+
+PACKAGE = __name__.rsplit('.', 1)[0]
 
 
 def why_no_answer(conn, instance, seen):

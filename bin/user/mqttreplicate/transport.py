@@ -1,4 +1,4 @@
-"""A thin, typed wrapper over paho-mqtt 2: MQTT v5, asynchronous connect, reconnect with
+"""A thin, typed wrapper over paho-mqtt (1.6 or 2.x): MQTT v5, asynchronous connect, reconnect with
 back-off, persistent session, TLS, credentials, last will, and loop_forever in paho's own
 background thread (loop_start).
 
@@ -14,18 +14,34 @@ With a shared_secret (SPEC 5.7) every message sent here is signed (user property
 last will, the retained final messages and everything publish() sends), and every message
 received is checked before the message callback sees it: one without a valid signature is
 acknowledged, counted, logged (at most once per kind and interval) and dropped.
+
+The only module that imports paho. paho-mqtt 1.6 (Debian 12's python3-paho-mqtt) and 2.x
+differ in what their callbacks get; new_client() hides that: its callbacks are called as
+paho 2 calls them with CallbackAPIVersion.VERSION2, whichever paho is installed.
 """
 
+import collections
 import logging
+import re
 import ssl
+import struct
 import sys
 import threading
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+try:
+    import paho.mqtt
+except ImportError:
+    paho = None
+try:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt import reasoncodes
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+except ImportError:                    # no paho, or one without MQTT v5: see paho_problem()
+    mqtt = None
 
 from . import protocol
+from .config import ConfigError
 from .faults import RateLimitedLog, is_termination  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -33,6 +49,190 @@ log = logging.getLogger(__name__)
 # CONNACK reason codes that mean "your credentials are not welcome"
 REFUSED_CODES = (134, 135, 138)   # bad user name or password, not authorized, banned
 RECEIVE_MAXIMUM = 64
+
+
+# --- paho-mqtt 1.6 and 2.x -------------------------------------------------------------------
+
+PAHO_OLDEST = (1, 6)
+PAHO_FIX = ("install it with 'apt install python3-paho-mqtt' (Debian 12, Raspberry Pi OS "
+            "bookworm) or 'pip install paho-mqtt==2.2.0' into WeeWX's Python")
+ConnectFlags = collections.namedtuple('ConnectFlags', 'session_present')
+DisconnectFlags = collections.namedtuple('DisconnectFlags', 'is_disconnect_packet_from_server')
+# what paho 1.6 hands on_disconnect instead of a reason code (MQTT_ERR_*) -> DISCONNECT reason
+# code, as paho 2 converts them; any other is 128, "Unspecified error"
+DISCONNECT_REASONS = {0: 0, 2: 130, 16: 141}    # success, protocol error, keep alive timeout
+
+
+class PahoError(ConfigError):
+    """The installed paho-mqtt cannot work here. One sentence: the version found, the fix."""
+
+
+def paho_version():
+    """The installed paho-mqtt's version as a tuple of ints; () if there is none."""
+    text = getattr(paho.mqtt, '__version__', '') if paho else ''
+    return tuple(int(n) for n in re.findall(r'\d+', text)[:3])
+
+
+def paho_problem():
+    """Why the installed paho-mqtt cannot work here, in one sentence; None if it can."""
+    version = paho_version()
+    if paho is None:
+        return 'paho-mqtt is not installed: MQTTReplicate needs 1.6 or later; ' + PAHO_FIX
+    if version < PAHO_OLDEST or mqtt is None or not hasattr(mqtt, 'MQTTv5'):
+        return ('paho-mqtt %s is too old: MQTTReplicate needs 1.6 or later (MQTT v5); %s'
+                % ('.'.join(map(str, version)) or '(version unknown)', PAHO_FIX))
+    return None
+
+
+def require_paho():
+    """Raise PahoError if the installed paho-mqtt cannot work here."""
+    problem = paho_problem()
+    if problem:
+        raise PahoError(problem)
+
+
+def is_paho1():
+    """True under paho-mqtt 1.x (no CallbackAPIVersion, no manual_ack)."""
+    return not hasattr(mqtt, 'CallbackAPIVersion')
+
+
+def new_client(client_id, manual_ack=False):
+    """A paho MQTT v5 client whose callbacks are called as paho 2 calls them (VERSION2), and
+    which has ack() for manual_ack, with paho-mqtt 1.6 as with 2.x."""
+    require_paho()
+    if is_paho1():
+        return Client16(client_id, manual_ack)
+    return mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                       client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+
+
+def reason_code(packet_type, code):
+    """code (an int, or either paho's reason code) as a reason code with what paho 2's has:
+    value, is_failure, str(). packet_type: PacketTypes' name, e.g. 'CONNACK'."""
+    if is_paho1():
+        return ReasonCode16(getattr(PacketTypes, packet_type),
+                            identifier=int(getattr(code, 'value', code)))
+    if isinstance(code, int):
+        return reasoncodes.ReasonCode(getattr(PacketTypes, packet_type), identifier=code)
+    return code
+
+
+def properties(packet_type, **fields):
+    """MQTT v5 properties of a packet type (PacketTypes' name, e.g. 'PUBLISH'), from fields
+    named as paho names them (UserProperty=[(name, value)], CorrelationData=b'...')."""
+    props = Properties(getattr(PacketTypes, packet_type))
+    for name, value in fields.items():
+        setattr(props, name, value)
+    return props
+
+
+def topic_matches(topic_filter, topic):
+    """True if topic matches the MQTT topic filter (with + and # wildcards)."""
+    return mqtt.topic_matches_sub(topic_filter, topic)
+
+
+class ReasonCode16(reasoncodes.ReasonCodes if mqtt is not None else object):
+    """paho 1.6's ReasonCodes with paho 2's is_failure."""
+
+    @property
+    def is_failure(self):
+        return self.value >= 0x80
+
+
+def _adapted(name, adapt):
+    """A property of Client16 whose setter gives paho 1.6 adapt(callback) instead."""
+    base = getattr(mqtt, 'Client', None)
+    if base is None:
+        return None
+    base = getattr(base, name)
+    return property(base.fget, lambda client, func: base.fset(client, func and adapt(func)))
+
+
+def _on_connect16(func):
+    def on_connect(client, userdata, flags, code, props=None):
+        # a CONNACK of 1 (MQTT 3's "unacceptable protocol version") comes as the int 132
+        func(client, userdata, ConnectFlags(bool(flags.get('session present'))),
+             reason_code('CONNACK', code), props)
+    return on_connect
+
+
+def _on_disconnect16(func):
+    def on_disconnect(client, userdata, code, props=None):
+        from_server = not isinstance(code, int)          # else one of paho's MQTT_ERR_*
+        if not from_server:
+            code = DISCONNECT_REASONS.get(code, 128)
+        func(client, userdata, DisconnectFlags(from_server), reason_code('DISCONNECT', code),
+             props)
+    return on_disconnect
+
+
+def _on_subscribe16(func):
+    def on_subscribe(client, userdata, mid, codes, props=None):
+        func(client, userdata, mid, [reason_code('SUBACK', c) for c in codes], props)
+    return on_subscribe
+
+
+def _on_publish16(func):
+    def on_publish(client, userdata, mid):
+        func(client, userdata, mid, reason_code('PUBACK', client.publish_reasons.pop(mid, 0)),
+             None)
+    return on_publish
+
+
+class Client16(mqtt.Client if mqtt is not None else object):
+    """paho-mqtt 1.6's client with what transport uses of paho 2's: callbacks called as
+    VERSION2 calls them, the PUBACK's reason code for on_publish, manual_ack and ack()."""
+
+    on_connect = _adapted('on_connect', _on_connect16)
+    on_disconnect = _adapted('on_disconnect', _on_disconnect16)
+    on_subscribe = _adapted('on_subscribe', _on_subscribe16)
+    on_publish = _adapted('on_publish', _on_publish16)
+
+    def __init__(self, client_id, manual_ack=False):
+        super().__init__(client_id=client_id, protocol=mqtt.MQTTv5)
+        self.manual_ack = manual_ack
+        self.publish_reasons = {}          # mid -> reason code of its PUBACK or PUBCOMP
+
+    def _handle_pubackcomp(self, cmd):
+        # 1.6 reads the reason code but does not pass it on: kept here for on_publish
+        packet = self._in_packet['packet']
+        if len(packet) > 2 and self.on_publish is not None:
+            self.publish_reasons[struct.unpack('!H', packet[:2])[0]] = packet[2]
+        return super()._handle_pubackcomp(cmd)
+
+    # 1.6 takes only a ConnectionError for a lost connection: any other OSError (a TLS
+    # alert, an unreachable host) would end its loop thread; 2.x takes them all, so do we
+    def _sock_recv(self, bufsize):
+        try:
+            return super()._sock_recv(bufsize)
+        except (BlockingIOError, ConnectionError):
+            raise
+        except OSError as e:
+            raise ConnectionAbortedError(str(e)) from e
+
+    def _sock_send(self, buf):
+        try:
+            return super()._sock_send(buf)
+        except (BlockingIOError, ConnectionError):
+            raise
+        except OSError as e:
+            raise ConnectionAbortedError(str(e)) from e
+
+    # 1.6 acknowledges a QoS 1 message as soon as on_message returns (PUBACK), a QoS 2 one
+    # on its PUBREL (PUBCOMP); with manual_ack only ack() sends them
+    def _send_puback(self, mid):
+        return mqtt.MQTT_ERR_SUCCESS if self.manual_ack else super()._send_puback(mid)
+
+    def _send_pubcomp(self, mid):
+        return mqtt.MQTT_ERR_SUCCESS if self.manual_ack else super()._send_pubcomp(mid)
+
+    def ack(self, mid, qos):
+        """Acknowledge a message received with manual_ack, as paho 2's ack() does."""
+        if self.manual_ack and qos == 1:
+            return super()._send_puback(mid)
+        if self.manual_ack and qos == 2:
+            return super()._send_pubcomp(mid)
+        return mqtt.MQTT_ERR_SUCCESS
 
 
 class NetworkLoop:
@@ -124,9 +324,7 @@ class Transport:
 
     def _make_client(self):
         o = self.options
-        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=o.clientid, protocol=mqtt.MQTTv5,
-                             manual_ack=self.manual_ack)
+        client = new_client(o.clientid, self.manual_ack)
         if o.username is not None:
             client.username_pw_set(o.username, o.password)
         if o.tls.enable:
@@ -145,14 +343,13 @@ class Transport:
             client.tls_set_context(context)
         if self.will is not None:
             payload = self._payload_bytes(self.will[1])
-            properties = None
+            props = None
             if self.secret is not None:
                 # MQTT v5 will properties carry user properties: the broker publishes them
                 # with the will, so the will is signed like everything else
-                properties = Properties(PacketTypes.WILLMESSAGE)
-                properties.UserProperty = [
-                    (protocol.SIG, protocol.sign(self.secret, payload, None, ()))]
-            client.will_set(self.will[0], payload, qos=1, retain=True, properties=properties)
+                props = properties('WILLMESSAGE', UserProperty=[
+                    (protocol.SIG, protocol.sign(self.secret, payload, None, ()))])
+            client.will_set(self.will[0], payload, qos=1, retain=True, properties=props)
         client.reconnect_delay_set(o.min_delay, max(o.min_delay, o.max_delay))
         client.max_inflight_messages_set(100)
         if o.log_mqtt:
@@ -169,12 +366,11 @@ class Transport:
         """Start connecting in the background. Never blocks, never raises for a missing
         broker."""
         o = self.options
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = o.session_expiry_interval
-        # unacknowledged messages the broker may send us at once: bounds our memory
-        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        # ReceiveMaximum: unacknowledged messages the broker may send us at once (our memory)
+        props = properties('CONNECT', SessionExpiryInterval=o.session_expiry_interval,
+                           ReceiveMaximum=RECEIVE_MAXIMUM)
         self.client.connect_async(o.host, o.port, o.keepalive, bind_address=o.bind_address,
-                                  clean_start=False, properties=properties)
+                                  clean_start=False, properties=props)
         self.loop.start()
 
     def revive(self):
@@ -339,23 +535,22 @@ class Transport:
     def publish(self, topic, payload, user_properties=(), correlation=None, response_topic=None,
                 expiry=None, qos=None, retain=False):
         """Queue a message. Thread safe. Returns the paho MQTTMessageInfo."""
-        properties = Properties(PacketTypes.PUBLISH)
+        props = properties('PUBLISH')
         pairs = [(str(k), str(v)) for k, v in user_properties or ()]
         if self.secret is not None:
             payload = self._payload_bytes(payload)
             pairs.append((protocol.SIG, protocol.sign(self.secret, payload, correlation,
                                                       pairs)))
         if pairs:
-            properties.UserProperty = pairs
+            props.UserProperty = pairs
         if correlation is not None:
-            properties.CorrelationData = correlation
+            props.CorrelationData = correlation
         if response_topic is not None:
-            properties.ResponseTopic = response_topic
+            props.ResponseTopic = response_topic
         if expiry is not None:
-            properties.MessageExpiryInterval = int(expiry)
+            props.MessageExpiryInterval = int(expiry)
         qos = self.options.publish_qos if qos is None else qos
-        return self.client.publish(topic, payload, qos=qos, retain=retain,
-                                   properties=properties)
+        return self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
 
     def ack(self, message):
         """Acknowledge a QoS 1/2 message received with manual_ack. Call it once per message."""

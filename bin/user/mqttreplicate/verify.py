@@ -596,6 +596,9 @@ class AutoVerifier:
         self.fetch = None              # BucketFetch of repairs[0]
         self.verified = None           # wall-clock time of the last complete verification
         self.repaired = 0              # days repaired since start
+        self.repaired_records = 0      # records those repairs brought
+        self.result = None             # the last verification: in sync, repaired, differs,
+                                       # failed (docs/seeing.md)
         self.follow_up = False         # this verification follows one that replaced records
         self.planned = []              # the repairs of this verification
 
@@ -678,6 +681,7 @@ class AutoVerifier:
     def _give_up(self, why):
         self.replica.faults(logging.WARNING, 'verify', 'requester: %s: %s; verifying again '
                             'in %.0f min', self.key, why, RETRY_INTERVAL / 60)
+        self.result = 'failed'
         self._finish(RETRY_INTERVAL, complete=False)
 
     def _guarded(self, action, *args):
@@ -755,6 +759,10 @@ class AutoVerifier:
                 difference.here, difference.primary)
         if not repairs:
             self.repairs = []
+            # fewer records here than there: left as they are, it still differs; the
+            # comparison that follows a repair keeps saying repaired
+            self.result = 'differs' if differing else \
+                'repaired' if self.follow_up else 'in sync'
             self.follow_up = False
             if not differing:
                 log.info('requester: %s: verified %s to %s: in sync', self.key,
@@ -794,6 +802,8 @@ class AutoVerifier:
         stored = repair_bucket(self.replica.store, self.key, fetch.start,
                                self.comparison.until, fetch.result())
         self.repaired += 1
+        self.repaired_records += stored
+        self.result = 'repaired'
         log.info('requester: %s: repaired %s: %d records from the primary', self.key,
                  when(fetch.start)[:10], stored)
         self._next_repair()
@@ -805,6 +815,7 @@ class AutoVerifier:
         if self.replica.store.store_days(days):
             # (the summaries of days whose records were replaced count with those)
             self.repaired += bool(difference.here)
+            self.result = 'repaired'
             log.info('requester: %s: repaired the daily summaries of %s from the primary',
                      self.key, when(fetch.day)[:10])
         else:

@@ -1,0 +1,140 @@
+"""Bytes of acknowledgements and statuses per archive interval per secondary, live.
+
+    .venv/bin/python bench/status_bytes.py [--records 8] [--every 10] [--secondaries 1]
+
+A private Mosquitto, a primary whose responder runs in this process (the service's code
+path: insert into the database, then Responder.publish_live with `prev` and the day's
+summaries), and secondaries whose requesters run here too (as `request` builds them). Once
+every secondary caught up, a record is stored and published every `--every` seconds (one
+archive interval of the run); a subscriber to `#` counts each message's payload, topic and
+properties by kind (live records, acks, statuses, other). The first two intervals are left
+out (settling after the catch-up); the figures are per interval per secondary.
+"""
+
+import argparse
+import collections
+import time
+
+import _common as c
+
+
+def message_bytes(message):
+    """Payload + topic + encoded properties of a received message."""
+    props = getattr(message, 'properties', None)
+    size = len(message.payload) + len(message.topic.encode('utf-8'))
+    if props is not None:
+        try:
+            size += len(props.pack())
+        except Exception:
+            pass
+    return size
+
+
+def kind_of(message):
+    topic = message.topic
+    if topic.startswith('replicate/archive/'):
+        return 'live'
+    if topic.startswith('replicate/status/'):
+        return 'status'
+    if topic.startswith('replicate/request/'):
+        props = dict(getattr(message.properties, 'UserProperty', None) or [])
+        return 'ack' if props.get('op') == 'ack' else 'request'
+    return 'other'
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--records', type=int, default=8, help='intervals measured')
+    parser.add_argument('--every', type=float, default=10.0,
+                        help='seconds between records (one archive interval)')
+    parser.add_argument('--secondaries', type=int, default=1)
+    args = parser.parse_args()
+    print('machine:', c.machine())
+    root = c.workdir('status-bytes')
+    start = int(time.time()) - 2 * 86400
+    start -= start % 300
+    broker, primary, secondary = c.make_pair(root, 288, start=start)
+    secondaries = [secondary]
+    for n in range(1, args.secondaries):
+        other = c.make_station(root, 'secondary%d' % n)
+        c.add_stanza(other, broker, 'Requester')
+        secondaries.append(other)
+
+    import weecfg
+    import weewx.manager
+    from tests.support.mqtt import MqttClient
+    from tests.support.station import generate_records
+    from user.mqttreplicate import config as cfg, database
+    from user.mqttreplicate.requester import Requester, Writer
+    from user.mqttreplicate.responder import Responder
+
+    _, config_dict = weecfg.read_config(str(primary.config_path))
+    options = cfg.parse_responder(config_dict)
+    responder = Responder(options, config_dict)
+    responder.start()
+    nodes = []
+    for station in secondaries:
+        _, sconf = weecfg.read_config(str(station.config_path))
+        soptions = cfg.parse_requester(sconf)
+        requester = Requester(soptions, sconf)
+        writer = Writer(requester)
+        for binding in soptions.ordered_bindings():
+            writer.add(binding, sconf)
+        writer.start()
+        requester.start()
+        nodes.append((requester, writer))
+    counts = collections.defaultdict(lambda: [0, 0])     # kind -> [messages, bytes]
+
+    def count_for(seconds, counting):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                message = client.get(max(end - time.monotonic(), 0.01))
+            except TimeoutError:
+                continue
+            if counting and not message.retain:
+                entry = counts[kind_of(message)]
+                entry[0] += 1
+                entry[1] += message_bytes(message)
+
+    client = MqttClient(broker)
+    try:
+        deadline = time.monotonic() + 120
+        while not all(r.caught_up.is_set() for q, _ in nodes for r in q.replicas.values()):
+            assert time.monotonic() < deadline, 'no catch-up'
+            time.sleep(0.2)
+        client.subscribe('#')
+        manager = weewx.manager.open_manager_with_config(config_dict, 'wx_binding')
+        binding = options.bindings[0]
+        first = start + 288 * 300
+        warmup = 2
+        for n, record in enumerate(generate_records(first + 300, args.records + warmup, 5,
+                                                    'US')):
+            manager.addRecord(record, log_success=False)
+            ts = record['dateTime']
+            prev = database.previous_timestamp(manager, ts)
+            responder.publish_live(binding, {k: v for k, v in record.items()
+                                             if v is not None}, prev,
+                                   database.live_days(manager, ts))
+            count_for(args.every, n >= warmup)
+        manager.close()
+    finally:
+        for requester, writer in nodes:
+            requester.stop()
+            writer.stop()
+        responder.stop()
+        client.disconnect()
+        c.tear_down(root, broker, [primary] + secondaries)
+    per = args.records * args.secondaries
+    print('%d intervals of %.0f s, %d secondaries; per interval per secondary:'
+          % (args.records, args.every, args.secondaries))
+    for kind in ('live', 'ack', 'status', 'request', 'other'):
+        messages, size = counts.get(kind, (0, 0))
+        print('  %-8s %6.2f messages %8.0f bytes' % (kind, messages / per, size / per))
+    acks, statuses = counts.get('ack', (0, 0)), counts.get('status', (0, 0))
+    print('acks + statuses: %.0f bytes per interval per secondary'
+          % ((acks[1] + statuses[1]) / per))
+
+
+if __name__ == '__main__':
+    main()

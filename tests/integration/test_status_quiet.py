@@ -1,0 +1,162 @@
+"""Quiet statuses and the status file (docs/seeing.md): one status per role per archive
+interval in steady state, at once on what a reader needs; the file both roles write."""
+
+import time
+
+import pytest
+
+from tests.integration.harness import KEY, START, STEP, add_to_primary, new_record, \
+    read_for_live, wait_until
+from user.mqttreplicate import statusfile
+
+
+pytestmark = pytest.mark.integration
+
+
+def count_statuses(client, seconds):
+    counts = {}
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            message = client.get(0.1)
+        except TimeoutError:
+            continue
+        if not message.retain:
+            counts[message.topic] = counts.get(message.topic, 0) + 1
+    return counts
+
+
+def test_quiet_when_nothing_happens(rig, broker):
+    primary = rig.primary(broker, count=100)
+    secondary = rig.secondary(broker)
+    rig.start_responder(primary)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(15)
+    time.sleep(8)                      # the statuses after the catch-up settle
+    client = rig.client(broker)
+    client.subscribe('replicate/status/#')
+    assert count_statuses(client, 6) == {}
+
+
+
+def read_file(station):
+    return statusfile.read(statusfile.status_path(station.config_dict()))
+
+
+def test_status_file_of_both_roles(rig, broker):
+    """Each station's file has its role's key in the documented schema; the primary's shows
+    the secondary, live, with its lag and last acknowledgement; a clean stop says offline."""
+    primary = rig.primary(broker, count=100)
+    secondary = rig.secondary(broker, clientid='filed')
+    responder = rig.start_responder(primary)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(15)
+    newest = START + 99 * STEP
+    path = statusfile.status_path(secondary.config_dict())
+    assert path == str(secondary.root / 'archive' / 'mqttreplicate-status.json')
+
+    def requester_live():
+        data = read_file(secondary)
+        binding = data and data['requester'] and data['requester']['bindings'].get(KEY)
+        return data if binding and binding['state'] == 'live' \
+            and binding['verify_result'] == 'in sync' else None
+    data = wait_until(requester_live, 20, 'the secondary\'s file to say live, verified')
+    assert data['format'] == 1 and data['responder'] is None
+    assert set(data['station']) == {'location', 'timezone', 'archive_interval'}
+    mine = data['requester']
+    assert mine['state'] == 'online' and mine['clientid'] == 'filed'
+    assert mine['primary'] == {'state': 'online', 'offline_since': None}
+    binding = mine['bindings'][KEY]
+    assert binding['newest'] == binding['primary_newest'] == newest
+    assert binding['lag'] == 0 and binding['lag_records'] == 0
+    assert binding['rejected'] == 0 and binding['repaired_days'] == 0
+    assert binding['last_contact'] and binding['verified']
+    # the schema of docs/seeing.md, which the report reads
+    assert set(mine) == {'state', 'since', 'version', 'clientid', 'last_error', 'primary',
+                         'bindings'}
+    assert set(binding) == {'state', 'newest', 'primary_newest', 'lag', 'lag_records',
+                            'last_contact', 'verified', 'verify_result', 'repaired_days',
+                            'repaired_records', 'rejected', 'summaries'}
+
+    def primary_knows():
+        data = read_file(primary)
+        entry = data and data['responder'] and data['responder']['secondaries'].get('filed')
+        return data if entry and entry['bindings'].get(KEY, {}).get('newest') == newest \
+            and entry['bindings'][KEY]['verify_result'] == 'in sync' else None
+    data = wait_until(primary_knows, 20, 'the primary\'s file to know the secondary')
+    assert data['requester'] is None
+    theirs = data['responder']
+    assert theirs['state'] == 'online' and theirs['bindings'][KEY]['newest'] == newest
+    entry = theirs['secondaries']['filed']
+    assert entry['state'] == 'live' and entry['offline_since'] is None
+    assert set(theirs) == {'state', 'since', 'version', 'clientid', 'last_error', 'bindings',
+                           'secondaries'}
+    assert set(entry) == {'state', 'offline_since', 'last_contact', 'bindings'}
+    assert set(entry['bindings'][KEY]) == {'newest', 'lag', 'lag_records', 'last_ack',
+                                           'verified', 'verify_result'}
+    assert entry['bindings'][KEY]['lag'] == 0 and entry['bindings'][KEY]['last_ack']
+
+    # a live record: in the file within seconds
+    record = new_record(newest + STEP)
+    add_to_primary(primary, [record])
+    responder.publish_live(responder.bindings[KEY], *read_for_live(primary, newest + STEP))
+    wait_until(lambda: read_file(secondary)['requester']['bindings'][KEY]['newest']
+               == newest + STEP, 15, 'the live record in the file')
+
+    node.stop()
+    assert read_file(secondary)['requester']['state'] == 'offline'
+    wait_until(lambda: read_file(primary)['responder']['secondaries']['filed']['state']
+               == 'offline', 15, 'the primary to see the secondary offline')
+    assert read_file(primary)['responder']['secondaries']['filed']['offline_since']
+    rig.stop_responder(responder)
+    assert read_file(primary)['responder']['state'] == 'offline'
+
+
+def test_statuses_once_per_record(rig, broker):
+    """Steady state: per live record one acknowledgement and one status of each role."""
+    primary = rig.primary(broker, count=100)
+    secondary = rig.secondary(broker, clientid='steady')
+    responder = rig.start_responder(primary)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(15)
+    client = rig.client(broker)
+    client.subscribe('replicate/status/#')
+    client.subscribe('replicate/request/#')
+    time.sleep(8)
+    client.drain()
+    ts = START + 99 * STEP
+    seen = {}
+    for _ in range(3):
+        ts += STEP
+        add_to_primary(primary, [new_record(ts)])
+        responder.publish_live(responder.bindings[KEY], *read_for_live(primary, ts))
+        for topic, n in count_statuses(client, 9).items():
+            seen.setdefault(topic, []).append(n)
+    assert seen == {'replicate/status/weewx': [1, 1, 1],
+                    'replicate/status/weewx/steady': [1, 1, 1],
+                    'replicate/request/weewx': [1, 1, 1]}, seen
+
+
+def test_a_relay_writes_both_roles_in_one_file(rig, broker):
+    primary = rig.primary(broker, count=50)
+    relay = rig.secondary(broker, name='relay', clientid='relay-in')
+
+    def add_responder(config):
+        config['Replicator']['Responder'] = {
+            'enable': 'true', 'clientid': 'relay-out',
+            'relay': {'wx_binding': {'type': 'main'}}}
+    relay.edit(add_responder)
+    rig.start_responder(primary)
+    node = rig.start_requester(relay)
+    node.wait_caught_up(15)
+    rig.start_responder(relay)         # (it reads its newest records when it connects)
+
+    def both():
+        data = read_file(relay)
+        return data if data and data['requester'] and data['responder'] \
+            and data['requester']['bindings'][KEY]['newest'] == START + 49 * STEP \
+            and data['responder']['bindings']['relay/wx_binding']['newest'] \
+            == START + 49 * STEP else None
+    data = wait_until(both, 20, "the relay's file to have both roles")
+    assert data['requester']['clientid'] == 'relay-in'
+    assert data['responder']['clientid'] == 'relay-out'
