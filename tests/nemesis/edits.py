@@ -9,11 +9,13 @@ user's tools make them (the nemesis's process is that other process).
     correct(station, rng, value=inf)      # the same with an inf (SQLite keeps it)
 
 Each picks a record of a day before the newest one, within the last 6 days (the verify
-window is 7), and returns a short description naming it.
+window is 7) and the responder's fingerprint (the 7 whole UTC days before today), and returns
+a short description naming it.
 """
 
 import datetime
 import math
+import time
 
 import weeutil.weeutil
 import weedb
@@ -24,11 +26,18 @@ COLUMNS = ('outTemp', 'barometer', 'windSpeed', 'outHumidity', 'dewpoint', 'heat
 
 
 def _candidates(manager):
+    """Records of a past day within the last 6 days before the newest record (the verify
+    window) and within the 7 whole UTC days before today by the clock (what the responder's
+    fingerprint covers): on a real station both are the same days; here the simulator's
+    time runs behind the clock."""
     newest = manager.lastGoodStamp()
     today = weeutil.weeutil.startOfArchiveDay(newest)
+    now = int(time.time())
+    clock_today = now - now % DAY
     rows = manager.genSql('SELECT dateTime FROM %s WHERE dateTime > ? AND dateTime <= ? '
                           'ORDER BY dateTime' % manager.table_name,
-                          (max(newest - 6 * DAY, 0), today - 1))
+                          (max(newest - 6 * DAY, clock_today - 7 * DAY, 0),
+                           min(today, clock_today) - 1))
     return [row[0] for row in rows]
 
 
