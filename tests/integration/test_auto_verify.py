@@ -282,7 +282,7 @@ def test_an_edit_of_the_primarys_recent_past_reaches_a_connected_secondary_at_on
                     (today - 2 * DAY + 600,))
     con.close()
     seed_history(primary, today - 3 * DAY + 3900, 6)            # the import
-    responder._queue(('fingerprint',))                  # (its five minutes, now)
+    responder._queue(('fingerprint',))                  # (its minute, now)
     wait_until(lambda: node.replica.verifier.repaired >= 2
                and len(log_lines(caplog, 'in sync')) >= 2, 60,
                'the verification the changed fingerprint starts, and the one after it')

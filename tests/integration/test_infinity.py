@@ -86,3 +86,32 @@ def test_a_mariadb_secondary_stores_null_and_says_so_once(rig, broker, mariadb, 
             assert manager.getSql('SELECT %s FROM archive WHERE dateTime = %%s' % column,
                                   (ts,))[0] is None
     assert error_lines(caplog) == []
+
+
+def test_a_sqlite_secondary_holding_null_for_an_infinity_is_not_in_sync(rig, broker, caplog):
+    """The nemesis's 30-minute run: a correction from NULL to inf on the primary was never
+    repaired, as an infinity counted as NULL in every digest. Now only a secondary that
+    cannot hold one (MySQL) asks for that."""
+    from user.mqttreplicate import config as cfg
+    from user.mqttreplicate import verify
+    primary = rig.primary(broker, count=COUNT, batch_size=200)
+    with_infinities(primary)
+    secondary = rig.secondary(broker, page_size=700)
+    rig.start_responder(primary)
+    node = rig.start_requester(secondary)
+    node.wait_caught_up(60)
+    node.wait_verified()
+    node.stop()
+    ts, (column, _) = next(iter(INF_AT.items()))
+    con = sqlite3.connect(str(secondary.db_path(BINDING)))
+    with con:
+        con.execute('UPDATE archive SET %s = NULL WHERE dateTime = ?' % column, (ts,))
+    con.close()
+    config_dict = secondary.config_dict()
+    lines = []
+    verifier = verify.Verifier(cfg.parse_requester(config_dict), config_dict, timeout=10,
+                               out=lines.append)
+    assert verifier.run(10, repair=True) is True, lines
+    assert any('records here' in line for line in lines), lines
+    assert values_at(secondary, ts, column) == math.inf
+    assert_same(primary, secondary)

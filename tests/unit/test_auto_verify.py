@@ -66,7 +66,7 @@ class FakeLink:
         return self.up
 
     def send_digest(self, binding, since, until, bucket, columns, correlation=None,
-                    summaries=False):
+                    summaries=False, null_inf=False):
         assert binding.key == KEY and correlation is not None
         self.sent.append(Request('digest', correlation, since, until, bucket, list(columns)))
         return correlation

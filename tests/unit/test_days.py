@@ -857,7 +857,7 @@ class SummaryStore:
     def unit_system(self):
         return self.units
 
-    def digest(self, since, until, bucket, columns, summaries=False):
+    def digest(self, since, until, bucket, columns, summaries=False, null_inf=False):
         self.asked.append((list(columns), summaries))
         return [e if summaries else e[:3] for e in self.entries]
 

@@ -36,7 +36,7 @@ class Store:
     def unit_system(self):
         return self.units
 
-    def digest(self, since, until, bucket, columns, summaries=False):
+    def digest(self, since, until, bucket, columns, summaries=False, null_inf=False):
         self.asked.append((since, until, bucket, list(columns)))
         return protocol.digest_buckets([r for r in self.records
                                         if since < r['dateTime'] <= until], columns, bucket)

@@ -357,17 +357,18 @@ def _read_page(connection, select, columns, since, until, limit):
 DIGEST_PAGE = 2000      # records read at once for a digest: memory stays bounded
 
 
-def digest_range(read_page, since, until, bucket, columns, manager=None):
+def digest_range(read_page, since, until, bucket, columns, manager=None, null_inf=False):
     """protocol.digest_buckets of the records since < dateTime <= until, read in short,
     fully fetched pages; with a manager that keeps daily summaries, each entry also has
     the digest of the summaries of the days that start in its bucket."""
-    buckets = _digest_records(read_page, since, until, bucket, columns)
+    buckets = _digest_records(read_page, since, until, bucket, columns, null_inf)
     if manager is None or not keeps_summaries(manager):
         return buckets
-    return protocol.with_day_digests(buckets, day_digests(manager, since, until, bucket))
+    return protocol.with_day_digests(buckets, day_digests(manager, since, until, bucket,
+                                                          null_inf))
 
 
-def _digest_records(read_page, since, until, bucket, columns):
+def _digest_records(read_page, since, until, bucket, columns, null_inf=False):
     def records():
         last = since
         while True:
@@ -376,7 +377,7 @@ def _digest_records(read_page, since, until, bucket, columns):
             if len(page) < DIGEST_PAGE:
                 return
             last = page[-1]['dateTime']
-    return protocol.digest_buckets(records(), columns, bucket)
+    return protocol.digest_buckets(records(), columns, bucket, null_inf)
 
 
 def archive_date(ts):
@@ -468,7 +469,7 @@ def live_days(manager, ts):
     return days
 
 
-def day_digests(manager, since, until, bucket):
+def day_digests(manager, since, until, bucket, null_inf=False):
     """protocol.digest_days of a manager's daily summaries in the buckets of since <
     dateTime <= until, of whole days only (the day of until, which the primary may still be
     adding to, is left out), one short statement per observation type."""
@@ -476,7 +477,7 @@ def day_digests(manager, since, until, bucket):
 
     tables = ((obs_type, _day_rows(manager, obs_type, first, stop)[1])
               for obs_type in sorted(manager.daykeys))       # one type's rows at a time
-    return protocol.digest_days(tables, bucket)
+    return protocol.digest_days(tables, bucket, null_inf)
 
 
 def _check_created(mgr_dict):
@@ -568,9 +569,9 @@ class SourceDatabase:
                           limit)
 
     @reconnecting(SOURCE_RECONNECT_FOR)
-    def digest(self, since, until, bucket, columns, summaries=False):
+    def digest(self, since, until, bucket, columns, summaries=False, null_inf=False):
         return digest_range(self.read_page, since, until, bucket, columns,
-                            self.manager if summaries else None)
+                            self.manager if summaries else None, null_inf)
 
     @reconnecting(SOURCE_RECONNECT_FOR)
     def unit_system(self):
@@ -741,9 +742,10 @@ class TargetDatabase:
         return _read_page(self.manager.connection, select, self.columns, since, until, limit)
 
     @reconnecting(RECONNECT_FOR)
-    def digest(self, since, until, bucket, columns, summaries=False):
+    def digest(self, since, until, bucket, columns, summaries=False, null_inf=False):
         return digest_range(self.read_page, since, until, bucket, columns,
-                            self.manager if summaries and self.has_summaries else None)
+                            self.manager if summaries and self.has_summaries else None,
+                            null_inf)
 
     @reconnecting(RECONNECT_FOR)
     def replace_range(self, first_exclusive, last_inclusive, records):

@@ -540,19 +540,20 @@ MAX_BUCKET = 366 * 86400
 MAX_DIGEST_BUCKETS = 1000         # buckets one digest request may span
 
 
-def _canonical(value):
+def _canonical(value, null_inf=False):
     """A value as both sides see it: numbers as floats (SQLite gives 5.0 or 5 for the same
     REAL depending on how it was stored), None as null, anything else as text."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = float(value)
-        # an infinity is NULL where the database cannot hold one (MySQL): the same here
-        return value if math.isfinite(value) else None
+        # null_inf: the requester's database cannot hold an infinity (MySQL), which it
+        # stores as NULL: on both sides an infinity counts as NULL
+        return None if null_inf and not math.isfinite(value) else value
     return str(value)
 
 
-def digest_buckets(records, columns, bucket):
+def digest_buckets(records, columns, bucket, null_inf=False):
     """[[bucket_start, count, hex sha256], ...] of records, oldest bucket first.
 
     bucket_start = dateTime - dateTime % bucket; empty buckets are left out. Each record
@@ -570,14 +571,14 @@ def digest_buckets(records, columns, bucket):
                 result.append([start, count, sha.hexdigest()])
             start, count, sha = ts - ts % bucket, 0, hashlib.sha256()
         count += 1
-        sha.update(json.dumps([_canonical(record.get(c)) for c in columns],
+        sha.update(json.dumps([_canonical(record.get(c), null_inf) for c in columns],
                               separators=(',', ':')).encode('utf-8') + b'\n')
     if start is not None:
         result.append([start, count, sha.hexdigest()])
     return result
 
 
-def digest_days(tables, bucket):
+def digest_days(tables, bucket, null_inf=False):
     """{bucket_start: hex sha256} of daily-summary rows: tables is [(type, rows)] in type
     order, each type's rows (dateTime first) in dateTime order. A bucket's digest covers
     the rows whose dateTime (a day's start) is in it: each row hashed as the compact JSON
@@ -589,7 +590,7 @@ def digest_days(tables, bucket):
             sha = digests.get(start)
             if sha is None:
                 sha = digests[start] = hashlib.sha256()
-            sha.update(json.dumps([name] + [_canonical(v) for v in row],
+            sha.update(json.dumps([name] + [_canonical(v, null_inf) for v in row],
                                   separators=(',', ':')).encode('utf-8') + b'\n')
     return {start: sha.hexdigest() for start, sha in digests.items()}
 
@@ -622,8 +623,9 @@ def differing_buckets(local, remote):
 
 
 def parse_digest_request(payload):
-    """(since, until, bucket, columns, summaries) of an op=digest request (summaries: the
-    daily summaries' digests too). Raises ProtocolError."""
+    """(since, until, bucket, columns, summaries, null_inf) of an op=digest request
+    (summaries: the daily summaries' digests too; null_inf: an infinity counts as NULL).
+    Raises ProtocolError."""
     request = decode_payload(payload, None)
     if not isinstance(request, dict):
         raise ProtocolError('digest request is not a JSON object')
@@ -643,7 +645,8 @@ def parse_digest_request(payload):
         raise ProtocolError('digest columns must be a list of 1 to %d names' % MAX_RECORD_KEYS)
     for name in columns:
         _check_name(name)
-    return since, until, bucket, columns, request.get('summaries') is True
+    return (since, until, bucket, columns, request.get('summaries') is True,
+            request.get('infinity') == 'null')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1019,20 +1022,24 @@ class DigestRequest:
     bucket: int
     columns: tuple
     summaries: bool = False    # each bucket's daily summaries too (a 4th entry)
+    null_inf: bool = False     # an infinity counts as NULL (the requester cannot hold one)
 
     def encode(self):
         request = {'since': self.since, 'until': self.until, 'bucket': self.bucket,
                    'columns': list(self.columns)}
         if self.summaries:
             request['summaries'] = True
+        if self.null_inf:
+            request['infinity'] = 'null'
         return Wire(encode_json(request),
                     _header(self.binding) + [('node', self.node), ('op', OP_DIGEST)])
 
     @classmethod
     def decode(cls, envelope):
-        since, until, bucket, columns, summaries = parse_digest_request(envelope.payload)
+        since, until, bucket, columns, summaries, null_inf = parse_digest_request(
+            envelope.payload)
         return cls(envelope.binding, envelope.props.get('node'), since, until, bucket,
-                   tuple(columns), summaries)
+                   tuple(columns), summaries, null_inf)
 
 
 @dataclasses.dataclass(frozen=True)

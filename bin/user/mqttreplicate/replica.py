@@ -76,8 +76,9 @@ class Link:
         raise NotImplementedError
 
     def send_digest(self, binding, since, until, bucket, columns, correlation=None,
-                    summaries=False):
-        """Ask for the digest of a range (with the daily summaries' if summaries)."""
+                    summaries=False, null_inf=False):
+        """Ask for the digest of a range (with the daily summaries' if summaries, an
+        infinity as NULL if null_inf)."""
         raise NotImplementedError
 
     def send_ack(self, replica):

@@ -134,12 +134,12 @@ class Requester(Link):
             days=days, layout=LAYOUT), correlation)
 
     def send_digest(self, binding, since, until, bucket, columns, correlation=None,
-                    summaries=False):
+                    summaries=False, null_inf=False):
         """Ask for the digest of since < dateTime <= until (SPEC 5.5), with the daily
-        summaries' if summaries."""
+        summaries' if summaries, an infinity as NULL if null_inf."""
         return self._ask(binding, protocol.DigestRequest(
-            binding.key, self.conn.clientid, since, until, bucket, tuple(columns), summaries),
-            correlation)
+            binding.key, self.conn.clientid, since, until, bucket, tuple(columns), summaries,
+            null_inf), correlation)
 
     def _ask(self, binding, request, correlation=None):
         correlation = correlation or protocol.new_correlation()

@@ -51,7 +51,7 @@ STATUS_INTERVAL = 1.0        # look at the status this often
 STATUS_SETTLE = 2.0          # routine status changes published once quiet this long
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 FINGERPRINT_DAYS = 7         # the whole past days a binding's fingerprint covers
-FINGERPRINT_INTERVAL = 300.0  # and how often it is computed (a digest of those days)
+FINGERPRINT_INTERVAL = 60.0   # and how often it is computed (a digest of those days)
 QUEUE_SIZE = 100             # pending requests; more are dropped (the requester asks again)
 MAX_NODES = 100              # secondaries remembered in the status (the oldest go first)
 LEGACY_RETRY_MAX = 60.0      # longest pause before a failed protocol-1 read is tried again
@@ -504,7 +504,7 @@ class Responder:
         """One message: the digest of the range, read in short pages (SPEC 5.5)."""
         asked = request.message
         buckets = source.digest(asked.since, asked.until, asked.bucket, list(asked.columns),
-                                asked.summaries)
+                                asked.summaries, asked.null_inf)
         reply = protocol.DigestReply(request.binding.key, buckets, source.unit_system())
         self._answer(request, reply.encode(self.conn.compress))
         self._count('digests')

@@ -233,7 +233,13 @@ class Comparison:
             return None
         remote = remote_buckets(reply, self.since, self.until)
         return differences(self.store.digest(self.since, self.until, BUCKET, self.columns,
-                                             self.summaries), remote)
+                                             self.summaries, self.null_inf), remote)
+
+    @property
+    def null_inf(self):
+        """Does an infinity count as NULL? Where this database cannot hold one (MySQL
+        stores NULL instead)."""
+        return not getattr(self.store, 'holds_infinity', True)
 
 
 class Answer:
@@ -412,7 +418,8 @@ class Verifier:
         """The primary's DigestReply for a comparison."""
         (reply,) = self._ask(binding, protocol.DigestRequest(
             binding.key, self.conn.clientid, comparison.since, comparison.until, BUCKET,
-            tuple(comparison.columns), comparison.summaries).encode(), protocol.DigestReply)
+            tuple(comparison.columns), comparison.summaries, comparison.null_inf).encode(),
+            protocol.DigestReply)
         return reply
 
     def records(self, binding, start, until):
@@ -700,7 +707,8 @@ class AutoVerifier:
     def _ask_digest(self):
         comparison = self.comparison
         self._ask(protocol.DigestReply, self.replica.link.send_digest, comparison.since,
-                  comparison.until, BUCKET, comparison.columns, summaries=comparison.summaries)
+                  comparison.until, BUCKET, comparison.columns, summaries=comparison.summaries,
+                  null_inf=comparison.null_inf)
 
     def _ask_records(self):
         fetch = self.fetch
