@@ -22,6 +22,10 @@ from tests.support.station import ENGINE_RESTART
 SETTLE = 180.0               # seconds the system has to settle once healed
 
 
+EDITS = ('import', 'correct', 'inf')     # the faults that edit the primary's past
+FINGERPRINT_WAIT = 80     # the responder's fingerprint (every 60 s), its status, a verification
+
+
 def say(text=''):
     print(text, flush=True)
 
@@ -42,6 +46,7 @@ class Run:
         self.duplicates = 0
         self.primary_restarts = 0
         self.compared = False
+        self.last_edit = None        # wall time of the last edit of the primary's past
 
     @property
     def passed(self):
@@ -83,6 +88,8 @@ class Run:
             if not note.startswith('skipped'):
                 self.faults += 1
                 self.injected.append(fault)
+                if fault.kind in EDITS:
+                    self.last_edit = time.time()
             say('  %7.1f s  %s  -> %s' % (at, fault.describe()[10:].strip(), note))
             for name in self.cluster.hung_brokers():
                 say('  %7.1f s  the %s does not answer (hung); killed and started again'
@@ -119,9 +126,24 @@ class Run:
             wait_mutual_knowledge(cluster.broker, cluster.station[PRIMARY], stations,
                                   timeout=max(deadline - time.monotonic(), 1.0))
             say('settled in %.0f s' % (SETTLE - (deadline - time.monotonic())))
+            self._after_edits(deadline)
         except AssertionError as e:
             self.failures.append('did not settle within %.0f s' % SETTLE)
             say('settling FAILED: %s' % '\n'.join(str(e).splitlines()[:40]))
+
+    def _after_edits(self, deadline):
+        """An edit of the primary's past reaches a connected secondary through its
+        verification, started by the responder's fingerprint (computed every minute):
+        after the last edit, give it that minute and a verification's time (within the
+        deadline) before the comparison tells."""
+        if self.last_edit is None:
+            return
+        wait = min(self.last_edit + FINGERPRINT_WAIT - time.time(),
+                   deadline - time.monotonic())
+        if wait > 0:
+            say('settling: %.0f s more for the verification of the last edit of the past'
+                % wait)
+            time.sleep(wait)
 
     def _compare(self):
         cluster = self.cluster
