@@ -99,7 +99,7 @@ def check_records(records):
             assert all(c.isalnum() or c == '_' for c in key)
             assert not any(c in key for c in ' ;"\'-(),.*')
             assert value is None or (isinstance(value, (int, float))
-                                     and not isinstance(value, bool) and math.isfinite(value))
+                                     and not isinstance(value, bool) and not math.isnan(value))
 
 
 def decode_or_refuse(payload, encoding):
