@@ -34,6 +34,19 @@ FAULT_TABLE = FaultTable()
 # The fault table of docs/reliability.md
 # ------------------------------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def logging_as_it_was():
+    """Put the package's loggers back as they were after each test: the command line run in
+    this process (cli.main: setup_logging) quiets the transport's INFO lines, which later
+    tests count (its reconnections)."""
+    import logging
+    names = ('', 'user.mqttreplicate', 'user.mqttreplicate.transport')
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 @pytest.fixture
 def fault_report(request):
     """fault_report(fault, checked, *, lost, duplicates, restarts=None, locked=0): one row of

@@ -315,26 +315,31 @@ def test_a_slow_responder_whose_status_says_online_is_waited_for(clock):
     """One busy worker and many secondaries: the first page may come after the start-up
     patience (20 s). A responder known to be online is not taken for absent so soon
     (which dropped its late answer and waited for a live record's hole): the page is asked
-    for again after page_timeout, and only after startup_max_tries x page_timeout (120 s)
-    is it taken for one that does not answer (a request_topic that differs)."""
+    for again after each start-up patience (a request may have been lost), its answer is
+    taken however late, and only after startup_max_tries x page_timeout (120 s) is it taken
+    for one that does not answer (a request_topic that differs)."""
     replica, host, store = make(FakeStore([at(1)]))
     host.online = True
     replica.start_catchup()
-    clock.now += 25
+    clock.now += 19
+    replica.idle()
+    assert replica.state is State.ASKING and len(host.requests) == 1
+    clock.now += 6
     replica.idle()
     assert replica.state is State.ASKING and 'unanswered' not in host.faults.kinds
-    clock.now += 40                    # page_timeout (60 s) since the request
+    assert len(host.requests) == 2
+    clock.now += 40
     replica.idle()
-    assert replica.state is State.ASKING and len(host.requests) == 2
+    assert replica.state is State.ASKING and len(host.requests) == 3
     page(replica, host, [record(at(2)), record(at(3))], newest=at(3))
     assert replica.state is State.LIVE and replica.position == at(3)
     # and one that never answers
     replica.start_catchup()
-    for _ in range(2):
-        clock.now += 59
+    for _ in range(5):
+        clock.now += 21
         replica.idle()
         assert replica.state is State.ASKING
-    clock.now += 3                     # 121 s
+    clock.now += 16                    # 121 s
     replica.idle()
     assert replica.state is State.UNANSWERED and 'unanswered' in host.faults.kinds
 

@@ -650,7 +650,11 @@ class Replica:
                             'on with live records: %s', self.key, quiet,
                             self.link.silence(self.binding.instance))
                 self._catchup_done(State.UNANSWERED)
-            elif quiet >= options.page_timeout:
+            elif quiet >= options.page_timeout or (
+                    self.state is State.ASKING and quiet >= patience
+                    and self.link.responder_online(self.binding.instance)):
+                # (a request to a responder that is online but silent may have been lost:
+                # asked again after the start-up patience, not after a whole page_timeout)
                 log.warning('requester: %s: no answer for %.0f s; asking again since %s',
                             self.key, quiet, self.position)
                 self.start_catchup()
@@ -662,7 +666,7 @@ class Replica:
         """Has the catch-up been asked for long enough without an answer? A responder
         whose own status says it is online may only be busy (one worker, many
         secondaries): it gets startup_max_tries x page_timeout (asked again after each
-        page_timeout) before it is taken for one that does not answer."""
+        start-up patience) before it is taken for one that does not answer."""
         if not self.link.responder_online(self.binding.instance):
             return quiet >= patience
         options = self.options
