@@ -59,7 +59,13 @@ def import_past(station, rng, interval):
         record['dateTime'] = ts + interval // 2
         if record.get('outTemp') is not None:
             record['outTemp'] += 0.7
-        manager.addRecord(record, log_success=False)
+        try:
+            manager.addRecord(record, log_success=False)
+        except TypeError as e:
+            # WeeWX's own addRecord cannot add to a day whose summaries an earlier `inf`
+            # edit made NaN (SQLite keeps NULL): the primary's WeeWX, not the product
+            return 'skipped: WeeWX cannot add to the day of %d (%s): %s' % (
+                record['dateTime'], _text(record['dateTime']), e)
         return 'imported %d (%s)' % (record['dateTime'], _text(record['dateTime']))
 
 
