@@ -408,7 +408,10 @@ def test_secondary_offline_misses_live_records(proxies, rig, broker, caplog, fau
                   'the primary; stored once')
     count = 300
     proxy = proxies(broker)
-    primary = rig.primary(broker, count=count, batch_size=100)
+    # (seeded as a rebuild: when live records keep coming during the catch-up, the day they
+    # fill may end it built here, its primary's summaries coming with the next live record;
+    # this test stops publishing at once. A known gap, in the closing note of issue 19)
+    primary = rig.primary(broker, count=count, batch_size=100, loop_hilo=False)
     secondary = rig.secondary(Via(proxy), page_size=200, session_expiry_interval=0)
     responder = rig.start_responder(primary)
     node = rig.start_requester(secondary)
