@@ -110,12 +110,25 @@ def add_to_primary(station, records):
 
 
 def read_for_live(station, ts):
-    """(record, prev) of ts as MQTTResponder.new_archive_record reads them: the stored record
-    without None values, and the dateTime of the record before it."""
+    """(record, prev, days) of ts as MQTTResponder.new_archive_record reads them: the stored
+    record without None values, the dateTime of the record before it, and its day's daily
+    summaries through it (database.live_days: None if a newer record of that day is
+    stored). Publish them all: a live record without its day's summaries leaves that day
+    built on the secondary, which the service never does."""
     with station.open_manager(BINDING) as manager:
         record = manager.getRecord(ts)
         prev = database.previous_timestamp(manager, ts)
-    return {k: v for k, v in record.items() if v is not None}, prev
+        days = database.live_days(manager, ts)
+    return {k: v for k, v in record.items() if v is not None}, prev, days
+
+
+def publish_live(responder, station, ts, add=True):
+    """The primary's engine stores record ts (unless add is False) and its responder
+    publishes it live, with its day's summaries, as MQTTResponder.new_archive_record
+    does."""
+    if add:
+        add_to_primary(station, [new_record(ts)])
+    responder.publish_live(responder.bindings[KEY], *read_for_live(station, ts))
 
 
 def stop_then_kill_broker(broker, node, total, more):

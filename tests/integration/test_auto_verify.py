@@ -88,8 +88,8 @@ def test_a_day_imported_on_the_primary_reaches_every_running_secondary(rig, brok
     newest = START + 5 * DAY - STEP
     for ts in range(newest + STEP, newest + 4 * STEP, STEP):   # live records meanwhile
         add_to_primary(primary, [new_record(ts)])
-        record, prev = read_for_live(primary, ts)
-        responder.publish_live(responder.bindings[KEY], record, prev)
+        record, prev, days = read_for_live(primary, ts)
+        responder.publish_live(responder.bindings[KEY], record, prev, days)
         newest = ts
     for node, secondary in zip(nodes, secondaries):
         wait_until(lambda: node.replica.verifier.repaired >= 1 and same(primary, secondary),

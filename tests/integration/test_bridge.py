@@ -23,9 +23,8 @@ import sqlite3
 
 import pytest
 
-from tests.integration.harness import (BINDING, KEY, START, STEP, add_to_primary, assert_same,
-                                       error_lines, new_record, read_for_live,
-                                       wait_until)
+from tests.integration.harness import (BINDING, KEY, START, STEP, assert_same,
+                                       error_lines, publish_live, wait_until)
 from tests.support.bridge import (SECONDARY_USER, BridgedBrokers, bridge_options,
                                    documented_bridge)
 from tests.support.mqtt import MqttClient, publish_properties
@@ -44,12 +43,6 @@ def bridged(make_broker):
     pair = BridgedBrokers(make_broker)
     yield pair
     pair.stop()
-
-
-def publish_live(primary, responder, ts):
-    """The primary's engine stored ts, and the responder published it live."""
-    add_to_primary(primary, [new_record(ts)])
-    responder.publish_live(responder.bindings[KEY], *read_for_live(primary, ts))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,7 +171,7 @@ def test_signed_replication_with_the_link_cut_in_the_middle_of_the_catch_up(
     # ... while it is down the primary goes on: its live records wait on the station's side
     live = [START + (TOTAL + i) * STEP for i in range(3)]
     for ts in live:
-        publish_live(primary, responder, ts)
+        publish_live(responder, primary, ts)
     assert not node.caught_up()
     assert node.requester.progress_count < TOTAL + len(live)
 
@@ -198,7 +191,7 @@ def test_signed_replication_with_the_link_cut_in_the_middle_of_the_catch_up(
     # live records with the link up
     more = [live[-1] + STEP, live[-1] + 2 * STEP]
     for ts in more:
-        publish_live(primary, responder, ts)
+        publish_live(responder, primary, ts)
     node.wait_position(more[-1])
 
     wait_both_sides_know(bridged, primary, secondary)
@@ -248,7 +241,7 @@ def test_either_broker_restarted_in_the_middle_of_a_catch_up(rig, bridged, caplo
     node.wait_caught_up(30)
     live = [START + (TOTAL + i) * STEP for i in range(3)]
     for ts in live:
-        publish_live(primary, responder, ts)
+        publish_live(responder, primary, ts)
     node.wait_position(live[-1])
     wait_both_sides_know(bridged, primary, secondary)
     node.stop()

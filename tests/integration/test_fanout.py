@@ -111,8 +111,8 @@ def test_secondaries_catching_up_at_once_share_each_page_and_live_records_go_onc
     responder.transport.publish = publish
     ts = START + 2000 * STEP
     add_to_primary(primary, [new_record(ts)])
-    record, prev = read_for_live(primary, ts)
-    responder.publish_live(responder.bindings[KEY], record, prev)
+    record, prev, days = read_for_live(primary, ts)
+    responder.publish_live(responder.bindings[KEY], record, prev, days)
     for node in nodes:
         node.wait_position(ts)
     assert published.count('replicate/archive/weewx') == 1
@@ -183,6 +183,6 @@ def test_a_changed_past_reaches_secondaries(rig, broker, reads):
     page_since = max(s for s, until, limit, n in reads[mark:]
                      if until is None and n == PAGE and s < older)
     assert older not in probe.page(page_since)[0]
-    record, prev = read_for_live(primary, older)
-    responder.publish_live(responder.bindings[KEY], record, prev)
+    record, prev, days = read_for_live(primary, older)
+    responder.publish_live(responder.bindings[KEY], record, prev, days)
     assert older in probe.page(page_since)[0]

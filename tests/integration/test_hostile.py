@@ -243,8 +243,8 @@ def caught_up_secondary(rig, broker, count=200):
 
 def good_record_after(primary, responder, node, ts):
     add_to_primary(primary, [new_record(ts)])
-    record, prev = read_for_live(primary, ts)
-    responder.publish_live(responder.bindings[KEY], record, prev)
+    record, prev, days = read_for_live(primary, ts)
+    responder.publish_live(responder.bindings[KEY], record, prev, days)
     node.wait_position(ts, timeout=5)
 
 

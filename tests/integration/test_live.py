@@ -37,8 +37,8 @@ def caught_up_pair(rig, broker, primary=None, **secondary_options):
 
 def publish(responder, primary, ts):
     """Publish the primary's record ts live, as the service does."""
-    record, prev = read_for_live(primary, ts)
-    responder.publish_live(responder.bindings[KEY], record, prev)
+    record, prev, days = read_for_live(primary, ts)
+    responder.publish_live(responder.bindings[KEY], record, prev, days)
     return prev
 
 

@@ -43,8 +43,8 @@ def mysql_station(rig, server, name, units='US', count=0, bindings=(BINDING,)):
 def publish_new(responder, primary, ts, units='US'):
     """A new record on the primary, published live as the service does."""
     add_to_primary(primary, [new_record(ts, units)])
-    record, prev = read_for_live(primary, ts)
-    responder.publish_live(responder.bindings[KEY], record, prev)
+    record, prev, days = read_for_live(primary, ts)
+    responder.publish_live(responder.bindings[KEY], record, prev, days)
 
 
 def catch_up_and_follow(rig, broker, primary, secondary, units='US'):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import (KEY, START, STEP, RequesterNode, add_to_primary,
-                                       assert_same, error_lines, new_record, read_for_live,
+                                       assert_same, error_lines, new_record, publish_live,
                                        wait_until)
 from tests.support.conversation import Conversation, records
 from tests.support.ejabberd import Ejabberd
@@ -94,13 +94,6 @@ def pair(rig, server, count, primary_options=None, **secondary_options):
     secondary = rig.secondary(secondary_options.pop('via', server), user='secondary1',
                               **secondary_options)
     return primary, secondary
-
-
-def publish_live(responder, primary, ts):
-    """Commit record ts on the primary and publish it, as the service does."""
-    add_to_primary(primary, [new_record(ts)])
-    record, prev = read_for_live(primary, ts)
-    responder.publish_live(responder.bindings[KEY], record, prev)
 
 
 def retained(rig, server, topic, timeout=5.0):

@@ -45,14 +45,14 @@ def test_protocol1_requester_gets_one_message_per_record(rig, broker, caplog):
         assert isinstance(record, dict) and record['usUnits'] == 1
         stamps.append(record['dateTime'])
     assert stamps == [START + i * STEP for i in range(450)]
-    stored, _ = read_for_live(primary, START + 7 * STEP)
+    stored, *_ = read_for_live(primary, START + 7 * STEP)
     assert json.loads(messages[7].payload) == stored
 
     # A live record is a JSON object a protocol-1 requester reads unchanged.
     ts = START + 450 * STEP
     add_to_primary(primary, [new_record(ts)])
-    record, prev = read_for_live(primary, ts)
-    responder.publish_live(responder.bindings[KEY], record, prev)
+    record, prev, days = read_for_live(primary, ts)
+    responder.publish_live(responder.bindings[KEY], record, prev, days)
     live = legacy.expect('replicate/archive/weewx', timeout=5)
     while json.loads(live.payload)['dateTime'] != ts:   # (the newest at connection, maybe)
         live = legacy.expect('replicate/archive/weewx', timeout=5)
@@ -171,7 +171,7 @@ def test_protocol1_responder_serves_our_requester(rig, broker, caplog):
         # and a protocol-1 live record (no prev) is stored too
         ts = START + 200 * STEP
         add_to_primary(primary, [new_record(ts)])
-        record, _ = read_for_live(primary, ts)
+        record, *_ = read_for_live(primary, ts)
         fake.publish_live(record)
         node.wait_position(ts, timeout=5)
         node.stop()

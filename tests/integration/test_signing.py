@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from tests.integration.harness import (KEY, START, STEP, JsonWatcher, add_to_primary,
-                                       assert_same, error_lines, new_record, read_for_live,
-                                       retained_json, wait_until)
+from tests.integration.harness import (KEY, START, STEP, JsonWatcher, assert_same, error_lines,
+                                       new_record, publish_live, retained_json, wait_until)
 from tests.support.conversation import collect
 from tests.support.measure import Fault, in_process
 from tests.support.mqtt import user_properties
@@ -43,12 +42,6 @@ def valid(message, secret=SECRET):
 
 def signature_lines(caplog):
     return [r.getMessage() for r in caplog.records if REJECTED_TEXT in r.getMessage()]
-
-
-def publish_live(responder, primary, ts):
-    add_to_primary(primary, [new_record(ts)])
-    record, prev = read_for_live(primary, ts)
-    responder.publish_live(responder.bindings[KEY], record, prev)
 
 
 def signed_pair(rig, broker, count=COUNT, primary_secret=SECRET, secondary_secret=SECRET,

@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 
 from tests.integration.harness import (BINDING, DAY, KEY, START, STEP, add_to_primary,
-                                       assert_same, error_lines, new_record, read_for_live,
+                                       assert_same, error_lines, new_record, publish_live,
                                        wait_until)
 from tests.support.station import compare_databases, generate_records, seed_history
 
@@ -113,12 +113,6 @@ def log_lines(caplog, text, level=logging.INFO):
     return [r.getMessage() for r in caplog.records
             if r.name.startswith('user.mqttreplicate') and r.levelno >= level
             and text in r.getMessage()]
-
-
-def publish_live(responder, primary, ts):
-    """Publish the primary's record ts as the service does: with its day's summaries."""
-    record, prev = read_for_live(primary, ts)
-    responder.publish_live(responder.bindings[KEY], record, prev, live_days(primary, ts))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -329,7 +323,7 @@ def test_catchup_copies_the_primarys_summaries(rig, broker, caplog):
         ts += STEP
         add_to_primary(primary, [new_record(ts)])
         loop_highs(primary, database.day_start(ts))      # the day's LOOP highs move on
-        publish_live(responder, primary, ts)
+        publish_live(responder, primary, ts, add=False)
     node.wait_position(ts)
     node.wait_verified()
     assert_same(primary, secondary)
@@ -522,7 +516,7 @@ def test_a_secondary_in_other_units_rebuilds_and_verifies_without_looping(rig, b
     for _ in range(2):
         ts += STEP
         add_to_primary(primary, [new_record(ts, units='METRIC')])
-        publish_live(responder, primary, ts)
+        publish_live(responder, primary, ts, add=False)
     node.wait_position(ts)
     node.wait_verified()
     first = node.replica.verifier.verified
