@@ -35,7 +35,8 @@ MODEL = 'MQTTReplicate'
 # the origin's support_url: the home of the earlier weewx-mqtt/replicate extension, until
 # this one has its own
 SUPPORT_URL = 'https://github.com/weewx-mqtt/replicate'
-EXPIRE_INTERVALS = 3          # entities expire after this many archive intervals of silence
+EXPIRE_INTERVALS = 2          # entities expire this many archive intervals after a missed
+                              # heartbeat (a steady status comes every status_heartbeat)
 MARKER = 'mqttreplicate-homeassistant.json'
 ISO = "timestamp_custom('%Y-%m-%dT%H:%M:%S+00:00', false)"
 
@@ -91,7 +92,8 @@ class Discovery:
     """The discovery of one role of a station. Call update() every few seconds: it publishes
     when due; removal() at start when discovery is off."""
 
-    def __init__(self, options, role, config_dict, transport, status_dir, interval):
+    def __init__(self, options, role, config_dict, transport, status_dir, interval,
+                 heartbeat=1):
         self.options = options                  # config.HomeAssistantOptions
         self.role = role
         self.station = station_id(config_dict)
@@ -103,7 +105,7 @@ class Discovery:
         self.transport = transport
         self.topic = discovery_topic(options.discovery_prefix, self.station)
         self.marker = os.path.join(status_dir, MARKER)
-        self.expire_after = EXPIRE_INTERVALS * (interval or 300)
+        self.expire_after = (heartbeat + EXPIRE_INTERVALS) * (interval or 300)
         self.published = None                   # components last published
         self.connection = None                  # the connection they were published on
         self.again = threading.Event()          # Home Assistant came online
