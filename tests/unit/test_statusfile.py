@@ -110,9 +110,10 @@ def test_pacer_heartbeat_holds_back_steady_pictures():
     # behind (record 11 held back a period ago): not steady, published once settled
     assert pacer.due({'n': 12, 'lag': 300}, 'live', False, now=3608)
     pacer.published({'n': 12, 'lag': 300}, 'live', False, now=3608)
-    assert pacer.due({'n': 12}, 'live', True, now=3611)    # steady again: at once
-    pacer.published({'n': 12}, 'live', True, now=3611)
-    assert pacer.due({'n': 12}, 'error', True, now=3612)   # a reader needs it
+    assert not pacer.due({'n': 12}, 'live', True, now=3611)
+    assert pacer.due({'n': 12}, 'live', True, now=3613)    # steady again: once settled
+    pacer.published({'n': 12}, 'live', True, now=3613)
+    assert pacer.due({'n': 12}, 'error', True, now=3614)   # a reader needs it: at once
 
 
 def test_status_heartbeat_option():

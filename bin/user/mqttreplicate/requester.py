@@ -75,8 +75,8 @@ class Requester(Link):
                                    manual_ack=True, name='requester',
                                    on_rejected=self._on_unsigned)
         self.status.transport = self.transport
-        self.pacer = Pacer(options.archive_interval, STATUS_SETTLE,
-                           options.status_heartbeat * options.archive_interval)
+        self.pacer = Pacer.of(options.archive_interval, STATUS_SETTLE,
+                              options.status_heartbeat)
         self.link_state = LinkState()
         self.last_error = LastError(('requester', 'replica', 'driver', 'verify'))
         self.primary = {}              # instance -> {'state', 'offline_since'}

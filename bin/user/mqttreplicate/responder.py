@@ -121,8 +121,7 @@ class Responder:
         self.published = {}        # binding key -> newest dateTime published live
         self.nodes = {}            # node -> binding key -> {'last', 'count', 'time'}
         self.interval = statusfile.archive_interval(config_dict, 300)
-        self.pacer = Pacer(self.interval, STATUS_SETTLE,
-                           options.status_heartbeat * self.interval)
+        self.pacer = Pacer.of(self.interval, STATUS_SETTLE, options.status_heartbeat)
         self.link_state = LinkState()
         self.last_error = LastError(('responder', 'pagecache'))
         self.secondaries = statusfile.Secondaries()     # their own statuses

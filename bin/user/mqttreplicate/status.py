@@ -103,6 +103,12 @@ class Pacer:
         self.first = None              # monotonic time of the first unpublished change
         self.last = None               # and of the latest
 
+    @classmethod
+    def of(cls, interval, settle, heartbeat):
+        """The pacer of a role: heartbeat in archive intervals (1: no heartbeat, a
+        status after every record as before)."""
+        return cls(interval, settle, heartbeat * interval if heartbeat > 1 else None)
+
     def due(self, content, key, steady=False, now=None):
         now = time.monotonic() if now is None else now
         if self.never or key != self.key:
