@@ -217,3 +217,24 @@ def test_a_relay_writes_both_roles_in_one_file(rig, broker):
     data = wait_until(both, 20, "the relay's file to have both roles")
     assert data['requester']['clientid'] == 'relay-in'
     assert data['responder']['clientid'] == 'relay-out'
+
+
+def test_full_and_compact_acks_both_counted(rig, broker):
+    """The responder takes the full ack of an older requester and the compact one; a compact
+    ack counts only for the bindings of the instance it was published for."""
+    primary = rig.primary(broker, count=10)
+    responder = rig.start_responder(primary)
+    client = rig.client(broker)
+    for node, compact in (('older', False), ('newer', True)):
+        wire = protocol.Ack(None if compact else KEY, node, {KEY: (START, 7)},
+                            compact).encode()
+        client.publish('replicate/request/weewx', wire.payload,
+                       user_properties=dict(wire.properties))
+    wire = protocol.Ack(None, 'astray', {KEY: (START, 7)}, True).encode()
+    client.publish('replicate/request/other', wire.payload,
+                   user_properties=dict(wire.properties))
+    wait_until(lambda: {'older', 'newer'} <= set(responder.nodes), 10, 'both acks')
+    assert responder.nodes['older'][KEY]['last'] == responder.nodes['newer'][KEY]['last'] \
+        == START
+    time.sleep(0.5)
+    assert 'astray' not in responder.nodes
