@@ -565,8 +565,11 @@ class Responder:
         self.link_state.update(connected)
         section = self.file_section()
         error = self.last_error.last
+        # (a new fingerprint is an edit of the past the secondaries verify at once)
+        with self.lock:
+            fingerprints = tuple((k, tuple(v)) for k, v in sorted(self.fingerprints.items()))
         key = (connected, self.connected_at, error and error['time'],
-               tuple((c, s['state']) for c, s in section['secondaries'].items()))
+               tuple((c, s['state']) for c, s in section['secondaries'].items()), fingerprints)
         if connected:
             status = self.status()
             content = without(status, 'time')
