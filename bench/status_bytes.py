@@ -60,7 +60,11 @@ def main():
         parser.error('--every must be at least 60 (the smallest archive interval)')
     print('machine:', c.machine())
     root = c.workdir('status-bytes')
-    start = int(time.time()) - 2 * 86400
+    warmup = 2
+    # the seeded day ends where the live records begin, so that these end about now: in
+    # today, never in a whole past day (which would change the responder's fingerprint of
+    # its recent past at every record and make the secondaries verify)
+    start = int(time.time()) - (288 + args.records + warmup + 1) * 300
     start -= start % 300
     broker, primary, secondary = c.make_pair(root, 288, start=start)
     secondaries = [secondary]
@@ -125,7 +129,6 @@ def main():
         manager = weewx.manager.open_manager_with_config(config_dict, 'wx_binding')
         binding = options.bindings[0]
         first = start + 288 * 300
-        warmup = 2
         for n, record in enumerate(generate_records(first + 300, args.records + warmup, 5,
                                                     'US')):
             manager.addRecord(record, log_success=False)
