@@ -1,6 +1,7 @@
 """Bytes of acknowledgements and statuses per archive interval per secondary, live.
 
-    .venv/bin/python bench/status_bytes.py [--records 8] [--every 10] [--secondaries 1]
+    .venv/bin/python bench/status_bytes.py [--records 20] [--every 60] [--secondaries 1]
+        [--heartbeat N]
 
 A private Mosquitto, a primary whose responder runs in this process (the service's code
 path: insert into the database, then Responder.publish_live with `prev` and the day's
@@ -8,7 +9,11 @@ summaries), and secondaries whose requesters run here too (as `request` builds t
 every secondary caught up, a record is stored and published every `--every` seconds (one
 archive interval of the run); a subscriber to `#` counts each message's payload, topic and
 properties by kind (live records, acks, statuses, other). The first two intervals are left
-out (settling after the catch-up); the figures are per interval per secondary.
+out (settling after the catch-up); the figures are per interval per secondary. The
+stations' archive interval is `--every` (at least 60 s, the requester's minimum), so that
+the status heartbeat (`status_heartbeat` archive intervals, `--heartbeat`, the extension's
+default if not given) falls inside the run: measure at least one heartbeat's worth of
+intervals.
 """
 
 import argparse
@@ -44,14 +49,22 @@ def kind_of(message):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--records', type=int, default=8, help='intervals measured')
-    parser.add_argument('--every', type=float, default=10.0,
-                        help='seconds between records (one archive interval)')
+    parser.add_argument('--records', type=int, default=20, help='intervals measured')
+    parser.add_argument('--every', type=int, default=60,
+                        help='seconds between records: the archive interval (at least 60)')
     parser.add_argument('--secondaries', type=int, default=1)
+    parser.add_argument('--heartbeat', type=int, default=None,
+                        help='status_heartbeat (archive intervals) of every station')
     args = parser.parse_args()
+    if args.every < 60:
+        parser.error('--every must be at least 60 (the smallest archive interval)')
     print('machine:', c.machine())
     root = c.workdir('status-bytes')
-    start = int(time.time()) - 2 * 86400
+    warmup = 2
+    # the seeded day ends where the live records begin, so that these end about now: in
+    # today, never in a whole past day (which would change the responder's fingerprint of
+    # its recent past at every record and make the secondaries verify)
+    start = int(time.time()) - (288 + args.records + warmup + 1) * 300
     start -= start % 300
     broker, primary, secondary = c.make_pair(root, 288, start=start)
     secondaries = [secondary]
@@ -59,6 +72,15 @@ def main():
         other = c.make_station(root, 'secondary%d' % n)
         c.add_stanza(other, broker, 'Requester')
         secondaries.append(other)
+
+    def paced(config):
+        config['StdArchive']['archive_interval'] = str(args.every)
+        if 'Requester' in config['Replicator']:
+            config['Replicator']['Requester']['archive_interval'] = str(args.every)
+        if args.heartbeat is not None:
+            config['Replicator']['status_heartbeat'] = str(args.heartbeat)
+    for station in [primary] + secondaries:
+        station.edit(paced)
 
     import weecfg
     import weewx.manager
@@ -107,7 +129,6 @@ def main():
         manager = weewx.manager.open_manager_with_config(config_dict, 'wx_binding')
         binding = options.bindings[0]
         first = start + 288 * 300
-        warmup = 2
         for n, record in enumerate(generate_records(first + 300, args.records + warmup, 5,
                                                     'US')):
             manager.addRecord(record, log_success=False)
@@ -126,8 +147,9 @@ def main():
         client.disconnect()
         c.tear_down(root, broker, [primary] + secondaries)
     per = args.records * args.secondaries
-    print('%d intervals of %.0f s, %d secondaries; per interval per secondary:'
-          % (args.records, args.every, args.secondaries))
+    print('%d intervals of %d s, %d secondaries, status_heartbeat %s; per interval per '
+          'secondary:' % (args.records, args.every, args.secondaries,
+                          args.heartbeat or 'default'))
     for kind in ('live', 'ack', 'status', 'request', 'other'):
         messages, size = counts.get(kind, (0, 0))
         print('  %-8s %6.2f messages %8.0f bytes' % (kind, messages / per, size / per))

@@ -167,8 +167,11 @@ def test_discovery_checked_and_templates_rendered(rig, broker):
     lags = dict(by_suffix['lag'])
     assert len(lags) == 2 and set(lags.values()) == {0.0}, lags    # both sides: caught up
     assert any('web-1' in cid for cid in lags)                      # the secondary, on the primary
-    assert {v for _, v in by_suffix['newest']} == {newest}
-    assert {v for _, v in by_suffix['acknowledged']} == {newest}
+    # a steady status comes every status_heartbeat (10) archive intervals: the newest
+    # records may be up to that far behind (docs/seeing.md); the lag is exact
+    caught_up = datetime.datetime.fromtimestamp(START + 99 * STEP, datetime.timezone.utc)
+    assert all(caught_up <= v <= newest for _, v in by_suffix['newest'])
+    assert all(caught_up <= v <= newest for _, v in by_suffix['acknowledged'])
     assert [v for _, v in by_suffix['verified']][0] is not None
     assert [v for _, v in by_suffix['state']] == ['live']
 
@@ -200,3 +203,45 @@ def test_off_by_default(rig, broker):
     client.subscribe('homeassistant/#')
     with pytest.raises(TimeoutError):
         client.expect('homeassistant/#', timeout=3)
+
+
+def retained(rig, broker, topic):
+    """The retained message on topic, or None."""
+    with rig.client(broker) as fresh:
+        fresh.subscribe(topic)
+        try:
+            return fresh.expect(topic, timeout=1.5).payload
+        except TimeoutError:
+            return None
+
+
+def test_remove_command_before_uninstall(rig, broker):
+    """`homeassistant --remove` (docs/install.md, before `weectl extension uninstall`, which
+    runs no code of the extension): the station's retained discovery config is gone from the
+    broker, the marker file too; a broker that cannot be reached is one line and exit 3."""
+    primary = enable(rig.primary(broker, count=10))
+    responder = rig.start_responder(primary)
+    topic = homeassistant.discovery_topic('homeassistant',
+                                          homeassistant.station_id(primary.config_dict()))
+    wait_until(lambda: retained(rig, broker, topic), 15, 'the discovery config')
+    marker = primary.root / 'archive' / homeassistant.MARKER
+    assert marker.exists()
+    rig.stop_responder(responder)
+    assert retained(rig, broker, topic)                 # stopping leaves the entities
+    result = primary.run_cli('--connect-timeout', '10', 'homeassistant', '--remove',
+                             timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert 'Home Assistant entities removed' in result.stdout
+    assert retained(rig, broker, topic) is None
+    assert not marker.exists()
+
+    def elsewhere(config):
+        config['Replicator']['port'] = '1'
+        for role in ('Requester', 'Responder'):
+            if role in config['Replicator']:
+                config['Replicator'][role].pop('port', None)
+    primary.edit(elsewhere)
+    result = primary.run_cli('--connect-timeout', '2', 'homeassistant', '--remove',
+                             timeout=60)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert len([line for line in result.stderr.splitlines() if 'error' in line]) == 1

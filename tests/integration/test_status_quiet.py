@@ -1,13 +1,14 @@
 """Quiet statuses and the status file (docs/seeing.md): one status per role per archive
 interval in steady state, at once on what a reader needs; the file both roles write."""
 
+import json
 import time
 
 import pytest
 
 from tests.integration.harness import KEY, START, STEP, add_to_primary, new_record, \
     read_for_live, wait_until
-from user.mqttreplicate import statusfile
+from user.mqttreplicate import protocol, statusfile
 
 
 pytestmark = pytest.mark.integration
@@ -112,10 +113,15 @@ def test_status_file_of_both_roles(rig, broker):
     assert read_file(primary)['responder']['state'] == 'offline'
 
 
-def test_statuses_once_per_record(rig, broker):
-    """Steady state: per live record one acknowledgement and one status of each role."""
+def steady_records(rig, broker, heartbeat=None, records=3):
+    """A caught-up secondary, then `records` live records 9 s apart: per topic the messages
+    (not retained) of each record, the acks seen, and the responder."""
     primary = rig.primary(broker, count=100)
     secondary = rig.secondary(broker, clientid='steady')
+    if heartbeat is not None:
+        for station in (primary, secondary):
+            station.edit(lambda config: config['Replicator'].__setitem__(
+                'status_heartbeat', str(heartbeat)))
     responder = rig.start_responder(primary)
     node = rig.start_requester(secondary)
     node.wait_caught_up(15)
@@ -125,13 +131,64 @@ def test_statuses_once_per_record(rig, broker):
     time.sleep(8)
     client.drain()
     ts = START + 99 * STEP
-    seen = {}
-    for _ in range(3):
+    seen, acks = {}, []
+    for _ in range(records):
         ts += STEP
         add_to_primary(primary, [new_record(ts)])
         responder.publish_live(responder.bindings[KEY], *read_for_live(primary, ts))
-        for topic, n in count_statuses(client, 9).items():
+        counts, messages = count_messages(client, 9)
+        acks += [m for m in messages if m.topic == 'replicate/request/weewx']
+        for topic, n in counts.items():
             seen.setdefault(topic, []).append(n)
+    return seen, acks, responder, ts
+
+
+def count_messages(client, seconds):
+    counts, messages = {}, []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            message = client.get(0.1)
+        except TimeoutError:
+            continue
+        if not message.retain:
+            counts[message.topic] = counts.get(message.topic, 0) + 1
+            messages.append(message)
+    return counts, messages
+
+
+def wire_bytes(message):
+    """What the broker carries of a message: payload, topic and encoded properties."""
+    return len(message.payload) + len(message.topic.encode()) + len(message.properties.pack())
+
+
+def test_steady_state_is_quiet(rig, broker):
+    """Steady state with the default status_heartbeat (10 archive intervals): per live
+    record one compact acknowledgement (no data_binding or protocol property) and no status
+    of either role; the primary still knows where the secondary is, and the retained
+    statuses say live with no lag."""
+    seen, acks, responder, ts = steady_records(rig, broker)
+    assert seen == {'replicate/request/weewx': [1, 1, 1]}, seen
+    for ack in acks:
+        assert protocol.user_properties(ack.properties) == {'node': 'steady', 'op': 'ack'}
+        assert wire_bytes(ack) <= 120, wire_bytes(ack)
+    assert responder.nodes['steady'][KEY]['last'] == ts
+    client = rig.client(broker)
+    client.subscribe('replicate/status/#')
+    retained = {}
+    while len(retained) < 2:
+        message = client.get(5)
+        retained[message.topic] = json.loads(message.payload)
+    mine = retained['replicate/status/weewx/steady']['bindings'][KEY]
+    assert mine['state'] == 'live' and mine['lag'] == 0
+    assert retained['replicate/status/weewx']['acks'] == 'compact'
+    assert retained['replicate/status/weewx']['nodes']['steady'][KEY]['lag'] == 0
+
+
+def test_statuses_once_per_record_with_heartbeat_1(rig, broker):
+    """status_heartbeat = 1: per live record one acknowledgement and one status of each
+    role (the quiet statuses before the heartbeat)."""
+    seen, _, _, _ = steady_records(rig, broker, heartbeat=1)
     assert seen == {'replicate/status/weewx': [1, 1, 1],
                     'replicate/status/weewx/steady': [1, 1, 1],
                     'replicate/request/weewx': [1, 1, 1]}, seen
@@ -160,3 +217,24 @@ def test_a_relay_writes_both_roles_in_one_file(rig, broker):
     data = wait_until(both, 20, "the relay's file to have both roles")
     assert data['requester']['clientid'] == 'relay-in'
     assert data['responder']['clientid'] == 'relay-out'
+
+
+def test_full_and_compact_acks_both_counted(rig, broker):
+    """The responder takes the full ack of an older requester and the compact one; a compact
+    ack counts only for the bindings of the instance it was published for."""
+    primary = rig.primary(broker, count=10)
+    responder = rig.start_responder(primary)
+    client = rig.client(broker)
+    for node, compact in (('older', False), ('newer', True)):
+        wire = protocol.Ack(None if compact else KEY, node, {KEY: (START, 7)},
+                            compact).encode()
+        client.publish('replicate/request/weewx', wire.payload,
+                       user_properties=dict(wire.properties))
+    wire = protocol.Ack(None, 'astray', {KEY: (START, 7)}, True).encode()
+    client.publish('replicate/request/other', wire.payload,
+                   user_properties=dict(wire.properties))
+    wait_until(lambda: {'older', 'newer'} <= set(responder.nodes), 10, 'both acks')
+    assert responder.nodes['older'][KEY]['last'] == responder.nodes['newer'][KEY]['last'] \
+        == START
+    time.sleep(0.5)
+    assert 'astray' not in responder.nodes

@@ -93,6 +93,38 @@ def test_pacer_folds_routine_changes():
     assert t == 80                     # a period after the first change, not before
 
 
+def test_pacer_heartbeat_holds_back_steady_pictures():
+    """A steady picture replacing a steady one waits for the heartbeat; a key change, a
+    picture that is not steady, and the first steady one after it go out as before."""
+    pacer = Pacer(period=300, settle=2, heartbeat=3000)
+    assert pacer.due({'n': 0}, 'live', True, now=0)
+    pacer.published({'n': 0}, 'live', True, now=0)
+    published = []
+    for n in range(1, 12):                             # a record every 300 s
+        t = n * 300
+        for now in (t, t + 1, t + 5):                  # the record, its ack, settled
+            if pacer.due({'n': n}, 'live', True, now=now):
+                pacer.published({'n': n}, 'live', True, now=now)
+                published.append(n)
+    assert published == [10]                           # the heartbeat, 3000 s after
+    # behind (record 11 held back a period ago): not steady, published once settled
+    assert pacer.due({'n': 12, 'lag': 300}, 'live', False, now=3608)
+    pacer.published({'n': 12, 'lag': 300}, 'live', False, now=3608)
+    assert not pacer.due({'n': 12}, 'live', True, now=3611)
+    assert pacer.due({'n': 12}, 'live', True, now=3613)    # steady again: once settled
+    pacer.published({'n': 12}, 'live', True, now=3613)
+    assert pacer.due({'n': 12}, 'error', True, now=3614)   # a reader needs it: at once
+
+
+def test_status_heartbeat_option():
+    from user.mqttreplicate import config as cfg
+    stanza = {'Requester': {'weewx': {'wx_binding': {'type': 'main'}}}}
+    assert cfg.parse_requester({'Replicator': stanza}).status_heartbeat == 10
+    stanza['status_heartbeat'] = '1'
+    assert cfg.parse_requester({'Replicator': stanza}).status_heartbeat == 1
+    assert cfg.misnamed({'Replicator': stanza}) == []
+
+
 def test_homeassistant_options():
     from user.mqttreplicate import config as cfg
     stanza = {'Requester': {'weewx': {'wx_binding': {'type': 'main'}}}}

@@ -5,6 +5,7 @@
     python3 -m user.mqttreplicate [--config FILE] status [--json]
     python3 -m user.mqttreplicate [--config FILE] check [--warn N] [--crit N]
     python3 -m user.mqttreplicate [--config FILE] verify [--days N | --all] [--repair]
+    python3 -m user.mqttreplicate [--config FILE] homeassistant --remove
 """
 
 import argparse
@@ -80,6 +81,11 @@ def parse_args(argv):
     span.add_argument('--all', action='store_true', help='every record')
     verify.add_argument('--repair', action='store_true',
                         help='re-fetch the days that differ and replace them here')
+    ha = commands.add_parser('homeassistant', help="remove this station's Home Assistant "
+                             'entities (before uninstalling the extension)')
+    ha.add_argument('--remove', action='store_true', required=True,
+                    help='publish an empty retained discovery config on the broker of each '
+                         'role')
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
@@ -328,6 +334,40 @@ def cmd_status(args, config_dict):
     return EXIT_OK
 
 
+def cmd_homeassistant(args, config_dict):
+    """Remove the station's Home Assistant entities from the broker of each role."""
+    import dataclasses
+    from . import homeassistant
+    from .transport import Transport
+    connections = {}
+    if cfg.has_role(config_dict, 'Requester'):
+        conn = cfg.parse_requester(config_dict).connection
+        connections[(conn.host, conn.port)] = conn
+    if cfg.has_role(config_dict, 'Responder'):
+        conn = cfg.parse_responder(config_dict).connection
+        connections.setdefault((conn.host, conn.port), conn)
+    if not connections:
+        raise UsageError('weewx.conf has no [[Requester]] or [[Responder]]: no broker known')
+    status_dir = os.path.dirname(status_file_path(args, config_dict))
+    topics = homeassistant.removal_topics(config_dict, status_dir)
+    for conn in connections.values():
+        conn = dataclasses.replace(conn, clientid=conn.clientid + '-ha',
+                                   session_expiry_interval=0)
+        transport = Transport(conn, [], lambda message: None, name='homeassistant')
+        transport.start()
+        try:
+            wait_connected(transport, args.connect_timeout)
+            homeassistant.remove_entities(transport, topics, status_dir,
+                                          args.connect_timeout)
+        except TimeoutError as e:
+            raise BrokerError(str(e))
+        finally:
+            transport.stop()
+        print('Home Assistant entities removed on %s:%d (%s)'
+              % (conn.host, conn.port, ', '.join(topics)))
+    return EXIT_OK
+
+
 def serves_itself(config_dict):
     """The instance this station's own responder serves to its [[Requester]] on the same
     broker and topics, or the first it serves if it has no [[Requester]] (either way the
@@ -422,6 +462,8 @@ def main(argv=None):
             return cmd_status(args, config_dict)
         if args.command == 'check':
             return cmd_check(args, config_dict)
+        if args.command == 'homeassistant':
+            return cmd_homeassistant(args, config_dict)
         return cmd_verify(args, config_dict)
     except (UsageError, cfg.ConfigError) as e:
         print('error: %s' % e, file=sys.stderr)

@@ -52,16 +52,17 @@ REQUESTER_OPTIONS = (
     'loop_interval', 'archive_interval', 'catchup', 'page_size', 'page_timeout',
     'startup_max_tries', 'startup_wait_before_retry', 'archive_max_tries',
     'archive_wait_before_retry', 'log_msg_count', 'verify_days', 'verify_cycle_days',
-    'enable', 'delta', 'throttle_count', 'throttle_sleep',
+    'enable', 'delta', 'throttle_count', 'throttle_sleep', 'status_heartbeat',
 )
 RESPONDER_OPTIONS = (
     'enable', 'delta', 'batch_size', 'page_size', 'workers', 'max_responder_threads',
     'throttle_count', 'throttle_sleep', 'log_msg_count', 'loop_interval', 'archive_interval',
-    'verify_days', 'catchup',
+    'verify_days', 'catchup', 'status_heartbeat',
 )
 IGNORED_OPTIONS = ('throttle_count', 'throttle_sleep', 'direct_update', 'archive_max_tries',
                    'archive_wait_before_retry')
 RESERVED_NAMES = ('tls',)
+STATUS_HEARTBEAT = 10      # archive intervals between republished steady statuses
 TLS_OPTIONS = ('enable', 'ca_certs', 'certfile', 'keyfile', 'certs_required', 'cert_reqs',
                'tls_version', 'ciphers')
 BINDING_OPTIONS = ('type', 'secondary_data_binding', 'initialize')
@@ -193,6 +194,8 @@ class RequesterOptions:
     verify_days: int = 7
     verify_cycle_days: int = 30
     homeassistant: HomeAssistantOptions = HomeAssistantOptions()
+    # a steady status is republished every this many archive intervals (1: every record)
+    status_heartbeat: int = STATUS_HEARTBEAT
 
     @property
     def instances(self):
@@ -222,6 +225,8 @@ class ResponderOptions:
     throttle_count: int = 100       # protocol-1 answers only: records between pauses
     throttle_sleep: float = 1.0     # protocol-1 answers only: the pause, in seconds
     homeassistant: HomeAssistantOptions = HomeAssistantOptions()
+    # a steady status is republished every this many archive intervals (1: every record)
+    status_heartbeat: int = STATUS_HEARTBEAT
 
     @property
     def instances(self):
@@ -650,6 +655,7 @@ def parse_requester(config_dict) -> RequesterOptions:
         verify_days=section.integer('verify_days', 7, 0),
         verify_cycle_days=section.integer('verify_cycle_days', 30, 0),
         homeassistant=parse_homeassistant(config_dict),
+        status_heartbeat=section.integer('status_heartbeat', STATUS_HEARTBEAT, 1, 1000),
     )
 
 
@@ -680,6 +686,7 @@ def parse_responder(config_dict) -> ResponderOptions:
         throttle_count=section.integer('throttle_count', 100, 1),
         throttle_sleep=section.real('throttle_sleep', 1.0, 0.0, 3600.0),
         homeassistant=parse_homeassistant(config_dict),
+        status_heartbeat=section.integer('status_heartbeat', STATUS_HEARTBEAT, 1, 1000),
     )
 
 

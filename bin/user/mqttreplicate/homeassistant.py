@@ -12,7 +12,8 @@ status). Availability is the status topic of the role, online or offline (its wi
 message is published at each connection, when the components change (a new secondary) and
 when Home Assistant says `online` on `<discovery_prefix>/status`; an empty retained message
 removes the entities when discovery is turned off (at the next start: a marker file beside
-the status file remembers the topic).
+the status file remembers the topic), or by the command `homeassistant --remove` (before the
+extension is uninstalled: WeeWX runs no code of an extension when it uninstalls it).
 
 Both roles of a relay run in one weewxd and share one device: Discovery merges their
 components under a lock before either publishes.
@@ -24,6 +25,7 @@ import os
 import re
 import socket
 import threading
+import time
 
 from . import VERSION
 from . import config as cfg
@@ -35,7 +37,8 @@ MODEL = 'MQTTReplicate'
 # the origin's support_url: the home of the earlier weewx-mqtt/replicate extension, until
 # this one has its own
 SUPPORT_URL = 'https://github.com/weewx-mqtt/replicate'
-EXPIRE_INTERVALS = 3          # entities expire after this many archive intervals of silence
+EXPIRE_INTERVALS = 2          # entities expire this many archive intervals after a missed
+                              # heartbeat (a steady status comes every status_heartbeat)
 MARKER = 'mqttreplicate-homeassistant.json'
 ISO = "timestamp_custom('%Y-%m-%dT%H:%M:%S+00:00', false)"
 
@@ -91,7 +94,8 @@ class Discovery:
     """The discovery of one role of a station. Call update() every few seconds: it publishes
     when due; removal() at start when discovery is off."""
 
-    def __init__(self, options, role, config_dict, transport, status_dir, interval):
+    def __init__(self, options, role, config_dict, transport, status_dir, interval,
+                 heartbeat=1):
         self.options = options                  # config.HomeAssistantOptions
         self.role = role
         self.station = station_id(config_dict)
@@ -103,7 +107,7 @@ class Discovery:
         self.transport = transport
         self.topic = discovery_topic(options.discovery_prefix, self.station)
         self.marker = os.path.join(status_dir, MARKER)
-        self.expire_after = EXPIRE_INTERVALS * (interval or 300)
+        self.expire_after = (heartbeat + EXPIRE_INTERVALS) * (interval or 300)
         self.published = None                   # components last published
         self.connection = None                  # the connection they were published on
         self.again = threading.Event()          # Home Assistant came online
@@ -208,6 +212,39 @@ class Discovery:
             log.warning('%s: Home Assistant entities not removed: %s: %s', self.role,
                         type(e).__name__, e)
             return False
+
+
+def removal_topics(config_dict, status_dir):
+    """The discovery topics to clear to remove this station's entities for good (before the
+    extension is uninstalled): the one of its [[HomeAssistant]] prefix, and the one the
+    marker in status_dir remembers (a prefix changed since)."""
+    options = cfg.parse_homeassistant(config_dict)
+    topics = [discovery_topic(options.discovery_prefix, station_id(config_dict))]
+    try:
+        with open(os.path.join(status_dir, MARKER)) as f:
+            marked = json.load(f).get('topic')
+        if isinstance(marked, str) and marked and marked not in topics:
+            topics.append(marked)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return topics
+
+
+def remove_entities(transport, topics, status_dir, timeout):
+    """Publish an empty retained message on each topic through a connected transport and
+    wait (at most timeout seconds) for the broker to take each; then forget the marker.
+    Raises TimeoutError if the broker did not confirm."""
+    infos = [transport.publish(topic, b'', qos=1, retain=True) for topic in topics]
+    deadline = time.monotonic() + timeout
+    for topic, info in zip(topics, infos):
+        info.wait_for_publish(max(deadline - time.monotonic(), 0.1))
+        if not info.is_published():
+            raise TimeoutError('the broker did not confirm the removal on %s within %g s'
+                               % (topic, timeout))
+    try:
+        os.remove(os.path.join(status_dir, MARKER))
+    except OSError:
+        pass
 
 
 def requester_components(discovery, requester):

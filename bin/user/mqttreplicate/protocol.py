@@ -39,6 +39,7 @@ MAX_COLUMN_CELLS = 2000000         # values one column-major batch may hold
 OP_RECORDS = 'records'
 OP_DIGEST = 'digest'
 OP_ACK = 'ack'
+ACKS_COMPACT = 'compact'         # a responder's status: it takes compact acks
 OPERATIONS = (OP_RECORDS, OP_DIGEST, OP_ACK)
 
 # Largest payload we accept at all, and largest we inflate to (bounded decompression).
@@ -1044,15 +1045,19 @@ class DigestRequest:
 
 @dataclasses.dataclass(frozen=True)
 class Ack:
-    """A requester's newest stored record and records stored, per binding key."""
-    binding: str
+    """A requester's newest stored record and records stored, per binding key. A compact
+    ack (to a responder whose status says `"acks": "compact"`) leaves out the data_binding
+    and protocol properties: the payload names the binding."""
+    binding: Optional[str]     # None in a compact ack
     node: str
     entries: dict              # binding key -> (last, count or None)
+    compact: bool = False
 
     def encode(self):
+        header = [] if self.compact else _header(self.binding)
         return Wire(encode_json({key: {'last': last, 'count': count}
                                  for key, (last, count) in self.entries.items()}),
-                    _header(self.binding) + [('node', self.node), ('op', OP_ACK)])
+                    header + [('node', self.node), ('op', OP_ACK)])
 
     @classmethod
     def decode(cls, envelope):
@@ -1069,7 +1074,7 @@ class Ack:
                     or not (count is None or plain_int(count)):
                 raise ProtocolError('ack of %s is not {"last": int, "count": int}' % key)
             entries[key] = (value['last'], count)
-        return cls(envelope.binding, node, entries)
+        return cls(envelope.binding, node, entries, envelope.binding is None)
 
 
 def decode_request(envelope):
@@ -1302,6 +1307,7 @@ class ResponderStatus:
     # binding key -> (since, until, hex): the fingerprint of its whole past days (see
     # fingerprint()); a change for the same range is an edit of the primary's past
     fingerprints: dict = dataclasses.field(default_factory=dict)
+    compact_acks: bool = False  # it takes acks without data_binding and protocol
 
     @classmethod
     def decode(cls, payload, clientid):
@@ -1327,7 +1333,7 @@ class ResponderStatus:
                 fingerprints[key] = tuple(value)
         return cls('online', connected if plain_int(connected) else None,
                    _plain_fields(bindings, 'newest'), _plain_fields(mine, 'last'),
-                   fingerprints)
+                   fingerprints, status.get('acks') == ACKS_COMPACT)
 
     @property
     def online(self):

@@ -75,16 +75,19 @@ class Requester(Link):
                                    manual_ack=True, name='requester',
                                    on_rejected=self._on_unsigned)
         self.status.transport = self.transport
-        self.pacer = Pacer(options.archive_interval, STATUS_SETTLE)
+        self.pacer = Pacer.of(options.archive_interval, STATUS_SETTLE,
+                              options.status_heartbeat)
         self.link_state = LinkState()
         self.last_error = LastError(('requester', 'replica', 'driver', 'verify'))
         self.primary = {}              # instance -> {'state', 'offline_since'}
+        self.compact_acks = {}         # instance -> its responder takes compact acks
         self.status_file = statusfile.StatusFile(
             status_path or statusfile.status_path(config_dict),
             statusfile.station_info(config_dict, options.archive_interval), 'requester')
         self.discovery = homeassistant.Discovery(
             options.homeassistant, 'requester', config_dict, self.transport,
-            os.path.dirname(self.status_file.path), options.archive_interval)
+            os.path.dirname(self.status_file.path), options.archive_interval,
+            options.status_heartbeat)
         self.ticker = Worker('requester-status', self._tick, self.faults,
                              'requester: status not published', stopping=self.stopping)
 
@@ -151,8 +154,9 @@ class Requester(Link):
 
     def send_ack(self, replica):
         try:
-            ack = protocol.Ack(replica.key, self.conn.clientid,
-                               {replica.key: (replica.position, replica.stored)})
+            compact = self.compact_acks.get(replica.binding.instance, False)
+            ack = protocol.Ack(None if compact else replica.key, self.conn.clientid,
+                               {replica.key: (replica.position, replica.stored)}, compact)
             self.transport.publish(
                 protocol.request_topic(self.conn.request_topic, replica.binding.instance),
                 *ack.encode())
@@ -172,13 +176,21 @@ class Requester(Link):
         if connected:
             statuses = self._statuses()
             content = {i: without(s, 'time') for i, s in statuses.items()}
-            if self.pacer.due(content, key):
-                self.pacer.published(content, key)
+            steady = self.steady(statuses)
+            if self.pacer.due(content, key, steady):
+                self.pacer.published(content, key, steady)
                 self.status.publish(lambda: statuses)
             self.discovery.remove()
             self.discovery.update(homeassistant.requester_components(self.discovery, self),
                                   self.connections)
         self.status_file.offer(self.file_section(), key)
+
+    @staticmethod
+    def steady(statuses):
+        """True if every binding is live with no lag: its routine changes wait for the
+        heartbeat (the ack tells the primary where we are)."""
+        return all(b['state'] == 'live' and b['lag'] == 0 and not b['catching_up']
+                   for s in statuses.values() for b in s['bindings'].values())
 
     def urgent_key(self):
         """What a reader must see at once: the connection, each binding's state, its
@@ -401,6 +413,7 @@ class Requester(Link):
             return
         self._note_primary(instance, status.state, envelope.message)
         self.responder_seen[instance] = status.state
+        self.compact_acks[instance] = status.compact_acks
         if status.state == 'offline':
             self.responder_connected[instance] = OFFLINE
         if not status.online:

@@ -49,6 +49,7 @@ MAX_DAYS_BACK = 420 * 86400
 
 STATUS_INTERVAL = 1.0        # look at the status this often
 STATUS_SETTLE = 2.0          # routine status changes published once quiet this long
+STEADY_INTERVALS = 2         # a secondary not heard from for longer does not hold off quiet
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 FINGERPRINT_DAYS = 7         # the whole past days a binding's fingerprint covers
 FINGERPRINT_INTERVAL = 60.0   # and how often it is computed (a digest of those days)
@@ -120,7 +121,7 @@ class Responder:
         self.published = {}        # binding key -> newest dateTime published live
         self.nodes = {}            # node -> binding key -> {'last', 'count', 'time'}
         self.interval = statusfile.archive_interval(config_dict, 300)
-        self.pacer = Pacer(self.interval, STATUS_SETTLE)
+        self.pacer = Pacer.of(self.interval, STATUS_SETTLE, options.status_heartbeat)
         self.link_state = LinkState()
         self.last_error = LastError(('responder', 'pagecache'))
         self.secondaries = statusfile.Secondaries()     # their own statuses
@@ -147,7 +148,7 @@ class Responder:
         self.statuses.transport = self.transport
         self.discovery = homeassistant.Discovery(
             options.homeassistant, 'responder', config_dict, self.transport,
-            os.path.dirname(self.status_file.path), self.interval)
+            os.path.dirname(self.status_file.path), self.interval, options.status_heartbeat)
         self.connected_at = None       # when the current connection began (in the status)
         self.workers = [self._catchup_worker(n) for n in range(options.workers)]
         self.last_refresh = time.monotonic()
@@ -275,6 +276,9 @@ class Responder:
         key = envelope.binding
         binding = self.bindings.get(key)
         instance = protocol.instance_of(envelope.topic, self.conn.request_topic)
+        if key is None and envelope.op == protocol.OP_ACK:
+            self._on_compact_ack(envelope, instance)
+            return
         if binding is None or binding.instance != instance:
             log.debug('responder: request for unknown binding %r on %s ignored', key,
                       envelope.topic)
@@ -334,10 +338,20 @@ class Responder:
         self.transport.publish(topic, wire.payload, wire.properties,
                                correlation=envelope.correlation)
 
-    def _on_ack(self, ack):
+    def _on_compact_ack(self, envelope, instance):
+        """An ack without data_binding: its payload names the bindings, of `instance`."""
+        try:
+            ack = protocol.decode_request(envelope)
+        except protocol.ProtocolError as e:
+            self._reject('ack', 'bad ack: %s', e)
+            return
+        self._on_ack(ack, instance)
+
+    def _on_ack(self, ack, instance=None):
         now = int(time.time())
         entries = {key: {'last': last, 'count': count, 'time': now}
-                   for key, (last, count) in ack.entries.items() if key in self.bindings}
+                   for key, (last, count) in ack.entries.items() if key in self.bindings
+                   and (instance is None or self.bindings[key].instance == instance)}
         with self.lock:
             self.nodes.setdefault(ack.node, {}).update(entries)
             if len(self.nodes) > MAX_NODES:
@@ -533,7 +547,7 @@ class Responder:
                     nodes[node][key] = dict(ack, lag=max(lag, 0) if lag is not None else None)
             counters = dict(self.counters)
         return dict(self.statuses.online(), connected=self.connected_at, bindings=bindings,
-                    nodes=nodes, counters=counters)
+                    nodes=nodes, counters=counters, acks=protocol.ACKS_COMPACT)
 
     def _tick(self):
         """One turn of the status ticker: after STATUS_INTERVAL, keep the MQTT loop running,
@@ -551,18 +565,33 @@ class Responder:
         self.link_state.update(connected)
         section = self.file_section()
         error = self.last_error.last
+        # (a new fingerprint is an edit of the past the secondaries verify at once)
+        with self.lock:
+            fingerprints = tuple((k, tuple(v)) for k, v in sorted(self.fingerprints.items()))
         key = (connected, self.connected_at, error and error['time'],
-               tuple((c, s['state']) for c, s in section['secondaries'].items()))
+               tuple((c, s['state']) for c, s in section['secondaries'].items()), fingerprints)
         if connected:
             status = self.status()
             content = without(status, 'time')
-            if self.pacer.due(content, key):
-                self.pacer.published(content, key)
+            steady = self.steady(status)
+            if self.pacer.due(content, key, steady):
+                self.pacer.published(content, key, steady)
                 self._publish_status(status)
             self.discovery.remove()
             self.discovery.update(homeassistant.responder_components(
                 self.discovery, self, section['secondaries']), self.connected_at)
         self.status_file.offer(section, key)
+
+    def steady(self, status):
+        """True if every secondary heard from in the last STEADY_INTERVALS acknowledged our
+        newest records: routine changes wait for the heartbeat (the live record tells the
+        secondaries our newest)."""
+        recent = time.time() - STEADY_INTERVALS * self.interval
+        with self.lock:
+            heard = {node for node, entry in self.nodes.items()
+                     if any(e['time'] >= recent for e in entry.values())}
+        return all(ack['lag'] == 0 for node in heard
+                   for ack in status['nodes'].get(node, {}).values())
 
     def file_section(self):
         """Our key of the station's status file (statusfile.responder_section)."""

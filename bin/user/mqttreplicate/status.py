@@ -79,25 +79,37 @@ class Pacer:
     `key`: online or offline, catching up or live, a refusal, an error, a verification),
     else its routine changes (newest records, acknowledgements, counters) folded into one
     message: once nothing changed for `settle` seconds, or `period` seconds after the first
-    unpublished change. In steady state (a record every archive interval) that is one status
-    per record.
+    unpublished change. A steady picture (the caller says: every binding live, no lag)
+    that replaces a steady one waits for the heartbeat instead: `heartbeat` seconds after
+    the last publication (None: never waits). In steady state that is one status per
+    heartbeat; a picture that is not steady, or the first steady one after it, goes out
+    as before.
 
-        if pacer.due(content, key):     # content: the status without its time stamps
+        if pacer.due(content, key, steady):     # content: the status without its time
             publish(...)
-            pacer.published(content, key)
+            pacer.published(content, key, steady)
     """
 
-    def __init__(self, period, settle):
+    def __init__(self, period, settle, heartbeat=None):
         self.period = period
         self.settle = settle
+        self.heartbeat = heartbeat
         self.content = None            # as last published
         self.key = None
+        self.steady = False            # and whether it was steady
+        self.at = None                 # monotonic time of that publication
         self.never = True
         self.seen = None               # the content of the last call
         self.first = None              # monotonic time of the first unpublished change
         self.last = None               # and of the latest
 
-    def due(self, content, key, now=None):
+    @classmethod
+    def of(cls, interval, settle, heartbeat):
+        """The pacer of a role: heartbeat in archive intervals (1: no heartbeat, a
+        status after every record as before)."""
+        return cls(interval, settle, heartbeat * interval if heartbeat > 1 else None)
+
+    def due(self, content, key, steady=False, now=None):
         now = time.monotonic() if now is None else now
         if self.never or key != self.key:
             return True
@@ -109,10 +121,15 @@ class Pacer:
         if content != self.seen:
             self.seen = content
             self.last = now
-        return now - self.last >= self.settle or now - self.first >= self.period
+        settled = now - self.last >= self.settle or now - self.first >= self.period
+        if settled and steady and self.steady and self.heartbeat:
+            return now - self.at >= self.heartbeat
+        return settled
 
-    def published(self, content, key):
+    def published(self, content, key, steady=False, now=None):
         self.content, self.key, self.never = content, key, False
+        self.steady = steady
+        self.at = time.monotonic() if now is None else now
         self.seen = content
         self.first = self.last = None
 
