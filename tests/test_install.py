@@ -22,6 +22,7 @@ from pathlib import Path
 import configobj
 import pytest
 
+from tests.support.station import TEST_HEARTBEAT
 from user.mqttreplicate import config as cfg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -593,6 +594,7 @@ def replicate_under_weewxd(stations, broker, earlier=False, install_from=REPO, c
     def primary_stanza(config):
         config['Replicator'] = {
             'host': broker.host, 'port': str(broker.port), 'max_delay': '2',
+            'status_heartbeat': TEST_HEARTBEAT,
             'Responder': {'enable': 'true', 'weewx': {'wx_binding': {'type': 'main'}}}}
     primary.edit(primary_stanza)
 
@@ -615,6 +617,7 @@ def replicate_under_weewxd(stations, broker, earlier=False, install_from=REPO, c
         config[name]['host'] = broker.host
         config[name]['port'] = str(broker.port)
         config[name]['max_delay'] = '2'
+        config[name]['status_heartbeat'] = TEST_HEARTBEAT
     secondary.edit(point_at_broker)
 
     responder = primary.start_cli('respond')

@@ -46,6 +46,7 @@ from tests.support.mutual import expectations, wait_mutual_knowledge
 from tests.support.station import (ENGINE_RESTART, STARTED, UNRECOVERABLE, compare_databases,
                                    generate_records, seed_history)
 from tests.support.waiting import wait_until  # noqa: F401 (used here and re-exported)
+from tests.support.station import TEST_HEARTBEAT
 
 HERE = Path(__file__).resolve().parent
 SERVICES_SRC = HERE / 'station_services.py'
@@ -129,7 +130,9 @@ class Replication:
 
     def connection(self):
         # max_delay 2: a broker that comes back is found again within 2 s
-        return {'host': self.broker.host, 'port': str(self.broker.port), 'max_delay': '2'}
+        # status_heartbeat 1: tests.support.station.TEST_HEARTBEAT
+        return {'host': self.broker.host, 'port': str(self.broker.port), 'max_delay': '2',
+                'status_heartbeat': TEST_HEARTBEAT}
 
     def _configure_primary(self, extra):
         st = self.primary

@@ -24,6 +24,7 @@ from tests.support.mutual import wait_mutual_knowledge
 from tests.support.station import (ENGINE_RESTART, STARTED, UNRECOVERABLE, compare_databases,
                                    seed_history)
 from tests.support.topologies import documented_config, documented_stanza
+from tests.support.station import TEST_HEARTBEAT
 
 from user.mqttreplicate import config as cfg
 
@@ -37,6 +38,7 @@ CAUGHT_UP = r'driver: %s caught up at (\d+) \((\d+) records\)'
 def use_documented(station, name, broker, **replace):
     """[Replicator] of station = the page's block `name`, at the test's broker."""
     stanza = documented_stanza(name, host=broker.host, port=broker.port, max_delay=2,
+                               status_heartbeat=TEST_HEARTBEAT,
                                **replace)
     station.edit(lambda config: config.__setitem__('Replicator', stanza))
 
@@ -147,7 +149,8 @@ class GatedPrimary:
         st.add_service('restful_services', RESPONDER)
         st.add_service('restful_services', GATE)
         stanza = documented_stanza('several-primaries-' + instance, host=broker.host,
-                                   port=broker.port, max_delay=2)
+                                   port=broker.port, max_delay=2,
+                               status_heartbeat=TEST_HEARTBEAT)
 
         def fn(config):
             config['E2E'] = {'gate_file': str(self.gate_file)}
@@ -180,7 +183,8 @@ def test_two_primaries_into_one_secondary(stations, make_broker):
     secondary = stations('secondary')
     documented = documented_config('several-primaries-secondary')
     stanza = documented_stanza('several-primaries-secondary', host=broker.host,
-                               port=broker.port, max_delay=2)
+                               port=broker.port, max_delay=2,
+                               status_heartbeat=TEST_HEARTBEAT)
 
     def configure(config):
         config['Station']['station_type'] = 'Replicator'

@@ -17,7 +17,7 @@ import time
 import uuid
 
 from tests.support.mqtt import MqttClient
-from tests.support.station import (compare_databases, make_station, seed_history,
+from tests.support.station import (TEST_HEARTBEAT, compare_databases, make_station, seed_history,
                                    simulated_record)
 
 from user.mqttreplicate import config as cfg
@@ -64,6 +64,7 @@ def configure(station, broker, role, *, tls=False, user=None, ca_certs=None,
         top['driver'] = 'user.mqttreplicate'
         top['min_delay'] = '1'
         top['max_delay'] = '2'
+        top['status_heartbeat'] = TEST_HEARTBEAT
         for name, value in conn.items():
             if name == 'tls':
                 top['tls'] = {k: str(v) for k, v in value.items()}

@@ -167,7 +167,7 @@ def test_steady_state_is_quiet(rig, broker):
     record one compact acknowledgement (no data_binding or protocol property) and no status
     of either role; the primary still knows where the secondary is, and the retained
     statuses say live with no lag."""
-    seen, acks, responder, ts = steady_records(rig, broker)
+    seen, acks, responder, ts = steady_records(rig, broker, heartbeat=10)
     assert seen == {'replicate/request/weewx': [1, 1, 1]}, seen
     for ack in acks:
         assert protocol.user_properties(ack.properties) == {'node': 'steady', 'op': 'ack'}

@@ -18,6 +18,7 @@ from tests.integration.harness import (START, STEP, RequesterNode, assert_same, 
 from tests.support.mutual import wait_mutual_knowledge
 from tests.support.station import generate_records
 from tests.support.topologies import documented_stanza
+from tests.support.station import TEST_HEARTBEAT
 
 from user.mqttreplicate import config as cfg
 from user.mqttreplicate.responder import Responder
@@ -43,6 +44,7 @@ def test_chain_with_a_second_broker(rig, make_broker, caplog):
     middle = rig.station('middle')
     stanza = documented_stanza(
         'chain-second-broker', host=lan.host, port=lan.port, max_delay=2,
+        status_heartbeat=TEST_HEARTBEAT,
         replace={('Responder',): {'host': public.host, 'port': public.tls_port,
                                   'tls': {'ca_certs': public.ca_certs}}})
     middle.edit(lambda config: config.__setitem__('Replicator', stanza))

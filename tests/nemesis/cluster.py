@@ -38,7 +38,7 @@ from tests.support.bridge import BridgedBrokers, SECONDARY_PASSWORD, SECONDARY_U
 from tests.support.broker import Broker
 from tests.support.mariadb import MariaDB
 from tests.support.proxy import TcpProxy
-from tests.support.station import StationFactory, seed_history
+from tests.support.station import TEST_HEARTBEAT, StationFactory, seed_history
 
 from tests.nemesis.schedule import (BRIDGE, BROKER, INTERNET, JOINER, MARIADBD, PRIMARY,
                                     SECONDARIES, TMPFS_SECONDARY)
@@ -102,7 +102,7 @@ class Cluster:
         proxy = TcpProxy(broker.host, port)
         self.links[name] = proxy
         return {'host': proxy.host, 'port': str(proxy.port), 'max_delay': '2',
-                'keepalive': '10'}
+                'keepalive': '10', 'status_heartbeat': TEST_HEARTBEAT}
 
     def _build_primary(self):
         st = self.station[PRIMARY] = self.stations(PRIMARY, archive_interval=self.interval)

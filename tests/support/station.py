@@ -45,6 +45,14 @@ import configobj
 
 from tests.support.processes import kill_group
 
+
+# Statuses after every record (status_heartbeat = 1), as before the heartbeat: test stations
+# make records faster than their archive interval says (the simulator in generator mode,
+# records written by the test), so a steady status held back for 10 intervals would show a
+# picture many records old to tests that read statuses. tests/integration/test_status_quiet.py
+# runs the heartbeat itself.
+TEST_HEARTBEAT = '1'
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = REPO_ROOT / 'bin' / 'user' / 'mqttreplicate'
 PYTHON = sys.executable

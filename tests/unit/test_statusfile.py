@@ -96,7 +96,7 @@ def test_pacer_folds_routine_changes():
 def test_pacer_heartbeat_holds_back_steady_pictures():
     """A steady picture replacing a steady one waits for the heartbeat; a key change, a
     picture that is not steady, and the first steady one after it go out as before."""
-    pacer = Pacer(period=300, settle=2, heartbeat=3000)
+    pacer = Pacer(period=300, settle=2, heartbeat=3000, grace=30)
     assert pacer.due({'n': 0}, 'live', True, now=0)
     pacer.published({'n': 0}, 'live', True, now=0)
     published = []
@@ -107,13 +107,34 @@ def test_pacer_heartbeat_holds_back_steady_pictures():
                 pacer.published({'n': n}, 'live', True, now=now)
                 published.append(n)
     assert published == [10]                           # the heartbeat, 3000 s after
-    # behind (record 11 held back a period ago): not steady, published once settled
-    assert pacer.due({'n': 12, 'lag': 300}, 'live', False, now=3608)
-    pacer.published({'n': 12, 'lag': 300}, 'live', False, now=3608)
-    assert not pacer.due({'n': 12}, 'live', True, now=3611)
-    assert pacer.due({'n': 12}, 'live', True, now=3613)    # steady again: once settled
-    pacer.published({'n': 12}, 'live', True, now=3613)
-    assert pacer.due({'n': 12}, 'error', True, now=3614)   # a reader needs it: at once
+    # behind: not steady, published once it stayed so for the grace (30 s)
+    assert not pacer.due({'n': 12, 'lag': 300}, 'live', False, now=3600)
+    assert not pacer.due({'n': 12, 'lag': 300}, 'live', False, now=3629)
+    assert pacer.due({'n': 12, 'lag': 300}, 'live', False, now=3630)
+    pacer.published({'n': 12, 'lag': 300}, 'live', False, now=3630)
+    assert not pacer.due({'n': 12}, 'live', True, now=3631)
+    assert pacer.due({'n': 12}, 'live', True, now=3633)    # steady again: once settled
+    pacer.published({'n': 12}, 'live', True, now=3633)
+    assert pacer.due({'n': 12}, 'error', True, now=3634)   # a reader needs it: at once
+
+
+def test_pacer_grace_keeps_acknowledgements_on_their_way_quiet():
+    """Steady, then a record whose acknowledgements come late (not steady for a few
+    seconds, longer than settle): nothing goes out until the heartbeat. Without the grace,
+    that record costs two statuses (the lag, then steady again)."""
+    pacer = Pacer(period=60, settle=2, heartbeat=600, grace=30)
+    pacer.published({'n': 0}, 'live', True, now=0)
+    published = []
+    for n in range(1, 10):                             # a record every 60 s
+        t = n * 60
+        for now, steady in ((t, False), (t + 1, False), (t + 4, False), (t + 5, True),
+                            (t + 8, True)):
+            content = {'n': n, 'acked': steady}
+            if pacer.due(content, 'live', steady, now=now):
+                pacer.published(content, 'live', steady, now=now)
+                published.append(now)
+    assert published == []
+    assert pacer.due({'n': 10, 'acked': True}, 'live', True, now=603)   # the heartbeat
 
 
 def test_status_heartbeat_option():

@@ -74,6 +74,9 @@ class StatusPublisher:
 
 # --- when to publish (quiet statuses) --------------------------------------------------------
 
+LAG_GRACE = 30.0    # seconds a lag may last before it is news (Pacer.of)
+
+
 class Pacer:
     """When a status is published: at once when what a reader needs to see changed (the
     `key`: online or offline, catching up or live, a refusal, an error, a verification),
@@ -82,18 +85,22 @@ class Pacer:
     unpublished change. A steady picture (the caller says: every binding live, no lag)
     that replaces a steady one waits for the heartbeat instead: `heartbeat` seconds after
     the last publication (None: never waits). In steady state that is one status per
-    heartbeat; a picture that is not steady, or the first steady one after it, goes out
-    as before.
+    heartbeat. A picture that is not steady after a steady one goes out once it has not
+    been steady for `grace` seconds (a record whose acknowledgements are on their way is
+    not news; a secondary that stays behind is), and the first steady one after it once
+    settled.
 
         if pacer.due(content, key, steady):     # content: the status without its time
             publish(...)
             pacer.published(content, key, steady)
     """
 
-    def __init__(self, period, settle, heartbeat=None):
+    def __init__(self, period, settle, heartbeat=None, grace=0):
         self.period = period
         self.settle = settle
         self.heartbeat = heartbeat
+        self.grace = grace
+        self.unsteady = None           # monotonic time the picture stopped being steady
         self.content = None            # as last published
         self.key = None
         self.steady = False            # and whether it was steady
@@ -106,11 +113,15 @@ class Pacer:
     @classmethod
     def of(cls, interval, settle, heartbeat):
         """The pacer of a role: heartbeat in archive intervals (1: no heartbeat, a
-        status after every record as before)."""
-        return cls(interval, settle, heartbeat * interval if heartbeat > 1 else None)
+        status after every record as before); a grace of half an interval, at most
+        LAG_GRACE seconds."""
+        if heartbeat <= 1:
+            return cls(interval, settle)
+        return cls(interval, settle, heartbeat * interval, min(interval / 2.0, LAG_GRACE))
 
     def due(self, content, key, steady=False, now=None):
         now = time.monotonic() if now is None else now
+        self.unsteady = None if steady else (now if self.unsteady is None else self.unsteady)
         if self.never or key != self.key:
             return True
         if content == self.content:
@@ -122,8 +133,10 @@ class Pacer:
             self.seen = content
             self.last = now
         settled = now - self.last >= self.settle or now - self.first >= self.period
-        if settled and steady and self.steady and self.heartbeat:
-            return now - self.at >= self.heartbeat
+        if settled and self.steady and self.heartbeat:
+            if steady:
+                return now - self.at >= self.heartbeat
+            return now - self.unsteady >= self.grace
         return settled
 
     def published(self, content, key, steady=False, now=None):
