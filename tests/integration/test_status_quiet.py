@@ -223,7 +223,11 @@ def test_full_and_compact_acks_both_counted(rig, broker):
     """The responder takes the full ack of an older requester and the compact one; a compact
     ack counts only for the bindings of the instance it was published for."""
     primary = rig.primary(broker, count=10)
+    # a second instance, so that its request topic is subscribed to
+    primary.edit(lambda config: config['Replicator']['Responder'].__setitem__(
+        'other', {'wx_binding': {'type': 'secondary'}}))
     responder = rig.start_responder(primary)
+    assert 'other/wx_binding' in responder.bindings
     client = rig.client(broker)
     for node, compact in (('older', False), ('newer', True)):
         wire = protocol.Ack(None if compact else KEY, node, {KEY: (START, 7)},
@@ -236,5 +240,9 @@ def test_full_and_compact_acks_both_counted(rig, broker):
     wait_until(lambda: {'older', 'newer'} <= set(responder.nodes), 10, 'both acks')
     assert responder.nodes['older'][KEY]['last'] == responder.nodes['newer'][KEY]['last'] \
         == START
-    time.sleep(0.5)
-    assert 'astray' not in responder.nodes
+    # (an ack on the other instance naming the binding of weewx: counted nowhere)
+    wire = protocol.Ack(None, 'astray2', {'other/wx_binding': (START, 7)}, True).encode()
+    client.publish('replicate/request/other', wire.payload,
+                   user_properties=dict(wire.properties))
+    wait_until(lambda: 'astray2' in responder.nodes, 10, 'the ack on the other instance')
+    assert 'astray' not in responder.nodes     # (it came before astray2: same connection)

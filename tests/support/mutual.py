@@ -62,7 +62,7 @@ def expectations(primary, secondaries, responder=None):
     interval = statusfile.archive_interval(primary.config_dict(), 300)
     for station in secondaries:
         requester = cfg.parse_requester(station.config_dict())
-        heartbeat = min(responder.status_heartbeat, requester.status_heartbeat)
+        heartbeat = max(responder.status_heartbeat, requester.status_heartbeat)
         slack = heartbeat * max(interval, requester.archive_interval) if heartbeat > 1 else 0
         clientid = requester.connection.clientid
         for binding in requester.bindings:

@@ -164,3 +164,26 @@ def test_homeassistant_options():
         raise AssertionError('no ConfigError')
     except cfg.ConfigError as e:
         assert 'discovery_prefix' in str(e)
+
+
+def test_responder_steady_only_when_every_online_secondary_acknowledged():
+    """A secondary that is behind, or stopped acknowledging while online, keeps the
+    responder's picture from being steady (its lag is news, not held for the heartbeat);
+    one whose own status says offline does not."""
+    import types
+    from user.mqttreplicate.responder import Responder
+    from user.mqttreplicate.statusfile import Secondaries
+    holder = types.SimpleNamespace(secondaries=Secondaries())
+    key = 'weewx/wx_binding'
+
+    def steady(**lags):
+        status = {'nodes': {node: {key: {'lag': lag}} for node, lag in lags.items()}}
+        return Responder.steady(holder, status)
+
+    assert steady(a=0, b=0)
+    assert not steady(a=0, b=300)                      # b is behind, and online or unknown
+    holder.secondaries.update('b', {'state': 'online', 'bindings': {}})
+    assert not steady(a=0, b=3000)
+    holder.secondaries.update('b', {'state': 'offline'})
+    assert steady(a=0, b=3000)                         # gone: its growing lag is not news
+    assert not steady(a=None)                          # no lag known

@@ -357,14 +357,14 @@ def cmd_homeassistant(args, config_dict):
         transport.start()
         try:
             wait_connected(transport, args.connect_timeout)
-            homeassistant.remove_entities(transport, topics, status_dir,
-                                          args.connect_timeout)
+            homeassistant.remove_entities(transport, topics, args.connect_timeout)
         except TimeoutError as e:
             raise BrokerError(str(e))
         finally:
             transport.stop()
         print('Home Assistant entities removed on %s:%d (%s)'
               % (conn.host, conn.port, ', '.join(topics)))
+    homeassistant.forget_marker(status_dir)    # (once every broker confirmed)
     return EXIT_OK
 
 

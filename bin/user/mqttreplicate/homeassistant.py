@@ -230,17 +230,25 @@ def removal_topics(config_dict, status_dir):
     return topics
 
 
-def remove_entities(transport, topics, status_dir, timeout):
+def remove_entities(transport, topics, timeout):
     """Publish an empty retained message on each topic through a connected transport and
-    wait (at most timeout seconds) for the broker to take each; then forget the marker.
-    Raises TimeoutError if the broker did not confirm."""
-    infos = [transport.publish(topic, b'', qos=1, retain=True) for topic in topics]
+    wait (at most timeout seconds) for the broker to take each. Raises TimeoutError if the
+    broker did not confirm (or the message could not be sent: the connection dropped)."""
     deadline = time.monotonic() + timeout
-    for topic, info in zip(topics, infos):
-        info.wait_for_publish(max(deadline - time.monotonic(), 0.1))
-        if not info.is_published():
+    for topic in topics:
+        try:
+            info = transport.publish(topic, b'', qos=1, retain=True)
+            info.wait_for_publish(max(deadline - time.monotonic(), 0.1))
+            confirmed = info.is_published()
+        except (RuntimeError, ValueError) as e:     # paho: not queued, connection lost
+            raise TimeoutError('the removal on %s was not sent: %s' % (topic, e))
+        if not confirmed:
             raise TimeoutError('the broker did not confirm the removal on %s within %g s'
                                % (topic, timeout))
+
+
+def forget_marker(status_dir):
+    """The entities are removed from every broker: forget where they were."""
     try:
         os.remove(os.path.join(status_dir, MARKER))
     except OSError:

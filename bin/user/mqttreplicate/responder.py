@@ -49,7 +49,6 @@ MAX_DAYS_BACK = 420 * 86400
 
 STATUS_INTERVAL = 1.0        # look at the status this often
 STATUS_SETTLE = 2.0          # routine status changes published once quiet this long
-STEADY_INTERVALS = 2         # a secondary not heard from for longer does not hold off quiet
 REFRESH_INTERVAL = 60.0      # re-read each binding's newest record this often
 FINGERPRINT_DAYS = 7         # the whole past days a binding's fingerprint covers
 FINGERPRINT_INTERVAL = 60.0   # and how often it is computed (a digest of those days)
@@ -352,6 +351,9 @@ class Responder:
         entries = {key: {'last': last, 'count': count, 'time': now}
                    for key, (last, count) in ack.entries.items() if key in self.bindings
                    and (instance is None or self.bindings[key].instance == instance)}
+        if not entries:        # no binding of ours (on that instance): not a node of ours
+            log.debug('responder: ack of %s names no binding served here', ack.node)
+            return
         with self.lock:
             self.nodes.setdefault(ack.node, {}).update(entries)
             if len(self.nodes) > MAX_NODES:
@@ -583,15 +585,14 @@ class Responder:
         self.status_file.offer(section, key)
 
     def steady(self, status):
-        """True if every secondary heard from in the last STEADY_INTERVALS acknowledged our
-        newest records: routine changes wait for the heartbeat (the live record tells the
-        secondaries our newest)."""
-        recent = time.time() - STEADY_INTERVALS * self.interval
-        with self.lock:
-            heard = {node for node, entry in self.nodes.items()
-                     if any(e['time'] >= recent for e in entry.values())}
-        return all(ack['lag'] == 0 for node in heard
-                   for ack in status['nodes'].get(node, {}).values())
+        """True if every secondary acknowledged our newest records, but those whose own
+        status says they are offline: routine changes then wait for the heartbeat (the
+        live record tells the secondaries our newest). A secondary that is behind (or has
+        stopped acknowledging while it is online) is not steady: its lag is news."""
+        offline = {clientid for clientid, seen in self.secondaries.snapshot().items()
+                   if seen['state'] == 'offline'}
+        return all(ack['lag'] == 0 for node, acks in status['nodes'].items()
+                   if node not in offline for ack in acks.values())
 
     def file_section(self):
         """Our key of the station's status file (statusfile.responder_section)."""
