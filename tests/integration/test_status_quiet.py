@@ -14,8 +14,9 @@ from user.mqttreplicate import protocol, statusfile
 pytestmark = pytest.mark.integration
 
 
-def count_statuses(client, seconds):
-    counts = {}
+def count_messages(client, seconds):
+    """({topic: count}, [messages]) of the messages (not retained) in the next seconds."""
+    counts, messages = {}, []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
@@ -24,7 +25,8 @@ def count_statuses(client, seconds):
             continue
         if not message.retain:
             counts[message.topic] = counts.get(message.topic, 0) + 1
-    return counts
+            messages.append(message)
+    return counts, messages
 
 
 def test_quiet_when_nothing_happens(rig, broker):
@@ -36,7 +38,7 @@ def test_quiet_when_nothing_happens(rig, broker):
     time.sleep(8)                      # the statuses after the catch-up settle
     client = rig.client(broker)
     client.subscribe('replicate/status/#')
-    assert count_statuses(client, 6) == {}
+    assert count_messages(client, 6)[0] == {}
 
 
 
@@ -142,19 +144,6 @@ def steady_records(rig, broker, heartbeat=None, records=3):
             seen.setdefault(topic, []).append(n)
     return seen, acks, responder, ts
 
-
-def count_messages(client, seconds):
-    counts, messages = {}, []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            message = client.get(0.1)
-        except TimeoutError:
-            continue
-        if not message.retain:
-            counts[message.topic] = counts.get(message.topic, 0) + 1
-            messages.append(message)
-    return counts, messages
 
 
 def wire_bytes(message):
