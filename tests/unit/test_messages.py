@@ -183,11 +183,11 @@ def test_compact_ack_wire_format():
     """A compact ack (SPEC 5.6, docs/protocol.md): the payload names the binding; of the
     user properties only node and op are left."""
     full = Ack(KEY, NODE, {KEY: (NOW, 105120)}).encode()
-    wire = Ack(None, NODE, {KEY: (NOW, 105120)}, compact=True).encode()
+    wire = Ack(None, NODE, {KEY: (NOW, 105120)}).encode()
     assert wire_pairs(wire) == [('node', NODE), ('op', 'ack')]
     assert wire.payload == full.payload
     decoded = decode_request(envelope(wire, topic=REQUEST_TOPIC))
-    assert decoded == Ack(None, NODE, {KEY: (NOW, 105120)}, compact=True)
+    assert decoded == Ack(None, NODE, {KEY: (NOW, 105120)})
 
 
 def test_responder_status_says_it_takes_compact_acks():

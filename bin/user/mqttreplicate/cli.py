@@ -286,12 +286,21 @@ def cmd_check(args, config_dict):
     return code
 
 
+def command_transport(conn, suffix, topics=(), on_message=None):
+    """A started transport for a command: its own client id (conn's + suffix), no session
+    kept on the broker."""
+    import dataclasses
+    from .transport import Transport
+    conn = dataclasses.replace(conn, clientid=conn.clientid + suffix,
+                               session_expiry_interval=0)
+    transport = Transport(conn, list(topics), on_message or (lambda message: None),
+                          name=suffix.lstrip('-'))
+    transport.start()
+    return transport
+
+
 def read_statuses(conn, connect_timeout):
     """{topic: status} of every retained status under the status prefix."""
-    from .transport import Transport
-    import dataclasses
-    conn = dataclasses.replace(conn, clientid=conn.clientid + '-status',
-                               session_expiry_interval=0)
     statuses = {}
 
     def on_message(message):
@@ -300,8 +309,7 @@ def read_statuses(conn, connect_timeout):
         except ValueError:
             pass
 
-    transport = Transport(conn, [conn.status_topic + '/#'], on_message, name='status')
-    transport.start()
+    transport = command_transport(conn, '-status', [conn.status_topic + '/#'], on_message)
     try:
         wait_connected(transport, connect_timeout)
         time.sleep(1.5)
@@ -336,9 +344,7 @@ def cmd_status(args, config_dict):
 
 def cmd_homeassistant(args, config_dict):
     """Remove the station's Home Assistant entities from the broker of each role."""
-    import dataclasses
     from . import homeassistant
-    from .transport import Transport
     connections = {}
     if cfg.has_role(config_dict, 'Requester'):
         conn = cfg.parse_requester(config_dict).connection
@@ -351,10 +357,7 @@ def cmd_homeassistant(args, config_dict):
     status_dir = os.path.dirname(status_file_path(args, config_dict))
     topics = homeassistant.removal_topics(config_dict, status_dir)
     for conn in connections.values():
-        conn = dataclasses.replace(conn, clientid=conn.clientid + '-ha',
-                                   session_expiry_interval=0)
-        transport = Transport(conn, [], lambda message: None, name='homeassistant')
-        transport.start()
+        transport = command_transport(conn, '-ha')
         try:
             wait_connected(transport, args.connect_timeout)
             homeassistant.remove_entities(transport, topics, args.connect_timeout)

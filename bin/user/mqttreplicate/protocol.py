@@ -1051,7 +1051,10 @@ class Ack:
     binding: Optional[str]     # None in a compact ack
     node: str
     entries: dict              # binding key -> (last, count or None)
-    compact: bool = False
+
+    @property
+    def compact(self):
+        return self.binding is None
 
     def encode(self):
         header = [] if self.compact else _header(self.binding)
@@ -1074,7 +1077,7 @@ class Ack:
                     or not (count is None or plain_int(count)):
                 raise ProtocolError('ack of %s is not {"last": int, "count": int}' % key)
             entries[key] = (value['last'], count)
-        return cls(envelope.binding, node, entries, envelope.binding is None)
+        return cls(envelope.binding, node, entries)
 
 
 def decode_request(envelope):

@@ -156,7 +156,7 @@ class Requester(Link):
         try:
             compact = self.compact_acks.get(replica.binding.instance, False)
             ack = protocol.Ack(None if compact else replica.key, self.conn.clientid,
-                               {replica.key: (replica.position, replica.stored)}, compact)
+                               {replica.key: (replica.position, replica.stored)})
             self.transport.publish(
                 protocol.request_topic(self.conn.request_topic, replica.binding.instance),
                 *ack.encode())
