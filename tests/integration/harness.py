@@ -17,8 +17,8 @@ import time
 import uuid
 
 from tests.support.mqtt import MqttClient
-from tests.support.station import (TEST_HEARTBEAT, compare_databases, make_station, seed_history,
-                                   simulated_record)
+from tests.support.station import (TEST_HEARTBEAT, compare_databases, loop_accumulator,
+                                   make_station, seed_history, simulated_record)
 
 from user.mqttreplicate import config as cfg
 from user.mqttreplicate import database
@@ -105,9 +105,16 @@ def new_record(ts, units='US'):
 
 def add_to_primary(station, records):
     """Insert records into a station's wx_binding (archive and daily summaries), as the
-    primary's engine would."""
+    primary's engine would: unless the station was seeded without them (rig.primary's
+    loop_hilo), each with the LOOP highs and lows of its archive period (loop_accumulator),
+    so that a live record's day differs from what the secondary's own update makes of it."""
+    loop_hilo = getattr(station, 'loop_hilo', True)
     with station.open_manager(BINDING) as manager:
-        manager.addRecord(list(records), log_success=False)
+        if not loop_hilo:
+            manager.addRecord(list(records), log_success=False)
+            return
+        for record in records:
+            manager.addRecord(record, accumulator=loop_accumulator(record), log_success=False)
 
 
 def read_for_live(station, ts):
@@ -275,6 +282,7 @@ class Rig:
         do; without, they equal a rebuild of its archive: only for a secondary that cannot
         be given the primary's (protocol 1, other units), which rebuilds them."""
         station = self.station(name, units=units)
+        station.loop_hilo = loop_hilo          # (add_to_primary's records too)
         if count:
             seed_history(station, start, count, loop_hilo=loop_hilo)
         options.setdefault('clientid', 'primary-%s' % uuid.uuid4().hex[:8])

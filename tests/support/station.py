@@ -614,6 +614,26 @@ def loop_extremes(manager, first: int, last: int) -> None:
                            '3607' % table + where, (day_first, day_stop))
 
 
+def loop_accumulator(record: dict):
+    """The LOOP packets of a record's archive period as StdArchive accumulates them under
+    loop_hilo = True (the accumulator it hands to addRecord with the record): an outTemp
+    above and below the record's, a barometer below, a gust above, a minute or two before
+    it. Deterministic, so that two primaries fed alike are alike."""
+    import weeutil.weeutil
+    import weewx.accum
+    ts, step = record['dateTime'], int(record.get('interval', 5)) * 60
+    accum = weewx.accum.Accum(weeutil.weeutil.TimeSpan(ts - step, ts), record['usUnits'])
+    swing = (ts // step) % 7 / 7.0           # some periods bring a day's extreme, most not
+    for at, changes in ((ts - step + step // 3, {'outTemp': 1.3 * swing, 'barometer': -0.013}),
+                        (ts - step // 3, {'outTemp': -0.7 * swing, 'windGust': 4.5 * swing})):
+        packet = {'dateTime': at, 'usUnits': record['usUnits']}
+        for name, delta in changes.items():
+            if record.get(name) is not None:
+                packet[name] = record[name] + delta
+        accum.addRecord(packet)
+    return accum
+
+
 def weedb_transaction(connection):
     import weedb
     return weedb.Transaction(connection)

@@ -57,8 +57,9 @@ REQUESTER_OPTIONS = (
 RESPONDER_OPTIONS = (
     'enable', 'delta', 'batch_size', 'page_size', 'workers', 'max_responder_threads',
     'throttle_count', 'throttle_sleep', 'log_msg_count', 'loop_interval', 'archive_interval',
-    'verify_days', 'catchup', 'status_heartbeat',
+    'verify_days', 'catchup', 'status_heartbeat', 'live_format',
 )
+LIVE_FORMATS = ('auto', 'json')
 IGNORED_OPTIONS = ('throttle_count', 'throttle_sleep', 'direct_update', 'archive_max_tries',
                    'archive_wait_before_retry')
 RESERVED_NAMES = ('tls',)
@@ -227,6 +228,9 @@ class ResponderOptions:
     homeassistant: HomeAssistantOptions = HomeAssistantOptions()
     # a steady status is republished every this many archive intervals (1: every record)
     status_heartbeat: int = STATUS_HEARTBEAT
+    # auto: compact live records while every secondary known takes them; json: always the
+    # plain JSON object with the whole day's summaries (older requesters, protocol 1)
+    live_format: str = 'auto'
 
     @property
     def instances(self):
@@ -687,6 +691,7 @@ def parse_responder(config_dict) -> ResponderOptions:
         throttle_sleep=section.real('throttle_sleep', 1.0, 0.0, 3600.0),
         homeassistant=parse_homeassistant(config_dict),
         status_heartbeat=section.integer('status_heartbeat', STATUS_HEARTBEAT, 1, 1000),
+        live_format=section.choice('live_format', 'auto', LIVE_FORMATS),
     )
 
 

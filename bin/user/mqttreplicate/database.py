@@ -441,13 +441,13 @@ def units_of(manager):
     return units
 
 
-def read_days(manager, first, stop, through=None):
+def read_days(manager, first, stop, through=None, units=None):
     """protocol.DayRows of the days first <= dateTime < stop as the manager's daily
-    summaries hold them, or None (no summaries, no records yet). A short statement per
-    observation type, each fully fetched."""
+    summaries hold them, or None (no summaries; no records yet, unless units says the unit
+    system of the first). A short statement per observation type, each fully fetched."""
     if first >= stop or not keeps_summaries(manager):
         return None
-    units = units_of(manager)
+    units = units_of(manager) or units
     if units is None:
         return None
     tables = {}

@@ -40,6 +40,8 @@ OP_RECORDS = 'records'
 OP_DIGEST = 'digest'
 OP_ACK = 'ack'
 ACKS_COMPACT = 'compact'         # a responder's status: it takes compact acks
+LIVE_COMPACT = 'compact'         # a requester's status: it takes compact live records
+LIVE_PLAIN = 'plain'             # ... or only plain ones (with whole days)
 OPERATIONS = (OP_RECORDS, OP_DIGEST, OP_ACK)
 
 # Largest payload we accept at all, and largest we inflate to (bounded decompression).
@@ -813,6 +815,79 @@ class DayRows:
         return [(payload, encoding) for _, payload, encoding in result]
 
 
+def day_digest(tables):
+    """Hex digest (64 bits) of the rows of a day's daily summaries, tables as in DayRows:
+    each row hashed as digest_days does (its type and canonical values), type by type."""
+    sha = hashlib.sha256()
+    for name in sorted(tables):
+        for row in tables[name][1]:
+            sha.update(json.dumps([name] + [_canonical(v) for v in row],
+                                  separators=(',', ':')).encode('utf-8') + b'\n')
+    return sha.hexdigest()[:16]
+
+
+MAX_PATCH_PROPERTY = 20000         # bytes of the `patch` user property of a live record
+
+
+@dataclasses.dataclass(frozen=True)
+class DayPatch:
+    """The daily summaries of a live record's day, as what differs from WeeWX's own update
+    of that day with the record (daypatch.predict) from the rows the primary held through
+    the record before it (prev): cells, {type: {column: value}}, mostly LOOP highs and
+    lows. first is the day's start; digest (day_digest) is of the day's rows as the
+    primary holds them, to check the result against; units and version as in DayRows."""
+    units: int
+    version: str
+    first: int
+    digest: str
+    cells: dict
+
+    def encode_property(self):
+        """The `patch` user property: compact JSON, or None if too large (or a value JSON
+        cannot hold: the record then goes with its whole day)."""
+        try:
+            text = encode_json({'units': self.units, 'version': self.version,
+                                'first': self.first, 'digest': self.digest,
+                                'cells': self.cells}).decode('utf-8')
+        except ValueError:
+            return None
+        return text if len(text) <= MAX_PATCH_PROPERTY else None
+
+    @classmethod
+    def decode_property(cls, text):
+        """Validated DayPatch of a `patch` property. Raises ProtocolError."""
+        obj = _parse_json(text.encode('utf-8', 'replace'))
+        if not isinstance(obj, dict):
+            raise ProtocolError('summaries patch is not an object')
+        units, version, first = obj.get('units'), obj.get('version'), obj.get('first')
+        digest, cells = obj.get('digest'), obj.get('cells')
+        if units not in KNOWN_UNIT_SYSTEMS or isinstance(units, bool):
+            raise ProtocolError('summaries patch: usUnits %r is not a known unit system'
+                                % (units,))
+        if not isinstance(version, str) or not 0 < len(version) <= 16:
+            raise ProtocolError('summaries patch: version %.20r is not a version'
+                                % (version,))
+        if not plain_int(first):
+            raise ProtocolError('summaries patch: first %.20r is not a time' % (first,))
+        if not isinstance(digest, str) or len(digest) != 16 \
+                or any(c not in '0123456789abcdef' for c in digest):
+            raise ProtocolError('summaries patch: digest %.20r is not 16 hex digits'
+                                % (digest,))
+        if not isinstance(cells, dict) or len(cells) > MAX_RECORD_KEYS:
+            raise ProtocolError('summaries patch: cells is not an object of at most %d types'
+                                % MAX_RECORD_KEYS)
+        for name, columns in cells.items():
+            _check_name(name)
+            if not isinstance(columns, dict) or len(columns) > MAX_DAY_COLUMNS:
+                raise ProtocolError('summaries patch of %s: not {"column": value, ...}' % name)
+            for column, value in columns.items():
+                _check_name(column)
+                if column == 'dateTime' or (value is not None and not _is_value(value)):
+                    raise ProtocolError('summaries patch of %s: %s = %.40r is not a value'
+                                        % (name, column, value))
+        return cls(units, version, first, digest, cells)
+
+
 # ---------------------------------------------------------------------------------------------
 #  Properties
 # ---------------------------------------------------------------------------------------------
@@ -1248,42 +1323,70 @@ def decode_answer(envelope, kind=Batch):
 class LiveRecord:
     """A new archive record of the primary, with the dateTime of the one before it there
     (prev; None from a protocol-1 responder, which does not say) and the primary's daily
-    summaries of its day right after it was stored (days; None if not sent). Bad daily
-    summaries do not refuse the record: they are left out, and why is in days_error."""
+    summaries of its day right after it was stored: whole (days) or as a DayPatch (patch),
+    or neither (not sent). Bad daily summaries do not refuse the record: they are left
+    out, and why is in days_error. compress: the payload zlib-compressed (a compact live
+    record; plain JSON is what a protocol-1 requester reads)."""
     binding: str
     record: dict
     prev: Optional[int] = 0
     days: Optional[DayRows] = None
     days_error: Optional[str] = None
+    patch: Optional[DayPatch] = None
+    compress: bool = False
 
     def encode(self):
         props = _header(self.binding) + [('prev', self.prev or 0)]
-        days = self.days.encode_property() if self.days is not None else None
-        if days is not None:
+        payload = encode_json(self.record)
+        if self.compress:
+            payload = zlib.compress(payload, 9)
+            props.append(('encoding', ENCODING_ZLIB))
+        patch = self.patch.encode_property() if self.patch is not None else None
+        days = self.days.encode_property() if self.days is not None and patch is None \
+            else None
+        if patch is not None:
+            props.append(('patch', patch))
+        elif days is not None:
             props.append(('days', days))
-        return Wire(encode_json(self.record), props)
+        return Wire(payload, props)
 
     @classmethod
     def decode(cls, envelope):
         envelope.check_numbers()
-        records, rejected, sent = decode_batch(envelope.payload, envelope.props.get('encoding'))
+        encoding = envelope.props.get('encoding')
+        records, rejected, sent = decode_batch(envelope.payload, encoding)
         if rejected:
             raise ProtocolError(rejected[0])
         if sent != 1:
             raise ProtocolError('live message with %d records' % sent)
         record = records[0]
-        days = error = None
-        text = envelope.props.get('days')
-        if text is not None and envelope.version == 2:
+        days = patch = error = None
+        if envelope.version == 2:
             try:
-                days = DayRows.decode_property(text)
-                ts = record['dateTime']
-                if days.through != ts or not days.first < ts <= days.stop:
-                    raise ProtocolError('daily summaries of %s to %s through %s do not go with '
-                                        'record %s' % (days.first, days.stop, days.through, ts))
+                days, patch = cls._summaries(envelope.props, record['dateTime'])
             except ProtocolError as e:
-                days, error = None, str(e)
-        return cls(envelope.binding, record, envelope.number('prev'), days, error)
+                error = str(e)
+        return cls(envelope.binding, record, envelope.number('prev'), days, error, patch,
+                   encoding == ENCODING_ZLIB)
+
+    @staticmethod
+    def _summaries(props, ts):
+        """(days, patch) of a live record's properties. Raises ProtocolError."""
+        text = props.get('patch')
+        if text is not None:
+            patch = DayPatch.decode_property(text)
+            if not patch.first < ts <= patch.first + MAX_DAYS_SPAN:
+                raise ProtocolError('summaries patch of the day of %s does not go with '
+                                    'record %s' % (patch.first, ts))
+            return None, patch
+        text = props.get('days')
+        if text is None:
+            return None, None
+        days = DayRows.decode_property(text)
+        if days.through != ts or not days.first < ts <= days.stop:
+            raise ProtocolError('daily summaries of %s to %s through %s do not go with '
+                                'record %s' % (days.first, days.stop, days.through, ts))
+        return days, None
 
 
 @dataclasses.dataclass(frozen=True)

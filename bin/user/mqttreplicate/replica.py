@@ -24,7 +24,8 @@ import queue
 import threading
 import time
 
-from .database import day_start
+from . import daypatch
+from .database import day_start, day_stop, read_days
 from .faults import is_termination
 from .protocol import DayRows
 from .verify import AutoVerifier
@@ -36,6 +37,7 @@ PIPELINE = 2             # pages outstanding at most (one being stored, one in f
 MAX_HELD_LIVE = 2000     # live records kept aside during a catch-up (the newest ones)
 POST_TIMEOUT = 10.0      # the loop thread waits this long for room in an inbox, then drops
 MAX_LEGACY = 5000        # protocol-1 records received and not stored yet
+MAX_PATCH_MISSES = 3     # summaries patches in a row that did not fit: whole days instead
 
 
 class State(enum.Enum):
@@ -115,6 +117,8 @@ class Sink:
         self.stored = 0                # records stored since start
         self.summaries = None          # 'copied' from the primary, or 'rebuilt' here
         self.summaries_why = None      # why rebuilt
+        self.patch_missed = False      # the last live record's patch did not fit
+        self.patch_misses = 0          # in a row
 
     def open(self):
         if self.store is None:
@@ -147,11 +151,13 @@ class Sink:
         self._stored(count, stamps[-1])
         return count, days is not None
 
-    def store_one(self, record, days=None):
+    def store_one(self, record, days=None, patch=None):
         """Store one record (or hand it to the engine), then its day's daily summaries as
-        the primary has them (days, a protocol.DayRows), if any. True if it was new. The
-        engine sees records strictly in dateTime order: an older one (a protocol-1
-        redelivery, a primary whose clock stepped back) is stored here."""
+        the primary has them (days, a protocol.DayRows; or patch, a protocol.DayPatch of
+        the rows here), if any. True if it was new. The engine sees records strictly in
+        dateTime order: an older one (a protocol-1 redelivery, a primary whose clock
+        stepped back) is stored here."""
+        self.patch_missed = False
         record = self.store.prepare(record, self.key)
         ts = record['dateTime']
         if ts <= self.position and self.store.existing(ts, ts):
@@ -160,6 +166,8 @@ class Sink:
         # the summaries' fit checked once, before the record is stored (which changes
         # nothing it depends on), with the bulk stores' summaries done first, as storing does
         self.store.finish_bulk()
+        if patch is not None:
+            days = self._patched(patch, record)
         days = days if self._fits(days) else None
         if self.deliver is not None and ts > self.position:
             if self.deliver(record, days) is False:
@@ -170,6 +178,30 @@ class Sink:
         if days is not None:
             self.store.write_days(days)
         return True
+
+    def _patched(self, patch, record):
+        """The primary's DayRows of a live record's day from its patch and the rows of
+        that day here, before the record is stored; None if they cannot be copied here
+        (rebuilt) or the result is not the primary's (patch_missed)."""
+        if not self.store.has_summaries or self.summaries == 'rebuilt':
+            return None
+        ts = record['dateTime']
+        try:
+            base = read_days(self.store.manager, day_start(ts), day_stop(ts),
+                             units=record.get('usUnits'))
+            if base is not None and (base.units, base.version) != (patch.units,
+                                                                  patch.version):
+                return None            # not copied here: a catch-up's days say why
+            days = daypatch.apply(patch, base, record)
+        except Exception as e:
+            if is_termination(e):
+                raise
+            log.debug('requester: %s: summaries patch of %s not applied: %s: %s', self.key,
+                      ts, type(e).__name__, e)
+            days = None
+        self.patch_missed = days is None
+        self.patch_misses = self.patch_misses + 1 if days is None else 0
+        return days
 
     @property
     def wants_days(self):
@@ -784,11 +816,23 @@ class Replica:
         if days is not None and not self.sink.store_days(days):
             self.sink.finish()
 
-    def _store_one(self, record, days=None):
-        if not self.sink.store_one(record, days):
+    def _store_one(self, record, days=None, patch=None):
+        if not self.sink.store_one(record, days, patch):
             return False
         self.acks.due()
         return True
+
+    def _patch_missed(self, ts):
+        """A live record's summaries patch did not give the primary's day here (the rows
+        here were not the primary's, or WeeWX updates a day otherwise here): a catch-up
+        brings the days from where they were last copied. After MAX_PATCH_MISSES in a
+        row, the responder is told (our status) to send whole days."""
+        log.info('requester: %s: the daily summaries of record %s did not come out as the '
+                 "primary's from its patch; asking for that day", self.key, ts)
+        if self.sink.patch_misses >= MAX_PATCH_MISSES:
+            self.host.plain_live('%d summaries patches in a row did not fit (%s)'
+                                 % (self.sink.patch_misses, self.key))
+        self.start_catchup()
 
     # --- live records ------------------------------------------------------------------------
 
@@ -814,9 +858,11 @@ class Replica:
             self.catchup.held_live.append(item)
             return
         try:
-            self._store_one(record, live.days)
+            self._store_one(record, live.days, live.patch)
         finally:
             self._ack_message(item)
+        if self.sink.patch_missed:
+            self._patch_missed(record['dateTime'])
         self.flush_ack()
 
     def _ack_message(self, item):

@@ -81,6 +81,7 @@ class Requester(Link):
         self.last_error = LastError(('requester', 'replica', 'driver', 'verify'))
         self.primary = {}              # instance -> {'state', 'offline_since'}
         self.compact_acks = {}         # instance -> its responder takes compact acks
+        self.live_compact = True       # we take compact live records (our status says so)
         self.status_file = statusfile.StatusFile(
             status_path or statusfile.status_path(config_dict),
             statusfile.station_info(config_dict, options.archive_interval), 'requester')
@@ -196,9 +197,17 @@ class Requester(Link):
         """What a reader must see at once: the connection, each binding's state, its
         refusal and its last verification, the last error."""
         error = self.last_error.last
-        return (self.transport.connected.is_set(), error and error['time'],
+        return (self.transport.connected.is_set(), error and error['time'], self.live_compact,
                 tuple((r.key, r.state, r.refusal, r.verifier.verified, r.verifier.result)
                       for r in self.ordered()))
+
+    def plain_live(self, why):
+        """Ask the responders (through our status) for plain live records with whole days
+        from now on (any thread)."""
+        if self.live_compact:
+            log.info('requester: %s: asking for live records with whole days from now on',
+                        why)
+            self.live_compact = False
 
     def file_section(self):
         """Our key of the station's status file (statusfile.requester_section)."""
@@ -239,8 +248,11 @@ class Requester(Link):
                                          'repaired': replica.verifier.repaired,
                                          'summaries': replica.sink.summaries,
                                          'summaries_why': replica.sink.summaries_why}
+            # live: what live records we take (the responder sends compact ones only if
+            # every secondary takes them: docs/protocol.md)
             statuses[instance] = dict(self.status.online(instance), bindings=bindings,
-                                      rejected=self.rejected)
+                                      rejected=self.rejected, live=protocol.LIVE_COMPACT
+                                      if self.live_compact else protocol.LIVE_PLAIN)
         return statuses
 
     def count(self, name, n=1):

@@ -31,6 +31,7 @@ from . import VERSION
 from . import config as cfg
 from . import database
 from . import protocol
+from .daypatch import Patcher
 from .pagecache import EncodedPage, PageCache
 from .protocol import PRIMARY_DAYS
 from .faults import RateLimitedLog, is_termination
@@ -154,6 +155,8 @@ class Responder:
         self.ticker = Worker('responder-status', self._tick, self.faults,
                              'responder: status not published', stopping=self.stopping)
         self.legacy = LegacyServer(self)
+        self.patcher = Patcher()       # the day sent with each binding's last live record
+        self.protocol1_seen = False    # a protocol-1 requester asked: live records as JSON
 
     def _catchup_worker(self, n):
         sources = Sources(self.manager_dicts)
@@ -215,7 +218,14 @@ class Responder:
                           record.get('dateTime'), binding.key)
                 return
             topic = protocol.archive_topic(self.conn.archive_topic, binding.instance)
-            wire = protocol.LiveRecord(binding.key, record, prev, days).encode()
+            # (the patcher sees every day, so that a patch can follow any record)
+            patch = self.patcher.patch(binding.key, record, prev, days)
+            if self.compact_live():
+                live = protocol.LiveRecord(binding.key, record, prev, days, patch=patch,
+                                           compress=True)
+            else:
+                live = protocol.LiveRecord(binding.key, record, prev, days)
+            wire = live.encode()
             # one message for every secondary: they all subscribe to the archive topic
             self.transport.publish(topic, wire.payload, wire.properties)
             if record['dateTime'] < (self.newest.get(binding.key) or 0):
@@ -233,6 +243,22 @@ class Responder:
                 raise
             self.faults(logging.ERROR, 'live', 'responder: cannot publish record %s of %s: %s',
                         record.get('dateTime'), binding.key, e)
+
+    def compact_live(self):
+        """Can live records go compact (SPEC 5.4: compressed, the day's summaries as a
+        patch)? Only if live_format allows it, no protocol-1 requester asked since we
+        started (it reads live records as plain JSON objects), and every secondary we know
+        that is not offline says in its status that it takes them (an older one, or one
+        whose patches did not fit, gets plain records with whole days)."""
+        if self.options.live_format == 'json' or self.protocol1_seen:
+            return False
+        seen = self.secondaries.snapshot()
+        with self.lock:
+            nodes = list(self.nodes)
+        if any(node not in seen for node in nodes):    # acks, but no status: an older one
+            return False
+        return all(entry.get('live') == protocol.LIVE_COMPACT for entry in seen.values()
+                   if entry['state'] != 'offline')
 
     # --- requests (loop thread) --------------------------------------------------------------
 
@@ -309,6 +335,10 @@ class Responder:
         if records and request.limit:
             limit = min(request.limit, limit)
         if records and request.version == 1:
+            if not self.protocol1_seen:
+                log.info('responder: a protocol-1 requester asked (%s): live records go as '
+                         'plain JSON objects from now on', envelope.response_topic)
+                self.protocol1_seen = True
             self.legacy.submit(Request(request, binding, limit, envelope))
         else:
             self._queue(Request(request, binding, limit, envelope))

@@ -174,7 +174,8 @@ class Secondaries:
             if clientid not in self.seen and len(self.seen) >= MAX_SECONDARIES:
                 return
             entry = self.seen.setdefault(clientid, {'state': None, 'offline_since': None,
-                                                    'time': None, 'bindings': {}})
+                                                    'time': None, 'bindings': {},
+                                                    'live': None})
             state = status.get('state')
             if state == 'offline':
                 if entry['state'] != 'offline':
@@ -182,6 +183,8 @@ class Secondaries:
             else:
                 entry['offline_since'] = None
                 entry['time'] = None if retained else now
+                live = status.get('live')
+                entry['live'] = live if isinstance(live, str) else None
                 bindings = status.get('bindings')
                 if isinstance(bindings, dict):
                     entry['bindings'] = {k: v for k, v in bindings.items()

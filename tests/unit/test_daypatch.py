@@ -1,0 +1,230 @@
+"""Compact live records: a day's daily summaries as a patch of WeeWX's own update (daypatch).
+
+Two real DaySummaryManagers on SQLite (no broker): the primary stores records the way
+StdArchive does with loop_hilo (the record, then the LOOP highs and lows of its archive
+period: addRecord(record, accumulator=...)); the responder's Patcher makes each record's
+patch from the day it read after storing it; the secondary stores the record, applies the
+patch to the rows it held before, and ends with the primary's rows, row by row, in a time
+zone with a DST change and across midnights, at 5-minute and 30-minute intervals.
+"""
+
+import os
+import random
+import time
+
+import pytest
+import weeutil.weeutil
+import weewx.accum
+import weewx.manager
+import weewx.schemas.wview_extended
+
+from tests.support.station import generate_records
+from user.mqttreplicate import daypatch, database, protocol
+from user.mqttreplicate.protocol import DayPatch, LiveRecord, ProtocolError
+
+KEY = 'weewx/wx_binding'
+LOOP_TYPES = ('outTemp', 'barometer', 'windSpeed', 'windGust', 'outHumidity', 'radiation')
+
+
+@pytest.fixture
+def new_york():
+    """America/New_York: 2023-11-05 has 25 hours."""
+    old = os.environ.get('TZ')
+    os.environ['TZ'] = 'America/New_York'
+    time.tzset()
+    yield
+    if old is None:
+        del os.environ['TZ']
+    else:
+        os.environ['TZ'] = old
+    time.tzset()
+
+
+def open_manager(path):
+    db = {'database_name': str(path), 'driver': 'weedb.sqlite', 'SQLITE_ROOT': '/'}
+    return weewx.manager.DaySummaryManager.open_with_create(
+        db, 'archive', schema=weewx.schemas.wview_extended.schema)
+
+
+def loop_accumulator(record, rng):
+    """The LOOP packets of a record's archive period, as StdArchive accumulates them:
+    values around the record's, some above its highs and below its lows."""
+    ts, step = record['dateTime'], record['interval'] * 60
+    accum = weewx.accum.Accum(weeutil.weeutil.TimeSpan(ts - step, ts), record['usUnits'])
+    for k in range(4):
+        packet = {'dateTime': ts - step + (k + 1) * step // 4, 'usUnits': record['usUnits']}
+        for name in LOOP_TYPES:
+            if record.get(name) is not None:
+                packet[name] = record[name] + rng.uniform(-3, 3)
+        packet['windDir'] = rng.uniform(0, 360)
+        accum.addRecord(packet)
+    return accum
+
+
+def as_sent(manager, ts):
+    """The record as the responder publishes it: read back, without NULLs."""
+    return protocol.compact(manager.getRecord(ts))
+
+
+def replicate(tmp_path, start, count, minutes, seed=1, check=None):
+    """Store count records at the primary with LOOP highs and lows, carry each day by patch
+    to the secondary; return the patches."""
+    rng = random.Random(seed)
+    primary = open_manager(tmp_path / 'primary.sdb')
+    secondary = open_manager(tmp_path / 'secondary.sdb')
+    target = database.TargetDatabase(None, manager=secondary)
+    patcher = daypatch.Patcher()
+    patches, prev = [], 0
+    for record in generate_records(start, count, minutes):
+        primary.addRecord(record, accumulator=loop_accumulator(record, rng),
+                          log_success=False)
+        ts = record['dateTime']
+        days = database.live_days(primary, ts)
+        sent = as_sent(primary, ts)
+        patch = patcher.patch(KEY, sent, prev, days)
+        assert patch is not None, ts
+        # on the wire and back
+        wire = LiveRecord(KEY, sent, prev, days, patch=patch, compress=True).encode()
+        assert dict(wire.properties).get('days') is None
+        patch = DayPatch.decode_property(dict(wire.properties)['patch'])
+        base = database.read_days(secondary, database.day_start(ts), database.day_stop(ts),
+                                  units=sent['usUnits'])
+        rebuilt = daypatch.apply(patch, base, sent)
+        assert rebuilt is not None, ts
+        assert rebuilt.tables == days.tables
+        secondary.addRecord(sent, log_success=False)
+        target.write_days(rebuilt)
+        if check:
+            check(primary, secondary, ts)
+        patches.append(patch)
+        prev = ts
+    return primary, secondary, patches
+
+
+def all_day_rows(manager):
+    return {name: list(manager.genSql('SELECT * FROM archive_day_%s ORDER BY dateTime'
+                                      % name)) for name in sorted(manager.daykeys)}
+
+
+@pytest.mark.parametrize('minutes, count, hour', [(5, 400, 20), (30, 80, 20), (1, 150, 23)])
+def test_patches_carry_the_primarys_days(tmp_path, new_york, minutes, count, hour):
+    # across midnight, and for 5 and 30 minutes the DST change
+    start = int(time.mktime((2023, 11, 4, hour, 0, 0, 0, 0, -1)))
+    primary, secondary, patches = replicate(tmp_path, start, count, minutes)
+    assert all_day_rows(secondary) == all_day_rows(primary)
+    assert len({p.first for p in patches}) >= 2                      # midnights crossed
+    # the LOOP highs and lows are what travels: a few cells, never a whole day
+    cells = [sum(len(c) for c in p.cells.values()) for p in patches]
+    assert max(cells) <= 4 * len(LOOP_TYPES) + 8
+    assert sum(cells) / len(cells) < 12
+    sizes = [len(p.encode_property()) for p in patches]
+    assert sum(sizes) / len(sizes) < 600
+
+
+def test_without_loop_highs_and_lows_a_patch_is_empty(tmp_path):
+    primary = open_manager(tmp_path / 'p.sdb')
+    patcher = daypatch.Patcher()
+    prev = 0
+    for record in generate_records(1700000100, 20, 5):
+        primary.addRecord(record, log_success=False)
+        ts = record['dateTime']
+        patch = patcher.patch(KEY, as_sent(primary, ts), prev,
+                              database.live_days(primary, ts))
+        assert patch.cells == {}
+        prev = ts
+
+
+def test_rows_here_that_are_not_the_primarys_give_no_day(tmp_path):
+    """A secondary whose day differs from the primary's before the record (its own update,
+    a lost patch) gets None, never a wrong day."""
+    rng = random.Random(3)
+    primary = open_manager(tmp_path / 'p.sdb')
+    patcher = daypatch.Patcher()
+    records = list(generate_records(1700000100, 3, 5))
+    prev, base = 0, None
+    for record in records:
+        base = database.read_days(primary, database.day_start(record['dateTime']),
+                                  database.day_stop(record['dateTime']))
+        primary.addRecord(record, accumulator=loop_accumulator(record, rng),
+                          log_success=False)
+        ts = record['dateTime']
+        patch = patcher.patch(KEY, as_sent(primary, ts), prev,
+                              database.live_days(primary, ts))
+        prev = ts
+    sent = as_sent(primary, prev)
+    assert daypatch.apply(patch, base, sent) is not None
+    columns, rows = base.tables['outTemp']
+    changed = dict(base.tables, outTemp=(columns, [rows[0][:3] + (rows[0][3] + 1,)
+                                                   + rows[0][4:]]))
+    assert daypatch.apply(patch, protocol.DayRows(base.units, base.version, base.first,
+                                                  base.stop, changed), sent) is None
+    other_units = protocol.DayRows(0x10, base.version, base.first, base.stop, base.tables)
+    assert daypatch.apply(patch, other_units, sent) is None
+    assert daypatch.apply(patch, None, sent) is None
+
+
+def test_no_patch_without_the_day_sent_before(tmp_path):
+    """A responder that restarted in the middle of a day has not sent the day before the
+    record: the record goes with its whole day."""
+    primary = open_manager(tmp_path / 'p.sdb')
+    records = list(generate_records(1700000100, 3, 5))
+    for record in records:
+        primary.addRecord(record, log_success=False)
+    ts, prev = records[-1]['dateTime'], records[-2]['dateTime']
+    days = database.live_days(primary, ts)
+    assert daypatch.Patcher().patch(KEY, as_sent(primary, ts), prev, days) is None
+    assert daypatch.Patcher().patch(KEY, as_sent(primary, ts), prev, None) is None
+
+
+def test_a_record_without_interval_has_no_patch(tmp_path):
+    primary = open_manager(tmp_path / 'p.sdb')
+    record = next(generate_records(1700000100, 1, 5))
+    primary.addRecord(record, log_success=False)
+    ts = record['dateTime']
+    sent = dict(as_sent(primary, ts))
+    del sent['interval']
+    assert daypatch.Patcher().patch(KEY, sent, 0, database.live_days(primary, ts)) is None
+
+
+# --- on the wire -------------------------------------------------------------------------------
+
+def good_patch(**changes):
+    fields = dict(units=1, version='4.0', first=1699920000, digest='0123456789abcdef',
+                  cells={'outTemp': {'max': 71.5, 'maxtime': 1699950000}, 'rain': {}})
+    fields.update(changes)
+    return DayPatch(**fields)
+
+
+def test_patch_property_round_trip():
+    patch = good_patch(cells={'outTemp': {'max': float('inf'), 'min': None}})
+    assert DayPatch.decode_property(patch.encode_property()) == patch
+
+
+@pytest.mark.parametrize('changes, word', [
+    ({'units': 7}, 'unit system'),
+    ({'version': ''}, 'version'),
+    ({'first': 'x'}, 'first'),
+    ({'digest': 'xyz'}, 'digest'),
+    ({'digest': '0123456789ABCDEF'}, 'digest'),
+    ({'cells': []}, 'cells'),
+    ({'cells': {'outTemp': 5}}, 'outTemp'),
+    ({'cells': {'outTemp': {'dateTime': 5}}}, 'dateTime'),
+    ({'cells': {'outTemp': {'max': 'high'}}}, 'not a value'),
+    ({'cells': {'out Temp': {}}}, 'out Temp'),
+])
+def test_bad_patch_property(changes, word):
+    text = good_patch(**changes).encode_property()
+    with pytest.raises(ProtocolError, match=word):
+        DayPatch.decode_property(text)
+
+
+def test_a_bad_patch_does_not_refuse_the_record():
+    from tests.unit.test_messages import envelope
+    rec = {'dateTime': 1699950300, 'usUnits': 1, 'interval': 5, 'outTemp': 70.5}
+    wire = LiveRecord(KEY, rec, 1699950000, patch=good_patch(digest='nothex!!nothex!!'),
+                      compress=True).encode()
+    live = LiveRecord.decode(envelope(wire, topic='replicate/archive/weewx'))
+    assert live.record == rec and live.patch is None and 'digest' in live.days_error
+    good = LiveRecord(KEY, rec, 1699950000, patch=good_patch(), compress=True).encode()
+    decoded = LiveRecord.decode(envelope(good, topic='replicate/archive/weewx'))
+    assert decoded.patch == good_patch() and decoded.compress and decoded.days is None
