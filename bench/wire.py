@@ -73,6 +73,8 @@ def main():
     parser.add_argument('--heartbeat', type=int, default=10,
                         help='status_heartbeat of both stations (the default: 10)')
     parser.add_argument('--keep', action='store_true', help='keep the work directory')
+    parser.add_argument('--verbose', action='store_true',
+                        help="print the last live record's user properties")
     args = parser.parse_args()
     print('machine:', c.machine())
     root = c.workdir('wire')
@@ -80,6 +82,8 @@ def main():
     configure(primary, secondary, broker, args)
     counts = collections.defaultdict(lambda: [0, 0])     # (side, kind) -> [messages, bytes]
     floor = [0, 0]                                       # records, bytes of compact JSON
+    parts = collections.Counter()                        # a live record's bytes by part
+    last_live = []
     pri = primary.start_weewxd()
     sec = None
     try:
@@ -98,9 +102,16 @@ def main():
                 continue
             if message.retain and message.topic.startswith('homeassistant/'):
                 continue
-            entry = counts[kind_of(message)]
+            kind = kind_of(message)
+            entry = counts[kind]
             entry[0] += 1
             entry[1] += message_bytes(message)
+            if kind == ('primary', 'live record'):
+                parts['largest'] = max(parts['largest'], message_bytes(message))
+                parts['payload'] += len(message.payload)
+                for name, value in getattr(message.properties, 'UserProperty', None) or []:
+                    parts[name] += len(name) + len(value) + 5
+                last_live[:] = [message]
         client.disconnect()
         floor[:] = record_floor(primary, args.intervals)
         newest = primary_newest(primary)
@@ -112,6 +123,15 @@ def main():
     diffs = compare_databases(primary, 'wx_binding', secondary, 'wx_binding')
     c.tear_down(root, broker, [primary, secondary], args.keep)
     report(counts, floor, args)
+    live = counts.get(('primary', 'live record'), (0, 0))[0]
+    if live:
+        largest = parts.pop('largest')
+        print('a live record, by part (bytes): ' + ', '.join(
+            '%s %.0f' % (name, size / live) for name, size in parts.most_common())
+            + '; the largest message %d bytes' % largest)
+    if args.verbose and last_live:
+        print('the last live record\'s user properties:',
+              getattr(last_live[0].properties, 'UserProperty', None))
     print('archive and daily summaries equal row by row: %s'
           % ('yes' if not diffs else 'NO\n  ' + '\n  '.join(diffs[:10])))
     if diffs:

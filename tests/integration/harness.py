@@ -21,7 +21,7 @@ from tests.support.station import (TEST_HEARTBEAT, compare_databases, loop_accum
                                    make_station, seed_history, simulated_record)
 
 from user.mqttreplicate import config as cfg
-from user.mqttreplicate import database
+from user.mqttreplicate import database, protocol
 from user.mqttreplicate.requester import Requester, Writer
 from tests.support.waiting import wait_until  # noqa: F401 (used here and re-exported)
 from user.mqttreplicate.responder import Responder
@@ -128,6 +128,11 @@ def read_for_live(station, ts):
         prev = database.previous_timestamp(manager, ts)
         days = database.live_days(manager, ts)
     return {k: v for k, v in record.items() if v is not None}, prev, days
+
+
+def live_record(message):
+    """The record of a live message as a subscriber got it, plain or compact."""
+    return protocol.LiveRecord.decode(protocol.Envelope.of(message)).record
 
 
 def publish_live(responder, station, ts, add=True):

@@ -1,13 +1,13 @@
 """Several bindings (SPEC 5.4, 6.2): every replicated binding arrives, other bindings before
 main, each into the binding the secondary names."""
 
-import json
 
 import pytest
 import weewx
 
 from tests.integration.harness import (BINDING, KEY, START, STEP, add_binding, assert_same,
-                                       configure, error_lines, new_record, wait_until)
+                                       configure, error_lines, live_record, new_record,
+                                       wait_until)
 from tests.integration.test_live import FakeEngine
 from tests.support.conversation import collect, is_catchup_request
 from tests.support.mqtt import user_properties
@@ -61,7 +61,7 @@ def test_two_bindings(rig, broker, caplog):
         # newest record when it connected)
         def ours(messages):
             return [m for m in messages if m.topic == 'replicate/archive/weewx'
-                    and json.loads(m.payload)['dateTime'] in (ts - OFFSET, ts)]
+                    and live_record(m)['dateTime'] in (ts - OFFSET, ts)]
         live = ours(collect(monitor, lambda ms: len(ours(ms)) == 2, 10, 'the two live records'))
         assert [user_properties(m)['data_binding'] for m in live] == [EXTRA_KEY, KEY]
         node.wait_position(ts, timeout=5)

@@ -18,13 +18,12 @@ What goes out (answers, live records, the primary's status) is kept on the stati
 and delivered when the link is back. The requester asks again after its page_timeout.
 """
 
-import json
 import sqlite3
 
 import pytest
 
 from tests.integration.harness import (BINDING, KEY, START, STEP, assert_same,
-                                       error_lines, publish_live, wait_until)
+                                       error_lines, live_record, publish_live, wait_until)
 from tests.support.bridge import (SECONDARY_USER, BridgedBrokers, bridge_options,
                                    documented_bridge)
 from tests.support.mqtt import MqttClient, publish_properties
@@ -180,8 +179,7 @@ def test_signed_replication_with_the_link_cut_in_the_middle_of_the_catch_up(
     # (the responder also publishes its newest record when it connects: the seeded one)
     arrived = []
     while not set(live) <= set(arrived):
-        arrived.append(json.loads(watcher.expect('replicate/archive/weewx', 10).payload)
-                       ['dateTime'])
+        arrived.append(live_record(watcher.expect('replicate/archive/weewx', 10))['dateTime'])
     assert arrived[-len(live):] == live
     node.wait_caught_up(30)
     node.wait_position(live[-1])

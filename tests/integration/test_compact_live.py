@@ -39,6 +39,11 @@ def pair(rig, broker, **primary_options):
     return primary, secondary, responder, node
 
 
+def knows(responder, node):
+    """Has the responder seen the requester's status?"""
+    return node.clientid in responder.secondaries.snapshot()
+
+
 def live(rig, broker, responder, primary, stamps):
     """Publish records at stamps live; the messages as a subscriber got them."""
     watcher = rig.client(broker)
@@ -55,17 +60,19 @@ def live(rig, broker, responder, primary, stamps):
 
 def test_live_records_go_compact_and_the_summaries_end_equal(rig, broker, caplog):
     primary, secondary, responder, node = pair(rig, broker)
-    wait_until(responder.compact_live, 10, 'the requester status (live: compact)')
+    wait_until(lambda: knows(responder, node) and responder.compact_live(), 10,
+               'the requester status (live: compact)')
     stamps = [LAST + k * STEP for k in range(1, 31)]
     messages = live(rig, broker, responder, primary, stamps)
     wait_until(lambda: node.replica.position == stamps[-1], 15, 'the live records')
+    patches = []
     for message in messages:
         props = user_properties(message)
-        assert props['encoding'] == protocol.ENCODING_ZLIB
-        assert 'days' not in props and 'patch' in props
+        assert props['encoding'] == protocol.ENCODING_LIVE and 'days' not in props
         assert message_bytes(message) < 1024
-    patches = [protocol.DayPatch.decode_property(user_properties(m)['patch'])
-               for m in messages]
+        decoded = protocol.LiveRecord.decode(protocol.Envelope.of(message))
+        assert decoded.patch is not None and decoded.days is None
+        patches.append(decoded.patch)
     assert len({p.first for p in patches}) == 2                  # across midnight
     assert any(p.cells for p in patches)                          # LOOP highs and lows
     assert 'did not come out' not in caplog.text
@@ -83,11 +90,12 @@ def test_an_older_requester_gets_plain_records_with_whole_days(rig, broker, monk
     monkeypatch.setattr(old_node.requester, '_statuses', lambda: {
         i: {k: v for k, v in s.items() if k != 'live'} for i, s in statuses().items()})
     old_node.wait_caught_up(30)
-    wait_until(lambda: not responder.compact_live(), 10, 'the older requester seen')
+    wait_until(lambda: knows(responder, old_node) and not responder.compact_live(), 10,
+               'the older requester seen')
     stamps = [LAST + k * STEP for k in range(1, 6)]
     for message in live(rig, broker, responder, primary, stamps):
         props = user_properties(message)
-        assert 'days' in props and 'patch' not in props and 'encoding' not in props
+        assert 'days' in props and 'encoding' not in props
     for n in (node, old_node):
         wait_until(lambda: n.replica.position == stamps[-1], 15, 'the live records')
     assert_same(primary, secondary)
@@ -95,7 +103,7 @@ def test_an_older_requester_gets_plain_records_with_whole_days(rig, broker, monk
     old_node.stop()
     wait_until(responder.compact_live, 10, 'the older requester offline')
     message, = live(rig, broker, responder, primary, [stamps[-1] + STEP])
-    assert 'patch' in user_properties(message)
+    assert user_properties(message)['encoding'] == protocol.ENCODING_LIVE
     wait_until(lambda: node.replica.position == stamps[-1] + STEP, 15, 'the live record')
     assert_same(primary, secondary)
 
@@ -106,7 +114,8 @@ def test_a_patch_that_does_not_fit_brings_the_day(rig, broker, caplog):
     status asks for whole days, and the responder sends them."""
     caplog.set_level(logging.INFO, logger='user.mqttreplicate')
     primary, secondary, responder, node = pair(rig, broker)
-    wait_until(responder.compact_live, 10, 'the requester status (live: compact)')
+    wait_until(lambda: knows(responder, node) and responder.compact_live(), 10,
+               'the requester status (live: compact)')
     ts = LAST
     for n in range(3):
         with secondary.open_manager('wx_binding') as manager:        # today's row, changed
@@ -138,6 +147,6 @@ def test_live_format_json_sends_plain_records(rig, broker):
     stamps = [LAST + STEP]
     message, = live(rig, broker, responder, primary, stamps)
     props = user_properties(message)
-    assert 'days' in props and 'patch' not in props and 'encoding' not in props
+    assert 'days' in props and 'encoding' not in props
     wait_until(lambda: node.replica.position == stamps[-1], 15, 'the live record')
     assert_same(primary, secondary)

@@ -442,6 +442,18 @@ def test_catchup_bad_choice(text):
     assert 'direct' in message and 'engine' in message
 
 
+@pytest.mark.parametrize('text, expected', [('auto', 'auto'), ('json', 'json'), ('JSON', 'json')])
+def test_live_format_choices(text, expected):
+    options = cfg.parse_responder(responder_conf('live_format = %s' % text))
+    assert options.live_format == expected
+
+
+def test_live_format_bad_choice():
+    message = error_of(cfg.parse_responder, responder_conf('live_format = compact'))
+    assert message == ("option 'live_format' in section %s: 'compact' is not one of auto, json"
+                       % RESP)
+
+
 def test_type_choices():
     config = conf('''
         [Replicator]

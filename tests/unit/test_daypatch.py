@@ -8,9 +8,11 @@ patch to the rows it held before, and ends with the primary's rows, row by row, 
 zone with a DST change and across midnights, at 5-minute and 30-minute intervals.
 """
 
+import json
 import os
 import random
 import time
+import zlib
 
 import pytest
 import weeutil.weeutil
@@ -19,6 +21,7 @@ import weewx.manager
 import weewx.schemas.wview_extended
 
 from tests.support.station import generate_records
+from tests.unit.test_messages import envelope
 from user.mqttreplicate import daypatch, database, protocol
 from user.mqttreplicate.protocol import DayPatch, LiveRecord, ProtocolError
 
@@ -74,7 +77,7 @@ def replicate(tmp_path, start, count, minutes, seed=1, check=None):
     secondary = open_manager(tmp_path / 'secondary.sdb')
     target = database.TargetDatabase(None, manager=secondary)
     patcher = daypatch.Patcher()
-    patches, prev = [], 0
+    patches, prev, sizes = [], 0, []
     for record in generate_records(start, count, minutes):
         primary.addRecord(record, accumulator=loop_accumulator(record, rng),
                           log_success=False)
@@ -84,9 +87,12 @@ def replicate(tmp_path, start, count, minutes, seed=1, check=None):
         patch = patcher.patch(KEY, sent, prev, days)
         assert patch is not None, ts
         # on the wire and back
-        wire = LiveRecord(KEY, sent, prev, days, patch=patch, compress=True).encode()
+        wire = LiveRecord(KEY, sent, prev, days, patch=patch, compact=True).encode()
         assert dict(wire.properties).get('days') is None
-        patch = DayPatch.decode_property(dict(wire.properties)['patch'])
+        decoded = LiveRecord.decode(envelope(wire, topic='replicate/archive/weewx'))
+        assert decoded.record == sent and decoded.prev == prev
+        patch = decoded.patch
+        sizes.append(len(wire.payload))
         base = database.read_days(secondary, database.day_start(ts), database.day_stop(ts),
                                   units=sent['usUnits'])
         rebuilt = daypatch.apply(patch, base, sent)
@@ -98,7 +104,7 @@ def replicate(tmp_path, start, count, minutes, seed=1, check=None):
             check(primary, secondary, ts)
         patches.append(patch)
         prev = ts
-    return primary, secondary, patches
+    return primary, secondary, patches, sizes
 
 
 def all_day_rows(manager):
@@ -110,15 +116,15 @@ def all_day_rows(manager):
 def test_patches_carry_the_primarys_days(tmp_path, new_york, minutes, count, hour):
     # across midnight, and for 5 and 30 minutes the DST change
     start = int(time.mktime((2023, 11, 4, hour, 0, 0, 0, 0, -1)))
-    primary, secondary, patches = replicate(tmp_path, start, count, minutes)
+    primary, secondary, patches, sizes = replicate(tmp_path, start, count, minutes)
     assert all_day_rows(secondary) == all_day_rows(primary)
     assert len({p.first for p in patches}) >= 2                      # midnights crossed
     # the LOOP highs and lows are what travels: a few cells, never a whole day
     cells = [sum(len(c) for c in p.cells.values()) for p in patches]
     assert max(cells) <= 4 * len(LOOP_TYPES) + 8
     assert sum(cells) / len(cells) < 12
-    sizes = [len(p.encode_property()) for p in patches]
-    assert sum(sizes) / len(sizes) < 600
+    # the payload: the record and its patch, deflated with the dictionary of WeeWX's names
+    assert sum(sizes) / len(sizes) < 500
 
 
 def test_without_loop_highs_and_lows_a_patch_is_empty(tmp_path):
@@ -195,9 +201,9 @@ def good_patch(**changes):
     return DayPatch(**fields)
 
 
-def test_patch_property_round_trip():
+def test_patch_round_trip():
     patch = good_patch(cells={'outTemp': {'max': float('inf'), 'min': None}})
-    assert DayPatch.decode_property(patch.encode_property()) == patch
+    assert DayPatch.from_json(json.loads(json.dumps(patch.to_json()))) == patch
 
 
 @pytest.mark.parametrize('changes, word', [
@@ -212,19 +218,52 @@ def test_patch_property_round_trip():
     ({'cells': {'outTemp': {'max': 'high'}}}, 'not a value'),
     ({'cells': {'out Temp': {}}}, 'out Temp'),
 ])
-def test_bad_patch_property(changes, word):
-    text = good_patch(**changes).encode_property()
+def test_bad_patch(changes, word):
     with pytest.raises(ProtocolError, match=word):
-        DayPatch.decode_property(text)
+        DayPatch.from_json(json.loads(json.dumps(good_patch(**changes).to_json())))
 
 
 def test_a_bad_patch_does_not_refuse_the_record():
-    from tests.unit.test_messages import envelope
     rec = {'dateTime': 1699950300, 'usUnits': 1, 'interval': 5, 'outTemp': 70.5}
     wire = LiveRecord(KEY, rec, 1699950000, patch=good_patch(digest='nothex!!nothex!!'),
-                      compress=True).encode()
+                      compact=True).encode()
     live = LiveRecord.decode(envelope(wire, topic='replicate/archive/weewx'))
     assert live.record == rec and live.patch is None and 'digest' in live.days_error
-    good = LiveRecord(KEY, rec, 1699950000, patch=good_patch(), compress=True).encode()
+    good = LiveRecord(KEY, rec, 1699950000, patch=good_patch(), compact=True).encode()
     decoded = LiveRecord.decode(envelope(good, topic='replicate/archive/weewx'))
-    assert decoded.patch == good_patch() and decoded.compress and decoded.days is None
+    assert decoded.patch == good_patch() and decoded.compact and decoded.days is None
+    assert dict(good.properties)['encoding'] == protocol.ENCODING_LIVE
+
+
+def test_a_compact_record_without_patch_carries_its_whole_day():
+    rec = {'dateTime': 1699950300, 'usUnits': 1, 'interval': 5, 'outTemp': 70.5}
+    days = protocol.DayRows(1, '4.0', 1699920000, 1700006400, {
+        'outTemp': (('dateTime', 'min', 'mintime', 'max', 'maxtime', 'sum', 'count', 'wsum',
+                     'sumtime'), [(1699920000, 70.5, 1699950300, 70.5, 1699950300, 70.5, 1,
+                                   21150.0, 300)])}, 1699950300)
+    wire = LiveRecord(KEY, rec, 1699950000, days, compact=True).encode()
+    decoded = LiveRecord.decode(envelope(wire, topic='replicate/archive/weewx'))
+    assert decoded.days == days and decoded.patch is None and decoded.record == rec
+
+
+@pytest.mark.parametrize('obj, word', [
+    ([1, 2], 'not {"record"'),
+    ({'patch': {}}, 'not {"record"'),
+    ({'record': {'dateTime': 'x'}}, 'dateTime'),
+])
+def test_bad_compact_payload(obj, word):
+    deflater = zlib.compressobj(9, zdict=protocol.LIVE_DICTIONARY)
+    payload = deflater.compress(json.dumps(obj).encode()) + deflater.flush()
+    wire = protocol.Wire(payload, [('data_binding', KEY), ('protocol', '2'), ('prev', 0),
+                                   ('encoding', protocol.ENCODING_LIVE)])
+    with pytest.raises(ProtocolError, match=word):
+        LiveRecord.decode(envelope(wire, topic='replicate/archive/weewx'))
+
+
+def test_an_older_decoder_cannot_read_a_compact_payload():
+    """Why compact records go only to requesters that say they take them: without the
+    dictionary the payload does not even inflate."""
+    rec = {'dateTime': 1699950300, 'usUnits': 1, 'interval': 5, 'outTemp': 70.5}
+    wire = LiveRecord(KEY, rec, 1699950000, compact=True).encode()
+    with pytest.raises(ProtocolError, match='inflate'):
+        protocol.decode_payload(wire.payload, protocol.ENCODING_ZLIB)

@@ -34,6 +34,7 @@ LAYOUTS = (LAYOUT_COLUMNS, LAYOUT_PACKED)
 ENCODING_PACKED = 'packed'         # the payload of a LAYOUT_PACKED batch
 ENCODING_ZLIB_PACKED = 'zlib+packed'
 PACKED_ENCODINGS = (ENCODING_PACKED, ENCODING_ZLIB_PACKED)
+ENCODING_LIVE = 'zlib+live1'      # a compact live record (LiveRecord): see LIVE_DICTIONARY
 MAX_COLUMN_CELLS = 2000000         # values one column-major batch may hold
 
 OP_RECORDS = 'records'
@@ -437,12 +438,42 @@ def split_batches(records, batch_size, max_bytes, compress, oversize=None, pack=
             pending.append(chunk[:half])
 
 
+# The preset dictionary of ENCODING_LIVE (zlib's zdict): the JSON of a compact live record
+# begins as this text goes, and its names are WeeWX's (the wview_extended schema of WeeWX 5,
+# the summaries' columns), so that a record of 40 values and its patch take some 600 bytes
+# instead of 800. Frozen: another dictionary is another encoding.
+_LIVE_NAMES = (
+    'altimeter appTemp appTemp1 barometer batteryStatus1 batteryStatus2 batteryStatus3 '
+    'batteryStatus4 batteryStatus5 batteryStatus6 batteryStatus7 batteryStatus8 cloudbase co '
+    'co2 consBatteryVoltage dewpoint dewpoint1 ET extraHumid1 extraHumid2 extraHumid3 '
+    'extraHumid4 extraHumid5 extraHumid6 extraHumid7 extraHumid8 extraTemp1 extraTemp2 '
+    'extraTemp3 extraTemp4 extraTemp5 extraTemp6 extraTemp7 extraTemp8 forecast hail '
+    'hailBatteryStatus hailRate heatindex heatindex1 heatingTemp heatingVoltage humidex '
+    'humidex1 illuminance inDewpoint inHumidity inTemp inTempBatteryStatus leafTemp1 '
+    'leafTemp2 leafWet1 leafWet2 lightning_distance lightning_disturber_count '
+    'lightning_energy lightning_noise_count lightning_strike_count luminosity maxSolarRad nh3 '
+    'no2 noise o3 outHumidity outTemp outTempBatteryStatus pb pm10_0 pm1_0 pm2_5 pressure '
+    'radiation rain rainBatteryStatus rainRate referenceVoltage rxCheckPercent signal1 '
+    'signal2 signal3 signal4 signal5 signal6 signal7 signal8 snow snowBatteryStatus '
+    'snowDepth snowMoisture snowRate so2 soilMoist1 soilMoist2 soilMoist3 soilMoist4 '
+    'soilTemp1 soilTemp2 soilTemp3 soilTemp4 supplyVoltage txBatteryStatus UV '
+    'uvBatteryStatus windBatteryStatus windchill windDir windGust windGustDir windrun '
+    'windSpeed').split()
+LIVE_DICTIONARY = (
+    '{"record":{"dateTime":,"usUnits":1,"interval":5,'
+    + ''.join('"%s":' % name for name in _LIVE_NAMES)
+    + '},"patch":{"units":1,"version":"4.0","first":,"digest":"","cells":{"wind":{'
+    '"max_dir":,"xsum":,"ysum":,"dirsumtime":,"squaresum":,"wsquaresum":,'
+    '{"min":,"mintime":,"max":,"maxtime":,"sum":,"count":,"wsum":,"sumtime":}}}').encode()
+
+
 def inflate(payload, encoding):
     """The bytes of a payload: inflated (bounded) if compressed. Raises ProtocolError."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError('payload of %d bytes is too large' % len(payload))
-    if encoding in (ENCODING_ZLIB, ENCODING_ZLIB_PACKED):
-        inflater = zlib.decompressobj()
+    if encoding in (ENCODING_ZLIB, ENCODING_ZLIB_PACKED, ENCODING_LIVE):
+        inflater = zlib.decompressobj(zdict=LIVE_DICTIONARY) if encoding == ENCODING_LIVE \
+            else zlib.decompressobj()
         try:
             payload = inflater.decompress(payload, MAX_INFLATED_BYTES)
         except zlib.error as e:
@@ -826,9 +857,6 @@ def day_digest(tables):
     return sha.hexdigest()[:16]
 
 
-MAX_PATCH_PROPERTY = 20000         # bytes of the `patch` user property of a live record
-
-
 @dataclasses.dataclass(frozen=True)
 class DayPatch:
     """The daily summaries of a live record's day, as what differs from WeeWX's own update
@@ -842,21 +870,13 @@ class DayPatch:
     digest: str
     cells: dict
 
-    def encode_property(self):
-        """The `patch` user property: compact JSON, or None if too large (or a value JSON
-        cannot hold: the record then goes with its whole day)."""
-        try:
-            text = encode_json({'units': self.units, 'version': self.version,
-                                'first': self.first, 'digest': self.digest,
-                                'cells': self.cells}).decode('utf-8')
-        except ValueError:
-            return None
-        return text if len(text) <= MAX_PATCH_PROPERTY else None
+    def to_json(self):
+        return {'units': self.units, 'version': self.version, 'first': self.first,
+                'digest': self.digest, 'cells': self.cells}
 
     @classmethod
-    def decode_property(cls, text):
-        """Validated DayPatch of a `patch` property. Raises ProtocolError."""
-        obj = _parse_json(text.encode('utf-8', 'replace'))
+    def from_json(cls, obj):
+        """Validated DayPatch of a decoded JSON object. Raises ProtocolError."""
         if not isinstance(obj, dict):
             raise ProtocolError('summaries patch is not an object')
         units, version, first = obj.get('units'), obj.get('version'), obj.get('first')
@@ -1325,68 +1345,85 @@ class LiveRecord:
     (prev; None from a protocol-1 responder, which does not say) and the primary's daily
     summaries of its day right after it was stored: whole (days) or as a DayPatch (patch),
     or neither (not sent). Bad daily summaries do not refuse the record: they are left
-    out, and why is in days_error. compress: the payload zlib-compressed (a compact live
-    record; plain JSON is what a protocol-1 requester reads)."""
+    out, and why is in days_error.
+
+    compact: the record and its patch as one JSON object {"record": ..., "patch": ...}
+    deflated with LIVE_DICTIONARY (ENCODING_LIVE), for requesters that say they take it;
+    else the record as a plain JSON object (what a protocol-1 requester reads) and the
+    whole day in the `days` property."""
     binding: str
     record: dict
     prev: Optional[int] = 0
     days: Optional[DayRows] = None
     days_error: Optional[str] = None
     patch: Optional[DayPatch] = None
-    compress: bool = False
+    compact: bool = False
 
     def encode(self):
         props = _header(self.binding) + [('prev', self.prev or 0)]
-        payload = encode_json(self.record)
-        if self.compress:
-            payload = zlib.compress(payload, 9)
-            props.append(('encoding', ENCODING_ZLIB))
-        patch = self.patch.encode_property() if self.patch is not None else None
-        days = self.days.encode_property() if self.days is not None and patch is None \
-            else None
-        if patch is not None:
-            props.append(('patch', patch))
-        elif days is not None:
-            props.append(('days', days))
+        days = self.days
+        if self.compact:
+            obj = {'record': self.record}
+            if self.patch is not None:
+                obj['patch'] = self.patch.to_json()
+                days = None
+            deflater = zlib.compressobj(9, zdict=LIVE_DICTIONARY)
+            payload = deflater.compress(encode_json(obj)) + deflater.flush()
+            props.append(('encoding', ENCODING_LIVE))
+        else:
+            payload = encode_json(self.record)
+        text = days.encode_property() if days is not None else None
+        if text is not None:
+            props.append(('days', text))
         return Wire(payload, props)
 
     @classmethod
     def decode(cls, envelope):
         envelope.check_numbers()
         encoding = envelope.props.get('encoding')
-        records, rejected, sent = decode_batch(envelope.payload, encoding)
+        compact = encoding == ENCODING_LIVE
+        patch = None
+        if compact:
+            obj = decode_payload(envelope.payload, encoding)
+            if not isinstance(obj, dict) or not isinstance(obj.get('record'), dict):
+                raise ProtocolError('compact live record is not {"record": {...}, ...}')
+            (records, rejected), sent = _validated([obj['record']], time.time()), 1
+            patch = obj.get('patch')
+        else:
+            records, rejected, sent = decode_batch(envelope.payload, encoding)
         if rejected:
             raise ProtocolError(rejected[0])
         if sent != 1:
             raise ProtocolError('live message with %d records' % sent)
         record = records[0]
-        days = patch = error = None
+        days = error = None
         if envelope.version == 2:
             try:
-                days, patch = cls._summaries(envelope.props, record['dateTime'])
+                if patch is not None:
+                    patch = cls._patch(patch, record['dateTime'])
+                days = cls._days(envelope.props.get('days'), record['dateTime'])
             except ProtocolError as e:
-                error = str(e)
+                patch, error = None, str(e)
         return cls(envelope.binding, record, envelope.number('prev'), days, error, patch,
-                   encoding == ENCODING_ZLIB)
+                   compact)
 
     @staticmethod
-    def _summaries(props, ts):
-        """(days, patch) of a live record's properties. Raises ProtocolError."""
-        text = props.get('patch')
-        if text is not None:
-            patch = DayPatch.decode_property(text)
-            if not patch.first < ts <= patch.first + MAX_DAYS_SPAN:
-                raise ProtocolError('summaries patch of the day of %s does not go with '
-                                    'record %s' % (patch.first, ts))
-            return None, patch
-        text = props.get('days')
+    def _patch(obj, ts):
+        patch = DayPatch.from_json(obj)
+        if not patch.first < ts <= patch.first + MAX_DAYS_SPAN:
+            raise ProtocolError('summaries patch of the day of %s does not go with record %s'
+                                % (patch.first, ts))
+        return patch
+
+    @staticmethod
+    def _days(text, ts):
         if text is None:
-            return None, None
+            return None
         days = DayRows.decode_property(text)
         if days.through != ts or not days.first < ts <= days.stop:
             raise ProtocolError('daily summaries of %s to %s through %s do not go with '
                                 'record %s' % (days.first, days.stop, days.through, ts))
-        return days, None
+        return days
 
 
 @dataclasses.dataclass(frozen=True)

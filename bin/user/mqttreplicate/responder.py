@@ -222,7 +222,7 @@ class Responder:
             patch = self.patcher.patch(binding.key, record, prev, days)
             if self.compact_live():
                 live = protocol.LiveRecord(binding.key, record, prev, days, patch=patch,
-                                           compress=True)
+                                           compact=True)
             else:
                 live = protocol.LiveRecord(binding.key, record, prev, days)
             wire = live.encode()
