@@ -6,7 +6,12 @@ The primaries here add each live record with the LOOP highs and lows of its arch
 (harness.add_to_primary), so a secondary that did not apply the patch, or rebuilt the day,
 differs row by row."""
 
+import io
 import logging
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
 
 import pytest
 import weedb
@@ -150,3 +155,59 @@ def test_live_format_json_sends_plain_records(rig, broker):
     assert 'days' in props and 'encoding' not in props
     wait_until(lambda: node.replica.position == stamps[-1], 15, 'the live record')
     assert_same(primary, secondary)
+
+
+# the commit before compact live records: a requester of the version before (packed pages,
+# the days property, compact acks), taken from this repository's history
+PREVIOUS = '4853f3f'
+
+
+def previous_package(station):
+    """Put the package as it was at PREVIOUS in place of the station's link to this one."""
+    repo = Path(__file__).resolve().parents[2]
+    if subprocess.run(['git', '-C', str(repo), 'cat-file', '-e', PREVIOUS + '^{commit}'],
+                      capture_output=True).returncode:
+        pytest.skip('commit %s is not in this clone (a shallow one)' % PREVIOUS)
+    archive = subprocess.run(['git', '-C', str(repo), 'archive', PREVIOUS,
+                              'bin/user/mqttreplicate'], capture_output=True,
+                             check=True).stdout
+    target = station.root / 'bin' / 'user' / 'mqttreplicate'
+    if target.is_symlink():
+        target.unlink()
+    else:
+        shutil.rmtree(target)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            member.name = member.name[len('bin/'):]
+            tar.extract(member, station.root / 'bin')
+    assert 'LIVE_COMPACT' not in (target / 'protocol.py').read_text()
+
+
+def test_a_requester_of_the_version_before_replicates(rig, broker):
+    """The requester as it was before compact live records, as its own process, next to a
+    requester of this version: the responder sends plain records while it is there, and
+    both end equal to the primary, archive and daily summaries."""
+    primary, secondary, responder, node = pair(rig, broker)
+    older = rig.secondary(broker, name='older')
+    previous_package(older)
+    clientid = older.config_dict()['Replicator']['Requester']['clientid']
+    proc = older.start_cli('request')
+    try:
+        wait_until(lambda: clientid in responder.secondaries.snapshot()
+                   and not responder.compact_live(), 30, 'the older requester seen')
+        stamps = [LAST + k * STEP for k in range(1, 13)]          # across midnight
+        for message in live(rig, broker, responder, primary, stamps):
+            assert 'encoding' not in user_properties(message)
+        wait_until(lambda: newest(older) == stamps[-1], 30, 'the live records, older',
+                   describe=proc.describe)
+        wait_until(lambda: node.replica.position == stamps[-1], 15, 'the live records')
+    finally:
+        proc.stop()
+    assert 'ERROR' not in proc.log_text()
+    assert_same(primary, older)
+    assert_same(primary, secondary)
+
+
+def newest(station):
+    with station.open_manager(BINDING) as manager:
+        return manager.lastGoodStamp()
