@@ -21,7 +21,7 @@ from tests.integration.harness import (BINDING, START, STEP, assert_same, publis
 from tests.support.station import compare_databases
 from tests.support.mqtt import user_properties
 from user.mqttreplicate import protocol
-from user.mqttreplicate.database import day_stop
+from user.mqttreplicate.database import COPIED_KEY, day_stop
 
 pytestmark = pytest.mark.integration
 
@@ -133,13 +133,34 @@ def test_a_patch_that_does_not_fit_brings_the_day(rig, broker, caplog):
         wait_until(lambda: node.replica.position == ts and not node.replica.catching_up, 15,
                    'the live record and the day')
         wait_until(lambda: not _differs(primary, secondary), 15, 'the day brought again')
-    assert caplog.text.count("did not come out as the primary's from its patch") == 3
+    assert caplog.text.count("did not give the primary's day here") == 3
     assert 'asking for live records with whole days' in caplog.text
     wait_until(lambda: not responder.compact_live(), 10, 'the status asking for whole days')
     ts += STEP
     message, = live(rig, broker, responder, primary, [ts])
     assert 'days' in user_properties(message)
     wait_until(lambda: node.replica.position == ts, 15, 'the live record')
+    assert_same(primary, secondary)
+
+
+def test_a_day_not_copied_here_yet_is_asked_for_without_trying_the_patch(rig, broker, caplog):
+    """The day here is not the primary's through the record before (the replicated position
+    of the summaries is older: a catch-up whose last day a newer record cut): the patch is
+    not tried, the day comes by catch-up, quietly, and patches work again after it."""
+    caplog.set_level(logging.DEBUG, logger='user.mqttreplicate')
+    primary, secondary, responder, node = pair(rig, broker)
+    wait_until(lambda: knows(responder, node) and responder.compact_live(), 10,
+               'the requester status (live: compact)')
+    with secondary.open_manager(BINDING) as manager:
+        with weedb.Transaction(manager.connection) as cursor:
+            manager._write_metadata(COPIED_KEY, str(LAST - 3 * STEP), cursor)
+    stamps = [LAST + STEP, LAST + 2 * STEP]
+    live(rig, broker, responder, primary, stamps)
+    wait_until(lambda: node.replica.position == stamps[-1] and not node.replica.catching_up,
+               15, 'the live records')
+    assert caplog.text.count("is not the primary's here yet; asking for it") == 1
+    assert "did not give the primary's day" not in caplog.text
+    assert node.requester.live_compact
     assert_same(primary, secondary)
 
 

@@ -38,6 +38,8 @@ MAX_HELD_LIVE = 2000     # live records kept aside during a catch-up (the newest
 POST_TIMEOUT = 10.0      # the loop thread waits this long for room in an inbox, then drops
 MAX_LEGACY = 5000        # protocol-1 records received and not stored yet
 MAX_PATCH_MISSES = 3     # summaries patches in a row that did not fit: whole days instead
+PATCH_BEHIND = 'behind'  # Sink.patch_miss: the day here was not the primary's yet
+PATCH_DIFFERS = 'differs'    # ... it was, and the patch did not give the primary's
 
 
 class State(enum.Enum):
@@ -117,8 +119,11 @@ class Sink:
         self.stored = 0                # records stored since start
         self.summaries = None          # 'copied' from the primary, or 'rebuilt' here
         self.summaries_why = None      # why rebuilt
-        self.patch_missed = False      # the last live record's patch did not fit
-        self.patch_misses = 0          # in a row
+        # why the last live record's patch gave no day here: None (it did, or there was
+        # none), BEHIND (the day here was not the primary's yet) or DIFFERS (it was, and
+        # the result was not the primary's); and how many DIFFERS in a row
+        self.patch_miss = None
+        self.patch_misses = 0
 
     def open(self):
         if self.store is None:
@@ -157,7 +162,7 @@ class Sink:
         the rows here), if any. True if it was new. The engine sees records strictly in
         dateTime order: an older one (a protocol-1 redelivery, a primary whose clock
         stepped back) is stored here."""
-        self.patch_missed = False
+        self.patch_miss = None
         record = self.store.prepare(record, self.key)
         ts = record['dateTime']
         if ts <= self.position and self.store.existing(ts, ts):
@@ -182,8 +187,13 @@ class Sink:
     def _patched(self, patch, record):
         """The primary's DayRows of a live record's day from its patch and the rows of
         that day here, before the record is stored; None if they cannot be copied here
-        (rebuilt) or the result is not the primary's (patch_missed)."""
+        (rebuilt) or the result would not be the primary's (patch_miss says why)."""
         if not self.store.has_summaries or self.summaries == 'rebuilt':
+            return None
+        if self.store.copied() < self.position:
+            # the day here is not the primary's through the record before (a catch-up
+            # whose last day a newer record cut, a day built here): a catch-up brings it
+            self.patch_miss = PATCH_BEHIND
             return None
         ts = record['dateTime']
         try:
@@ -199,7 +209,7 @@ class Sink:
             log.debug('requester: %s: summaries patch of %s not applied: %s: %s', self.key,
                       ts, type(e).__name__, e)
             days = None
-        self.patch_missed = days is None
+        self.patch_miss = PATCH_DIFFERS if days is None else None
         self.patch_misses = self.patch_misses + 1 if days is None else 0
         return days
 
@@ -823,12 +833,18 @@ class Replica:
         return True
 
     def _patch_missed(self, ts):
-        """A live record's summaries patch did not give the primary's day here (the rows
-        here were not the primary's, or WeeWX updates a day otherwise here): a catch-up
-        brings the days from where they were last copied. After MAX_PATCH_MISSES in a
-        row, the responder is told (our status) to send whole days."""
-        log.info('requester: %s: the daily summaries of record %s did not come out as the '
-                 "primary's from its patch; asking for that day", self.key, ts)
+        """A live record's summaries patch gave no day here: a catch-up brings the days
+        from where they were last copied. Expected when the day here was not the primary's
+        yet; if it was, the result differed (a hand edit here, or WeeWX updates a day
+        otherwise here): after MAX_PATCH_MISSES of those in a row, the responder is told
+        (our status) to send whole days."""
+        if self.sink.patch_miss == PATCH_BEHIND:
+            log.debug('requester: %s: the day of record %s is not the primary\'s here yet; '
+                      'asking for it', self.key, ts)
+            self.start_catchup()
+            return
+        log.info('requester: %s: the summaries patch of record %s did not give the '
+                 "primary's day here; asking for that day", self.key, ts)
         if self.sink.patch_misses >= MAX_PATCH_MISSES:
             self.host.plain_live('%d summaries patches in a row did not fit (%s)'
                                  % (self.sink.patch_misses, self.key))
@@ -861,7 +877,7 @@ class Replica:
             self._store_one(record, live.days, live.patch)
         finally:
             self._ack_message(item)
-        if self.sink.patch_missed:
+        if self.sink.patch_miss is not None:
             self._patch_missed(record['dateTime'])
         self.flush_ack()
 
