@@ -57,6 +57,27 @@ def fault_report(request):
     return report
 
 
+# ------------------------------------------------------------------------------------------------
+# The quick run: scripts/test -m "not slow" (README), under 3 minutes on 2 cores
+# ------------------------------------------------------------------------------------------------
+
+# integration modules of a few seconds in all, in the quick run; every other integration module
+# and every end-to-end test (real weewxd) is `slow`, as is any test marked so itself
+QUICK_INTEGRATION = frozenset((
+    'test_live', 'test_compact_live', 'test_transport_paho', 'test_transport_threads',
+    'test_bindings', 'test_units', 'test_acl', 'test_security', 'test_status',
+    'test_topologies', 'test_responder_defects',
+))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath))
+        kind = path.parent.name
+        if kind == 'e2e' or (kind == 'integration' and path.stem not in QUICK_INTEGRATION):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -84,11 +84,13 @@ def test_live_records_go_compact_and_the_summaries_end_equal(rig, broker, caplog
     assert_same(primary, secondary)
 
 
-def test_an_older_requester_gets_plain_records_with_whole_days(rig, broker, monkeypatch):
+def test_an_older_requester_gets_plain_records_with_whole_days(rig, broker, monkeypatch,
+                                                               caplog):
     """A requester whose status does not say it takes compact live records (an older
     version of this project) gets plain ones with the day's rows, as before; once it is
     offline, compact ones go out again."""
     primary, secondary, responder, node = pair(rig, broker)
+    caplog.set_level(logging.INFO, logger='user.mqttreplicate')
     older = rig.secondary(broker, name='older')
     old_node = rig.start_requester(older, wait=False)
     statuses = old_node.requester._statuses
@@ -109,6 +111,10 @@ def test_an_older_requester_gets_plain_records_with_whole_days(rig, broker, monk
     wait_until(responder.compact_live, 10, 'the older requester offline')
     message, = live(rig, broker, responder, primary, [stamps[-1] + STEP])
     assert user_properties(message)['encoding'] == protocol.ENCODING_LIVE
+    switches = [r.getMessage() for r in caplog.records if 'live records go' in r.getMessage()]
+    assert switches[-2:] == [
+        'responder: live records go plain, with whole days, from now on: %s takes only '
+        'plain ones' % old_node.clientid, 'responder: live records go compact from now on']
     wait_until(lambda: node.replica.position == stamps[-1] + STEP, 15, 'the live record')
     assert_same(primary, secondary)
 

@@ -1,8 +1,8 @@
 """Compact live records: a day's daily summaries as a patch of WeeWX's own update (daypatch).
 
 Two real DaySummaryManagers on SQLite (no broker): the primary stores records the way
-StdArchive does with loop_hilo (the record, then the LOOP highs and lows of its archive
-period: addRecord(record, accumulator=...)); the responder's Patcher makes each record's
+StdArchive does with loop_hilo (the LOOP highs and lows of the archive period, then the
+record: addRecord(record, accumulator=...)); the responder's Patcher makes each record's
 patch from the day it read after storing it; the secondary stores the record, applies the
 patch to the rows it held before, and ends with the primary's rows, row by row, in a time
 zone with a DST change and across midnights, at 5-minute and 30-minute intervals.
@@ -49,17 +49,18 @@ def open_manager(path):
         db, 'archive', schema=weewx.schemas.wview_extended.schema)
 
 
-def loop_accumulator(record, rng):
+def loop_accumulator(record, rng, types=LOOP_TYPES):
     """The LOOP packets of a record's archive period, as StdArchive accumulates them:
     values around the record's, some above its highs and below its lows."""
     ts, step = record['dateTime'], record['interval'] * 60
     accum = weewx.accum.Accum(weeutil.weeutil.TimeSpan(ts - step, ts), record['usUnits'])
     for k in range(4):
         packet = {'dateTime': ts - step + (k + 1) * step // 4, 'usUnits': record['usUnits']}
-        for name in LOOP_TYPES:
+        for name in types:
             if record.get(name) is not None:
                 packet[name] = record[name] + rng.uniform(-3, 3)
-        packet['windDir'] = rng.uniform(0, 360)
+        if 'windSpeed' in types:
+            packet['windDir'] = rng.uniform(0, 360)
         accum.addRecord(packet)
     return accum
 
@@ -69,9 +70,12 @@ def as_sent(manager, ts):
     return protocol.compact(manager.getRecord(ts))
 
 
-def replicate(tmp_path, start, count, minutes, seed=1, check=None):
-    """Store count records at the primary with LOOP highs and lows, carry each day by patch
-    to the secondary; return the patches."""
+def replicate(tmp_path, start, count, minutes, seed=1, check=None, without=(),
+              loop_types=LOOP_TYPES):
+    """Store count records at the primary with LOOP highs and lows (each record without
+    the fields named in `without`), carry each day by patch to the secondary as its Sink
+    does (the record as TargetDatabase.prepare gives it); return the patches and the
+    payloads' sizes."""
     rng = random.Random(seed)
     primary = open_manager(tmp_path / 'primary.sdb')
     secondary = open_manager(tmp_path / 'secondary.sdb')
@@ -79,7 +83,8 @@ def replicate(tmp_path, start, count, minutes, seed=1, check=None):
     patcher = daypatch.Patcher()
     patches, prev, sizes = [], 0, []
     for record in generate_records(start, count, minutes):
-        primary.addRecord(record, accumulator=loop_accumulator(record, rng),
+        record = {k: v for k, v in record.items() if k not in without}
+        primary.addRecord(record, accumulator=loop_accumulator(record, rng, loop_types),
                           log_success=False)
         ts = record['dateTime']
         days = database.live_days(primary, ts)
@@ -95,10 +100,11 @@ def replicate(tmp_path, start, count, minutes, seed=1, check=None):
         sizes.append(len(wire.payload))
         base = database.read_days(secondary, database.day_start(ts), database.day_stop(ts),
                                   units=sent['usUnits'])
-        rebuilt = daypatch.apply(patch, base, sent)
+        prepared = target.prepare(sent, KEY)
+        rebuilt = daypatch.apply(patch, base, prepared)
         assert rebuilt is not None, ts
         assert rebuilt.tables == days.tables
-        secondary.addRecord(sent, log_success=False)
+        secondary.addRecord(prepared, log_success=False)
         target.write_days(rebuilt)
         if check:
             check(primary, secondary, ts)
@@ -112,7 +118,7 @@ def all_day_rows(manager):
                                       % name)) for name in sorted(manager.daykeys)}
 
 
-@pytest.mark.parametrize('minutes, count, hour', [(5, 400, 20), (30, 80, 20), (1, 150, 23)])
+@pytest.mark.parametrize('minutes, count, hour', [(5, 300, 20), (30, 80, 20), (1, 90, 23)])
 def test_patches_carry_the_primarys_days(tmp_path, new_york, minutes, count, hour):
     # across midnight, and for 5 and 30 minutes the DST change
     start = int(time.mktime((2023, 11, 4, hour, 0, 0, 0, 0, -1)))
@@ -125,6 +131,37 @@ def test_patches_carry_the_primarys_days(tmp_path, new_york, minutes, count, hou
     assert sum(cells) / len(cells) < 12
     # the payload: the record and its patch, deflated with the dictionary of WeeWX's names
     assert sum(sizes) / len(sizes) < 500
+
+
+def test_records_without_a_wind_gust_direction(tmp_path):
+    """A driver that gives no windGustDir: the responder sends none, the secondary's
+    prepare() adds it back as None (its own WeeWX update tells the two apart), and the
+    prediction treats both alike."""
+    start = 1700000000 - 1700000000 % 86400 - 3600
+    # (no gusts in the LOOP packets: the records' own gusts make the day's highs)
+    primary, secondary, _, _ = replicate(tmp_path, start, 40, 5, without=('windGustDir',),
+                                         loop_types=('outTemp', 'barometer'))
+    assert all_day_rows(secondary) == all_day_rows(primary)
+
+
+def test_an_infinity_sends_the_whole_day(tmp_path):
+    """A secondary on MySQL stores an infinity as NULL: a patch could never give the
+    primary's day there, so the record goes with its whole day."""
+    primary = open_manager(tmp_path / 'p.sdb')
+    patcher = daypatch.Patcher()
+    records = list(generate_records(1700000100, 3, 5))
+    records[1]['outTemp'] = float('inf')
+    prev = 0
+    patches = []
+    for record in records:
+        primary.addRecord(record, log_success=False)
+        ts = record['dateTime']
+        patches.append(patcher.patch(KEY, as_sent(primary, ts), prev,
+                                     database.live_days(primary, ts)))
+        prev = ts
+    assert patches[0] is not None
+    assert patches[1] is None                 # the record holds it
+    assert patches[2] is None                 # the day does (its max)
 
 
 def test_without_loop_highs_and_lows_a_patch_is_empty(tmp_path):
@@ -261,9 +298,19 @@ def test_bad_compact_payload(obj, word):
 
 
 def test_an_older_decoder_cannot_read_a_compact_payload():
-    """Why compact records go only to requesters that say they take them: without the
-    dictionary the payload does not even inflate."""
+    """Why compact records go only to requesters that say they take them: an older one
+    knows no such encoding, and without the dictionary the payload does not even inflate.
+    (tests/integration/test_compact_live.py runs the older requester itself.)"""
     rec = {'dateTime': 1699950300, 'usUnits': 1, 'interval': 5, 'outTemp': 70.5}
     wire = LiveRecord(KEY, rec, 1699950000, compact=True).encode()
     with pytest.raises(ProtocolError, match='inflate'):
         protocol.decode_payload(wire.payload, protocol.ENCODING_ZLIB)
+
+
+def test_a_compact_patch_outside_protocol_2_is_ignored():
+    rec = {'dateTime': 1699950300, 'usUnits': 1, 'interval': 5, 'outTemp': 70.5}
+    wire = LiveRecord(KEY, rec, 1699950000, patch=good_patch(), compact=True).encode()
+    pairs = [(k, str(v)) for k, v in wire.properties if k != 'protocol']
+    decoded = LiveRecord.decode(envelope(protocol.Wire(wire.payload, []), pairs=pairs,
+                                         topic='replicate/archive/weewx'))
+    assert decoded.record == rec and decoded.patch is None

@@ -1,16 +1,18 @@
 """A live record's daily summaries as a patch: what differs from WeeWX's own update.
 
-When WeeWX stores an archive record it updates the record's day: it reads the day's rows
-into an accumulator, adds the record and writes them back (DaySummaryManager), then merges
-the LOOP highs and lows of the archive period into them (loop_hilo). Both stations can do
-the first part themselves from the same rows and the same record (predict); only the second
-part, usually a handful of cells, needs to travel. So the responder sends the cells where
+When WeeWX stores an archive record it updates the record's day (DaySummaryManager): it
+merges the LOOP highs and lows of the archive period into the day's rows (loop_hilo), then
+reads them into an accumulator, adds the record and writes them back. Both stations can add
+the record themselves, from the same rows and the same record (predict); only what the LOOP
+packets changed, usually a handful of cells, needs to travel. So the responder sends the cells where
 its day differs from that prediction, and a digest of the whole day; the requester
 predicts from its own rows, applies the cells and checks the digest: equal, or not stored.
 
     Patcher      the responder's side: the day it sent last, per binding, and make()
     apply()      the requester's side
 """
+
+import math
 
 import weeutil.weeutil
 import weewx.accum
@@ -21,7 +23,10 @@ from . import database, protocol
 def predict(base, record):
     """The rows of base's day (a protocol.DayRows of that one day, rows as they were before
     the record) that WeeWX's update with record writes: {type: (columns, [row])}. Raises
-    on a record WeeWX would not add (no interval, outside the day)."""
+    on a record WeeWX would not add (no interval, outside the day). A None value counts as
+    absent (the responder sends none; a secondary's schema may add them back), on both
+    sides alike."""
+    record = {name: value for name, value in record.items() if value is not None}
     first = base.first
     accum = weewx.accum.Accum(weeutil.weeutil.TimeSpan(first, base.stop), base.units)
     for name, (columns, rows) in base.tables.items():
@@ -45,10 +50,19 @@ def _same(a, b):
     return a == b or (a is None and b is None)
 
 
+def _finite(values):
+    return all(math.isfinite(v) for v in values if isinstance(v, float))
+
+
 def make(days, base, record):
     """The DayPatch of a live record's day (days: a DayRows of that day through the record)
     from the rows of the day sent with the record before (base, through prev; None for
-    a day's first record), or None if the day does not take the shape of a patch."""
+    a day's first record), or None if the day does not take the shape of a patch: also if
+    the record or the day holds an infinity (SQLite keeps them), which a secondary on MySQL
+    stores as NULL, so that its rows never give the primary's (the whole day goes)."""
+    if not _finite(record.values()) or not all(
+            _finite(row) for _, rows in days.tables.values() for row in rows):
+        return None
     if base is None:
         base = protocol.DayRows(days.units, days.version, days.first, days.stop,
                                 {name: (columns, []) for name, (columns, _)

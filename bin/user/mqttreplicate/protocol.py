@@ -1404,6 +1404,8 @@ class LiveRecord:
                 days = cls._days(envelope.props.get('days'), record['dateTime'])
             except ProtocolError as e:
                 patch, error = None, str(e)
+        else:
+            patch = None
         return cls(envelope.binding, record, envelope.number('prev'), days, error, patch,
                    compact)
 

@@ -38,6 +38,7 @@ MAX_HELD_LIVE = 2000     # live records kept aside during a catch-up (the newest
 POST_TIMEOUT = 10.0      # the loop thread waits this long for room in an inbox, then drops
 MAX_LEGACY = 5000        # protocol-1 records received and not stored yet
 MAX_PATCH_MISSES = 3     # summaries patches in a row that did not fit: whole days instead
+MAX_PATCH_BEHIND = 10    # live records in a row whose day was not here yet: the same
 PATCH_BEHIND = 'behind'  # Sink.patch_miss: the day here was not the primary's yet
 PATCH_DIFFERS = 'differs'    # ... it was, and the patch did not give the primary's
 
@@ -121,9 +122,9 @@ class Sink:
         self.summaries_why = None      # why rebuilt
         # why the last live record's patch gave no day here: None (it did, or there was
         # none), BEHIND (the day here was not the primary's yet) or DIFFERS (it was, and
-        # the result was not the primary's); and how many DIFFERS in a row
+        # the result was not the primary's); and how many of each in a row
         self.patch_miss = None
-        self.patch_misses = 0
+        self.patch_misses = collections.Counter()
 
     def open(self):
         if self.store is None:
@@ -193,8 +194,7 @@ class Sink:
         if self.store.copied() < self.position:
             # the day here is not the primary's through the record before (a catch-up
             # whose last day a newer record cut, a day built here): a catch-up brings it
-            self.patch_miss = PATCH_BEHIND
-            return None
+            return self._missed(PATCH_BEHIND)
         ts = record['dateTime']
         try:
             base = read_days(self.store.manager, day_start(ts), day_stop(ts),
@@ -209,9 +209,15 @@ class Sink:
             log.debug('requester: %s: summaries patch of %s not applied: %s: %s', self.key,
                       ts, type(e).__name__, e)
             days = None
-        self.patch_miss = PATCH_DIFFERS if days is None else None
-        self.patch_misses = self.patch_misses + 1 if days is None else 0
+        if days is None:
+            return self._missed(PATCH_DIFFERS)
+        self.patch_misses.clear()
         return days
+
+    def _missed(self, why):
+        self.patch_miss = why
+        self.patch_misses[why] += 1
+        return None
 
     @property
     def wants_days(self):
@@ -838,16 +844,21 @@ class Replica:
         yet; if it was, the result differed (a hand edit here, or WeeWX updates a day
         otherwise here): after MAX_PATCH_MISSES of those in a row, the responder is told
         (our status) to send whole days."""
+        misses = self.sink.patch_misses
         if self.sink.patch_miss == PATCH_BEHIND:
             log.debug('requester: %s: the day of record %s is not the primary\'s here yet; '
                       'asking for it', self.key, ts)
-            self.start_catchup()
-            return
-        log.info('requester: %s: the summaries patch of record %s did not give the '
-                 "primary's day here; asking for that day", self.key, ts)
-        if self.sink.patch_misses >= MAX_PATCH_MISSES:
-            self.host.plain_live('%d summaries patches in a row did not fit (%s)'
-                                 % (self.sink.patch_misses, self.key))
+            if misses[PATCH_BEHIND] >= MAX_PATCH_BEHIND:
+                # (catch-ups whose last day is cut again and again: a primary that stores
+                # records faster than a page goes, or days that cannot be stored here)
+                self.host.plain_live('the day was not here for %d live records in a row (%s)'
+                                     % (misses[PATCH_BEHIND], self.key))
+        else:
+            log.info('requester: %s: the summaries patch of record %s did not give the '
+                     "primary's day here; asking for that day", self.key, ts)
+            if misses[PATCH_DIFFERS] >= MAX_PATCH_MISSES:
+                self.host.plain_live('%d summaries patches in a row did not fit (%s)'
+                                     % (misses[PATCH_DIFFERS], self.key))
         self.start_catchup()
 
     # --- live records ------------------------------------------------------------------------
@@ -879,6 +890,8 @@ class Replica:
             self._ack_message(item)
         if self.sink.patch_miss is not None:
             self._patch_missed(record['dateTime'])
+        elif live.compact and live.days_error:
+            self.start_catchup()       # (the requester logged why): the day comes with it
         self.flush_ack()
 
     def _ack_message(self, item):

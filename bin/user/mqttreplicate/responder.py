@@ -157,6 +157,7 @@ class Responder:
         self.legacy = LegacyServer(self)
         self.patcher = Patcher()       # the day sent with each binding's last live record
         self.protocol1_seen = False    # a protocol-1 requester asked: live records as JSON
+        self.live_compact = None       # how the last live record went (compact_live)
 
     def _catchup_worker(self, n):
         sources = Sources(self.manager_dicts)
@@ -220,7 +221,13 @@ class Responder:
             topic = protocol.archive_topic(self.conn.archive_topic, binding.instance)
             # (the patcher sees every day, so that a patch can follow any record)
             patch = self.patcher.patch(binding.key, record, prev, days)
-            if self.compact_live():
+            why = self.plain_why()
+            if (why is None) != self.live_compact:
+                self.live_compact = why is None
+                log.info('responder: live records go %s from now on%s',
+                         'compact' if why is None else 'plain, with whole days,',
+                         '' if why is None else ': ' + why)
+            if why is None:
                 live = protocol.LiveRecord(binding.key, record, prev, days, patch=patch,
                                            compact=True)
             else:
@@ -245,20 +252,30 @@ class Responder:
                         record.get('dateTime'), binding.key, e)
 
     def compact_live(self):
-        """Can live records go compact (SPEC 5.4: compressed, the day's summaries as a
-        patch)? Only if live_format allows it, no protocol-1 requester asked since we
-        started (it reads live records as plain JSON objects), and every secondary we know
-        that is not offline says in its status that it takes them (an older one, or one
-        whose patches did not fit, gets plain records with whole days)."""
-        if self.options.live_format == 'json' or self.protocol1_seen:
-            return False
+        """Can live records go compact (docs/protocol.md: compressed with the dictionary,
+        the day's summaries as a patch)? See plain_why()."""
+        return self.plain_why() is None
+
+    def plain_why(self):
+        """Why live records go plain (the record as a JSON object, the whole day in the
+        `days` property), or None: live_format = json; a protocol-1 requester asked since we
+        started (it reads live records as plain JSON objects); or a secondary we know that
+        is not offline does not say in its status that it takes compact ones (an older
+        one, or one whose patches did not fit)."""
+        if self.options.live_format == 'json':
+            return 'live_format = json'
+        if self.protocol1_seen:
+            return 'a protocol-1 requester asked'
         seen = self.secondaries.snapshot()
         with self.lock:
-            nodes = list(self.nodes)
-        if any(node not in seen for node in nodes):    # acks, but no status: an older one
-            return False
-        return all(entry.get('live') == protocol.LIVE_COMPACT for entry in seen.values()
-                   if entry['state'] != 'offline')
+            nodes = sorted(self.nodes)
+        for node in nodes:
+            if node not in seen:
+                return '%s acknowledges but publishes no status here' % node
+        for clientid, entry in sorted(seen.items()):
+            if entry['state'] != 'offline' and entry.get('live') != protocol.LIVE_COMPACT:
+                return '%s takes only plain ones' % clientid
+        return None
 
     # --- requests (loop thread) --------------------------------------------------------------
 
