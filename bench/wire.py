@@ -114,8 +114,8 @@ def main():
                 last_live[:] = [message]
         client.disconnect()
         floor[:] = record_floor(primary, args.intervals)
-        newest = primary_newest(primary)
-        wait_for(lambda: secondary_has(secondary, newest), 30)
+        last = newest(primary)
+        wait_for(lambda: newest(secondary) == last, 30)
     finally:
         pri.stop()
         if sec is not None:
@@ -153,16 +153,13 @@ def record_floor(station, n):
     return len(rows), size
 
 
-def primary_newest(station):
+def newest(station):
+    """The station's newest record (dateTime)."""
     import weecfg
     import weewx.manager
     _, config = weecfg.read_config(str(station.config_path))
     with weewx.manager.open_manager_with_config(config, 'wx_binding') as manager:
         return manager.lastGoodStamp()
-
-
-def secondary_has(station, ts):
-    return primary_newest(station) == ts
 
 
 def wait_for(predicate, timeout):

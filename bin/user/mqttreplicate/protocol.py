@@ -848,13 +848,9 @@ class DayRows:
 
 def day_digest(tables):
     """Hex digest (64 bits) of the rows of a day's daily summaries, tables as in DayRows:
-    each row hashed as digest_days does (its type and canonical values), type by type."""
-    sha = hashlib.sha256()
-    for name in sorted(tables):
-        for row in tables[name][1]:
-            sha.update(json.dumps([name] + [_canonical(v) for v in row],
-                                  separators=(',', ':')).encode('utf-8') + b'\n')
-    return sha.hexdigest()[:16]
+    digest_days' of that one day (its rows share one bucket), types in name order."""
+    digests = digest_days(((name, tables[name][1]) for name in sorted(tables)), MAX_BUCKET)
+    return next(iter(digests.values()), hashlib.sha256().hexdigest())[:16]
 
 
 @dataclasses.dataclass(frozen=True)
