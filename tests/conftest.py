@@ -66,7 +66,7 @@ def fault_report(request):
 QUICK_INTEGRATION = frozenset((
     'test_live', 'test_compact_live', 'test_transport_paho', 'test_transport_threads',
     'test_bindings', 'test_units', 'test_acl', 'test_security', 'test_status',
-    'test_topologies', 'test_responder_defects',
+    'test_topologies', 'test_responder_defects', 'test_mysql_prepared',
 ))
 
 

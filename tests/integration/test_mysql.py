@@ -18,7 +18,7 @@ from tests.integration.harness import (BINDING, DAY, KEY, START, STEP, add_bindi
 from tests.integration.test_live import FakeEngine
 from tests.support.measure import Fault, in_process
 from tests.support.station import compare_databases, seed_history
-from user.mqttreplicate import database
+from user.mqttreplicate import database, sqlbulk
 from user.mqttreplicate.responder import MQTTResponder
 
 pytestmark = pytest.mark.integration
@@ -260,20 +260,27 @@ def test_primary_server_restarted_the_responder_recovers(rig, broker, make_maria
 def test_max_allowed_packet_smaller_than_a_batch(rig, broker, make_mariadb, caplog,
                                                 monkeypatch):
     """A page of 500 records is about 300 KB of INSERT: with max_allowed_packet = 64 KiB
-    the multi-row statements are split to fit (each one seen as the server got it), the
-    summaries' too."""
+    every command fits (each one seen as the server got it): the records' prepared
+    statements (PIPELINE_ROWS rows each) and the summaries' REPLACEs."""
+    import pymysql.connections
     import pymysql.cursors
-    sent = []                               # (statement kind, bytes sent, rows in it)
+    sent = []                               # (command, bytes sent) of every command
+    replaces = []                           # (bytes sent, rows in it) of the summaries'
+    real_command = pymysql.connections.Connection._execute_command
     real_execute = pymysql.cursors.Cursor.execute
 
-    def execute(self, sql, args=None):      # every statement, as the server gets it
+    def command(self, code, sql):
+        sent.append((code, len(sql)))
+        return real_command(self, code, sql)
+
+    def execute(self, sql, args=None):      # every statement as text, as the server gets it
         result = real_execute(self, sql, args)
-        if sql.replace('`', '').startswith(('INSERT INTO archive ',
-                                            'REPLACE INTO archive_day_')):
-            values = self._executed.split(' VALUES ', 1)[1]
-            sent.append((sql.split()[0], len(self._executed.encode('utf-8')),
-                         values.count('),(') + 1))
+        for one in self._executed.split(';'):
+            if one.replace('`', '').startswith('REPLACE INTO archive_day_'):
+                replaces.append((len(one.encode('utf-8')),
+                                 one.split(' VALUES ', 1)[1].count('),(') + 1))
         return result
+    monkeypatch.setattr(pymysql.connections.Connection, '_execute_command', command)
     monkeypatch.setattr(pymysql.cursors.Cursor, 'execute', execute)
 
     server = make_mariadb(max_allowed_packet=65536)
@@ -288,12 +295,11 @@ def test_max_allowed_packet_smaller_than_a_batch(rig, broker, make_mariadb, capl
     assert_same(primary, secondary)
     assert error_lines(caplog) == []
     with secondary.open_manager() as manager:
-        assert database.statement_limit(manager.connection) == 65536
-    inserts = [s for s in sent if s[0] == 'INSERT']
-    assert sum(rows for _, _, rows in inserts) == COUNT
-    assert max(size for _, size, _ in sent) <= 65536
-    assert len(inserts) < COUNT / 10                    # many rows per statement
-    assert max(size for _, size, _ in inserts) > 65536 / 2     # as many as fit
+        assert sqlbulk.statement_limit(manager.connection) == 65536
+    assert max(size for _, size in sent) <= 65536
+    records = [size for code, size in sent if code == sqlbulk.COM_STMT_EXECUTE]
+    assert 0 < len(records) < COUNT / 10                  # many rows per statement
+    assert sum(rows for _, rows in replaces) > 200       # the summaries went as text
 
 
 def test_user_without_the_grants_gets_one_clear_sentence(rig, broker, mariadb, caplog):
@@ -352,17 +358,17 @@ def test_statements_joined_in_one_round_trip_keep_errors_and_transactions(mariad
     try:
         with weedb.Transaction(connection) as cursor:
             later = []
-            database.insert_rows(connection, cursor, 't', ['dateTime', 'v'],
+            sqlbulk.insert_rows(connection, cursor, 't', ['dateTime', 'v'],
                                  [(1, 1.5), (2, None)], later=later)
-            database.insert_rows(connection, cursor, 't', ['dateTime', 'v'], [(3, 1e-5)],
+            sqlbulk.insert_rows(connection, cursor, 't', ['dateTime', 'v'], [(3, 1e-5)],
                                  replace=True, later=later)
             assert len(later) == 2
-            database.run_statements(connection, cursor, later)
+            sqlbulk.run_statements(connection, cursor, later)
         assert mariadb.execute('SELECT * FROM t ORDER BY dateTime', database=name) == (
             (1, 1.5), (2, None), (3, 1e-5))
         with pytest.raises(weedb.IntegrityError):
             with weedb.Transaction(connection) as cursor:
-                database.run_statements(connection, cursor, [
+                sqlbulk.run_statements(connection, cursor, [
                     'INSERT INTO t VALUES (4, 0e0)', 'INSERT INTO t VALUES (1, 0e0)'])
         assert len(mariadb.execute('SELECT * FROM t', database=name)) == 3
         with pytest.raises(weedb.DatabaseError):

@@ -10,7 +10,6 @@ import functools
 import logging
 import math
 import os
-import struct
 import time
 
 import weedb
@@ -22,6 +21,7 @@ import weewx.units
 
 from . import protocol
 from .faults import is_termination
+from .sqlbulk import insert_rows, is_mysql, run_statements
 
 log = logging.getLogger(__name__)
 
@@ -49,183 +49,6 @@ def _fetch_all(connection, sql, args=()):
         return fetchall() if fetchall is not None else list(iter(cursor.fetchone, None))
     finally:
         cursor.close()
-
-
-# ------------------------------------------------------------------------------------------------
-# Writing rows in bulk: one way for every table, SQLite and MySQL
-# ------------------------------------------------------------------------------------------------
-
-MAX_STATEMENT = 4 * 1024 * 1024   # bytes of one multi-row statement, at most (MySQL)
-NUMBER_BYTES = 27                 # a number or NULL as the driver spells it, at most, and a comma
-
-
-def is_mysql(connection):
-    return getattr(connection, 'dbtype', None) == 'mysql'
-
-
-def statement_limit(connection):
-    """The largest statement worth sending to this MySQL connection: the server's
-    max_allowed_packet (read once per connection), the client's and MAX_STATEMENT."""
-    limit = getattr(connection, '_replicate_packet', None)
-    if limit is None:
-        try:
-            row = connection.get_variable('max_allowed_packet')
-            server = int(row[1]) if row else MAX_STATEMENT
-        except Exception as e:
-            if is_termination(e):
-                raise
-            log.debug('max_allowed_packet not read: %s', e)
-            server = 1024 * 1024            # MySQL's smallest default
-        client = getattr(getattr(connection, 'connection', None), 'max_allowed_packet', None)
-        limit = min(server, client or server, MAX_STATEMENT)
-        connection._replicate_packet = limit
-    return limit
-
-
-def _row_bytes(row):
-    """The most bytes row takes in a statement: numbers and NULLs have a bound; a text value
-    may be escaped to twice its length."""
-    size = 3
-    for value in row:
-        size += 2 * len(value) + 3 if isinstance(value, (str, bytes)) else NUMBER_BYTES
-    return size
-
-
-def _doubles(values):
-    """Floats as PyMySQL spells them (converters.escape_float): repr, with an exponent so
-    that the server reads a DOUBLE, not a DECIMAL."""
-    return [text if 'e' in text else text + 'e0' for text in map(repr, values)]
-
-
-def _number_literals(rows):
-    """The rows as SQL literals, '(1,2.5e0,NULL)', if every value is an integer, a finite
-    float or None (records always are), else None: what the driver would send, spelled a
-    column at a time instead of a call per value."""
-    columns = []
-    for values in zip(*rows):
-        kinds = protocol.number_kinds(values, finite=True)
-        if kinds is None:
-            return None
-        if kinds == {int}:
-            columns.append(list(map(str, values)))
-        elif kinds == {float}:
-            columns.append(_doubles(values))
-        else:
-            doubles = iter(_doubles([v for v in values if v.__class__ is float]))
-            columns.append(['NULL' if v is None else next(doubles) if v.__class__ is float
-                            else str(v) for v in values])
-    return ['(%s)' % ','.join(row) for row in zip(*columns)]
-
-
-def _chunks(sizes, budget):
-    """(start, end) of the runs of consecutive items whose sizes add up to at most budget
-    (at least one item each): the rows of each statement."""
-    start = 0
-    while start < len(sizes):
-        end, size = start + 1, sizes[start]
-        while end < len(sizes) and size + sizes[end] <= budget:
-            size += sizes[end]
-            end += 1
-        yield start, end
-        start = end
-
-
-def insert_rows(connection, cursor, table, columns, rows, replace=False, later=None):
-    """Insert rows (tuples, in the order of columns) into table, through cursor (of
-    connection, a weedb connection, in an open transaction).
-    columns None: every column of the table, in its order. replace: REPLACE INTO (a row
-    with the same primary key is replaced; SQLite and MySQL both know it). later (a list):
-    MySQL statements of numbers only are appended to it, for run_statements(), instead of
-    being sent.
-
-    SQLite: one prepared statement run for every row (executemany). MySQL (weedb's cursor
-    has no executemany, and a statement per row is a round trip each): multi-row
-    statements, each within the connection's statement_limit()."""
-    if not rows:
-        return 0
-
-    def head_of(names):
-        return '%s INTO %s%s VALUES ' % ('REPLACE' if replace else 'INSERT', table,
-                                         ' (%s)' % ', '.join(names) if names else '')
-    head = head_of(columns)
-    one = '(%s)' % ','.join('?' * len(rows[0]))
-    executemany = getattr(cursor, 'executemany', None)
-    if not is_mysql(connection):
-        if executemany is not None:
-            executemany(head + one, rows)
-        else:
-            for row in rows:
-                cursor.execute(head + one, row)
-        return len(rows)
-    literals = _number_literals(rows)
-    if literals is None:
-        # anything but numbers: the driver escapes each value
-        def send(chunk):
-            cursor.execute(head + ','.join([one] * len(chunk)), [v for row in chunk for v in row])
-        parts, sizes = rows, [_row_bytes(row) for row in rows]
-    else:
-        # numbers only: spelled here, a column at a time, and sent through the PyMySQL
-        # cursor under weedb's (its translation of errors kept), so that weedb does not
-        # search a statement of megabytes for the word interval: the names quoted here
-        import weedb.mysql
-        raw = getattr(cursor, 'cursor', None)
-        execute = cursor.execute
-        if raw is not None:
-            head = head_of(['`%s`' % c for c in columns or ()])
-            execute = weedb.mysql.guard(raw.execute)
-
-        def send(chunk):
-            if later is not None and raw is not None:
-                later.append(head + ','.join(chunk))
-            else:
-                execute(head + ','.join(chunk))
-        parts, sizes = literals, [len(literal) + 1 for literal in literals]
-    budget = statement_limit(connection) - len(head) - 64
-    for start, end in _chunks(sizes, budget):
-        send(parts[start:end])
-    return len(rows)
-
-
-COM_SET_OPTION = 0x1b           # MySQL protocol: multi-statements on (0) or off (1)
-
-
-def _multi_statements(raw, on):
-    """Switch multi-statements on or off on a PyMySQL connection (COM_SET_OPTION)."""
-    raw._execute_command(COM_SET_OPTION, struct.pack('<H', 0 if on else 1))
-    raw._read_packet()
-
-
-def run_statements(connection, cursor, statements):
-    """Send statements (SQL text that insert_rows() put in `later`) through cursor, in an
-    open transaction: on a PyMySQL connection joined by ';', as few round trips as
-    statement_limit() allows (multi-statements switched on for them only); else one by
-    one. A round trip per statement is what a server across a network makes slow."""
-    if not statements:
-        return
-    import weedb.mysql
-    raw = getattr(cursor, 'cursor', None)
-    execute = weedb.mysql.guard(raw.execute)
-    link = getattr(raw, 'connection', None)
-    if len(statements) == 1 or not all(hasattr(link, name) for name in (
-            '_execute_command', '_read_packet')):
-        for sql in statements:
-            execute(sql)
-        return
-    nextset = weedb.mysql.guard(raw.nextset)
-    weedb.mysql.guard(_multi_statements)(link, True)
-    try:
-        sizes = [len(sql) + 1 for sql in statements]
-        for start, end in _chunks(sizes, statement_limit(connection) - 64):
-            execute(';'.join(statements[start:end]))
-            while nextset():          # the error of a later statement is raised here
-                pass
-    finally:
-        try:
-            _multi_statements(link, False)
-        except Exception as e:     # a connection that broke meanwhile: its error is raised
-            if is_termination(e):
-                raise
-            log.debug('multi-statements not switched off: %s', e)
 
 
 # ------------------------------------------------------------------------------------------------
