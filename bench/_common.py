@@ -115,6 +115,13 @@ def cli(station, *args, **popen):
                              str(station.config_path)] + list(args), env=cli_env(), **popen)
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds a running process has used (/proc/<pid>/stat)."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def peak_rss_kib(pid):
     """Peak resident set size of a running process (VmHWM), in KiB."""
     with open('/proc/%d/status' % pid) as f:

@@ -53,27 +53,31 @@ def standalone(broker, primary, secondary, records):
     responder = c.cli(primary, 'respond', stdout=subprocess.DEVNULL,
                       stderr=subprocess.DEVNULL)
     time.sleep(1.0)
+    responder_cpu = c.cpu_seconds(responder.pid)     # its start-up left out
     t0 = time.monotonic()
-    proc = subprocess.run(['/usr/bin/time', '-f', 'peak-rss-kib %M', sys.executable, '-m',
+    proc = subprocess.run(['/usr/bin/time', '-f', 'peak-rss-kib %M cpu %U %S', sys.executable,
+                           '-m',
                            'user.mqttreplicate', '--config', str(secondary.config_path),
                            'request', '--once'], env=c.cli_env(), capture_output=True,
                           text=True, cwd=str(c.REPO / 'bin'))
     elapsed = time.monotonic() - t0
     responder_rss = c.peak_rss_kib(responder.pid)
+    responder_cpu = c.cpu_seconds(responder.pid) - responder_cpu
     responder.terminate()
     responder.wait(10)
     out = proc.stdout + proc.stderr
     summary = re.search(r'replicated (\d+) records in ([\d.]+) s \((\d+) records/s\)', out)
     messages = re.search(r'messages received (\d+)', out)
-    rss = re.search(r'peak-rss-kib (\d+)', out)
+    rss = re.search(r'peak-rss-kib (\d+) cpu ([\d.]+) ([\d.]+)', out)
     if proc.returncode != 0 or not summary:
         print(out[-3000:])
         raise SystemExit('request --once failed (%s)' % proc.returncode)
     stored = secondary.count_records()
-    print('standalone: %s (process %.1f s); stored %d; requester peak RSS %.0f MB; '
-          'responder peak RSS %.0f MB; broker messages per record %.4f'
+    print('standalone: %s (process %.1f s); stored %d; requester peak RSS %.0f MB, CPU %.2f s; '
+          'responder peak RSS %.0f MB, CPU %.2f s; broker messages per record %.4f'
           % (summary.group(0), elapsed, stored, int(rss.group(1)) / 1024,
-             responder_rss / 1024, int(messages.group(1)) / max(stored, 1)), flush=True)
+             float(rss.group(2)) + float(rss.group(3)), responder_rss / 1024, responder_cpu,
+             int(messages.group(1)) / max(stored, 1)), flush=True)
     summaries = re.search(r'daily summaries of (\d+) days updated with (\d+) records in '
                           r'([\d.]+) s', out)
     if summaries:       # the requester's own log line, when it logs one
@@ -295,22 +299,25 @@ class DelayProxy:
 
 
 def server_counts(server):
-    """The server's global statement and commit counters."""
+    """The server's global statement and commit counters, and its CPU seconds."""
     rows = server.execute("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', "
                           "'Com_commit', 'Com_insert', 'Com_replace', 'Com_delete', "
-                          "'Com_select', 'Com_create_table')")
-    return {name: int(value) for name, value in rows}
+                          "'Com_select', 'Com_create_table', 'Com_stmt_execute')")
+    counts = {name: int(value) for name, value in rows}
+    counts['cpu'] = c.cpu_seconds(server.pid)
+    return counts
 
 
 def print_counts(before, after, records, page_size=5000):
     pages = -(-records // page_size)
     delta = {k: after[k] - before[k] for k in after}
-    print('  server: %d statements (%.0f per page of %d records: %d INSERT, %d REPLACE, '
-          '%d DELETE, %d SELECT, %d CREATE TABLE in all), %d commits (%.1f per page)'
+    print('  server: %d statements (%.0f per page of %d records: %d INSERT (%d of them '
+          'prepared), %d REPLACE, %d DELETE, %d SELECT, %d CREATE TABLE in all), %d commits '
+          '(%.1f per page); server CPU %.2f s'
           % (delta['Questions'], delta['Questions'] / pages, page_size, delta['Com_insert'],
-             delta['Com_replace'], delta['Com_delete'], delta['Com_select'],
-             delta['Com_create_table'], delta['Com_commit'], delta['Com_commit'] / pages),
-          flush=True)
+             delta['Com_stmt_execute'], delta['Com_replace'], delta['Com_delete'],
+             delta['Com_select'], delta['Com_create_table'], delta['Com_commit'],
+             delta['Com_commit'] / pages, delta['cpu']), flush=True)
 
 
 def run_modes(args, broker, primary, secondary, label, fresh, floors=None, server=None):
