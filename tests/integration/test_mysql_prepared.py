@@ -30,7 +30,7 @@ def rows_of(count, seed, start=1_700_000_000):
         if pick < 0.3:
             return None
         if pick < 0.4:
-            return rng.randrange(-2 ** 53, 2 ** 53 + 1)
+            return rng.randrange(-sqlbulk.EXACT_INT, sqlbulk.EXACT_INT + 1)
         if pick < 0.7:
             return rng.choice(HARD)
         return rng.uniform(-1e6, 1e6)
@@ -49,6 +49,12 @@ def table(mariadb):
                                      password=mariadb.password, database_name=name)
     yield connection, name
     connection.close()
+
+
+def insert(connection, rows, table='archive', columns=COLUMNS, records=True):
+    """insert_rows() of records in a transaction of their own."""
+    with weedb.Transaction(connection) as cursor:
+        return sqlbulk.insert_rows(connection, cursor, table, columns, rows, records=records)
 
 
 def stored(mariadb, name):
@@ -76,9 +82,9 @@ def test_every_value_comes_back_exactly(mariadb, table, monkeypatch, near):
     sent = executes(monkeypatch)
     rows = rows_of(1003, seed=7)
     rows[5] = (rows[5][0], 1, 5, None, None, None, None)           # every value NULL
-    rows[6] = (rows[6][0], 1, 5, 2 ** 53, -2 ** 53, 0, 1)           # integers at the edge
-    with weedb.Transaction(connection) as cursor:
-        assert sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, rows) == 1003
+    edge = sqlbulk.EXACT_INT
+    rows[6] = (rows[6][0], 1, 5, edge, -edge, 0, 1)                 # integers at the edge
+    assert insert(connection, rows) == 1003
     back = stored(mariadb, name)
     assert back == [tuple(float(v) if isinstance(v, int) and i > 2 else v
                           for i, v in enumerate(row)) for row in rows]
@@ -106,14 +112,14 @@ def test_a_small_max_allowed_packet_splits_the_statements(make_mariadb, monkeypa
                                      password=server.password, database_name=name)
     try:
         rows = rows_of(2000, seed=8)
-        with weedb.Transaction(connection) as cursor:
-            sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, rows)
+        insert(connection, rows)
     finally:
         connection.close()
     assert len(stored(server, name)) == 2000
     prepared = [size for command, size in sent if command == sqlbulk.COM_STMT_EXECUTE]
-    assert len(prepared) > 2000 * 7 * 10 // 16384
+    assert len(prepared) > 2000 * 7 * 10 // 16384                   # split to fit
     assert max(size for _, size in sent) <= 16384
+    assert max(prepared) > 16384 / 2                                # as many rows as fit
 
 
 def test_an_error_in_the_pipeline_rolls_back_and_the_connection_goes_on(mariadb, table,
@@ -121,17 +127,17 @@ def test_an_error_in_the_pipeline_rolls_back_and_the_connection_goes_on(mariadb,
     connection, name = table
     monkeypatch.setattr(sqlbulk, 'PIPELINE_RTT', 1e9)
     first = rows_of(10, seed=1)
-    with weedb.Transaction(connection) as cursor:
-        sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, first)
+    insert(connection, first)
     later = rows_of(500, seed=2, start=first[-1][0] + 300)
     later[333] = first[4]                       # a key stored already, in the 4th statement
+    sent = executes(monkeypatch)
     with pytest.raises(weedb.IntegrityError):
-        with weedb.Transaction(connection) as cursor:
-            sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, later)
+        insert(connection, later)
     assert len(stored(mariadb, name)) == 10     # the statements before it rolled back too
+    # none was sent after the one that failed
+    assert [command for command, _ in sent].count(sqlbulk.COM_STMT_EXECUTE) == 4
     later[333] = (later[332][0] + 1,) + later[333][1:]
-    with weedb.Transaction(connection) as cursor:   # the same connection goes on
-        sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, later)
+    insert(connection, later)                  # the same connection goes on
     assert len(stored(mariadb, name)) == 510
 
 
@@ -141,8 +147,7 @@ def test_prepared_statements_do_not_pile_up(mariadb, table):
     for count in range(1, 3 * sqlbulk.STATEMENTS_KEPT):    # a statement of each size
         rows = rows_of(count, seed=count, start=start)
         start += count * 300
-        with weedb.Transaction(connection) as cursor:
-            sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, rows)
+        insert(connection, rows)
     cursor = connection.cursor()
     cursor.execute("SHOW SESSION STATUS LIKE 'Com_stmt_close'")
     closed = int(cursor.fetchone()[1])
@@ -158,11 +163,126 @@ def test_what_a_double_cannot_hold_goes_as_text(mariadb, table, monkeypatch):
     connection, name = table
     sent = executes(monkeypatch)
     rows = [(1, 1, 5, 2 ** 53 + 1, 0.5, None, 1), (2, 1, 5, None, 1.5, -2 ** 62, None)]
-    with weedb.Transaction(connection) as cursor:
-        sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, rows)
+    insert(connection, rows)
     assert not any(command == sqlbulk.COM_STMT_EXECUTE for command, _ in sent)
     assert stored(mariadb, name) == [(1, 1, 5, float(2 ** 53 + 1), 0.5, None, 1.0),
                                      (2, 1, 5, None, 1.5, float(-2 ** 62), None)]
+
+
+def test_only_records_go_prepared(mariadb, table, monkeypatch):
+    """Daily summaries (a table each, a few rows each: a prepared statement would be used
+    once) go as text."""
+    connection, name = table
+    sent = executes(monkeypatch)
+    insert(connection, rows_of(300, seed=9), records=False)
+    assert not any(command == sqlbulk.COM_STMT_PREPARE for command, _ in sent)
+    assert len(stored(mariadb, name)) == 300
+
+
+def test_other_column_types_get_what_the_text_way_gave_them(mariadb, monkeypatch):
+    """A schema of one's own: text, DECIMAL, FLOAT and BIGINT columns hold, from a prepared
+    statement, what the SQL text gave them."""
+    name = mariadb.new_database()
+    mariadb.execute('CREATE DATABASE %s' % name)
+    columns = ['dateTime', 'usUnits', 'interval', 't', 'm', 'f', 'g']
+    for table in ('prepared', 'spelled'):
+        mariadb.execute('CREATE TABLE %s (`dateTime` INTEGER NOT NULL PRIMARY KEY, '
+                        '`usUnits` INTEGER NOT NULL, `interval` INTEGER NOT NULL, '
+                        't VARCHAR(40), m DECIMAL(30,10), f FLOAT, g BIGINT)' % table,
+                        database=name)
+    rng = random.Random(11)
+    values = [0, 1, -1, 7, 10 ** 14, sqlbulk.EXACT_INT, -sqlbulk.EXACT_INT, 0.5, -2.5, 1.5,
+              1 / 3, 0.1 + 0.2, 1e-7, 123456.789, 1e14 + 0.5, None]
+    rows = [(1_700_000_000 + i * 300, 1, 5) + tuple(rng.choice(values) for _ in range(4))
+            for i in range(400)]
+    connection = weedb.mysql.connect(host=mariadb.host, port=mariadb.port, user=mariadb.user,
+                                     password=mariadb.password, database_name=name)
+    sent = executes(monkeypatch)
+    try:
+        insert(connection, rows, 'prepared', columns)
+        assert any(command == sqlbulk.COM_STMT_EXECUTE for command, _ in sent)
+        insert(connection, rows, 'spelled', columns, records=False)
+    finally:
+        connection.close()
+    prepared, spelled = (mariadb.execute('SELECT * FROM %s ORDER BY dateTime' % table,
+                                         database=name) for table in ('prepared', 'spelled'))
+    assert len(prepared) == 400
+    assert [tuple(map(repr, row)) for row in prepared] == \
+        [tuple(map(repr, row)) for row in spelled]
+
+
+def test_a_server_that_will_not_prepare_gets_text(make_mariadb, monkeypatch, caplog):
+    """max_prepared_stmt_count = 0 (or a proxy without prepared statements): one line in
+    the log, every record stored as text, no second try on that session."""
+    server = make_mariadb()
+    with server.root() as root:
+        with root.cursor() as cursor:
+            cursor.execute('SET GLOBAL max_prepared_stmt_count = 0')
+    name = server.new_database()
+    server.execute('CREATE DATABASE %s' % name)
+    server.execute('CREATE TABLE archive (`dateTime` INTEGER NOT NULL PRIMARY KEY, '
+                   '`usUnits` INTEGER NOT NULL, `interval` INTEGER NOT NULL, a REAL, b REAL, '
+                   'c REAL, d REAL)', database=name)
+    sent = executes(monkeypatch)
+    connection = weedb.mysql.connect(host=server.host, port=server.port, user=server.user,
+                                     password=server.password, database_name=name)
+    caplog.set_level('INFO', logger='user.mqttreplicate')
+    try:
+        rows = rows_of(600, seed=12)
+        insert(connection, rows[:300])
+        insert(connection, rows[300:])
+    finally:
+        connection.close()
+    assert [tuple(r) for r in server.execute('SELECT * FROM archive ORDER BY dateTime',
+                                             database=name)] == \
+        [tuple(float(v) if isinstance(v, int) and i > 2 else v for i, v in enumerate(row))
+         for row in rows]
+    assert [command for command, _ in sent].count(sqlbulk.COM_STMT_PREPARE) == 1
+    assert not any(command == sqlbulk.COM_STMT_EXECUTE for command, _ in sent)
+    lines = [r.getMessage() for r in caplog.records if 'prepare' in r.getMessage()]
+    assert len(lines) == 1 and 'max_prepared_stmt_count' in lines[0], lines
+
+
+@pytest.mark.parametrize('where', ['execute', 'prepare'])
+def test_a_read_interrupted_leaves_the_connection_in_step(mariadb, table, monkeypatch, where):
+    """weewxd's Terminate raised while the engine thread waits for the server (the result
+    of a statement in a pipeline, or the answer to a PREPARE): what the server owes is read
+    before the exception goes on, so that the next command gets its own answer."""
+    import pymysql.connections
+    connection, name = table
+    monkeypatch.setattr(sqlbulk, 'PIPELINE_RTT', 1e9)
+    commands = []
+    real_command = pymysql.connections.Connection._execute_command
+    real_read = pymysql.connections.Connection._read_packet
+
+    class Terminate(Exception):
+        pass
+
+    def command(self, code, sql):
+        commands.append([code, 0])
+        return real_command(self, code, sql)
+
+    def read(self, *args, **kwargs):
+        code, reads = commands[-1]
+        commands[-1][1] += 1
+        executes = [c for c, _ in commands].count(sqlbulk.COM_STMT_EXECUTE)
+        # before any byte of: the third EXECUTE's result, or the 40th packet of the
+        # PREPARE's answer (a parameter's definition)
+        if (where == 'execute' and code == sqlbulk.COM_STMT_EXECUTE and executes == 3) or \
+                (where == 'prepare' and code == sqlbulk.COM_STMT_PREPARE and reads == 39):
+            commands[-1][0] = None
+            raise Terminate()
+        return real_read(self, *args, **kwargs)
+    monkeypatch.setattr(pymysql.connections.Connection, '_execute_command', command)
+    monkeypatch.setattr(pymysql.connections.Connection, '_read_packet', read)
+    with pytest.raises(Terminate):
+        insert(connection, rows_of(1000, seed=5))
+    assert None in [c for c, _ in commands]             # it was interrupted where meant
+    cursor = connection.cursor()
+    cursor.execute('SELECT 42')
+    assert list(cursor.fetchone()) == [42]
+    cursor.close()
+    assert stored(mariadb, name) == []
 
 
 def test_a_failure_while_a_statement_is_in_flight_leaves_the_connection_usable(
@@ -181,16 +301,14 @@ def test_a_failure_while_a_statement_is_in_flight_leaves_the_connection_usable(
         return real(rows)
     monkeypatch.setattr(sqlbulk, '_binary_values', third_fails)
     with pytest.raises(RuntimeError):
-        with weedb.Transaction(connection) as cursor:
-            sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, rows_of(500, seed=3))
+        insert(connection, rows_of(500, seed=3))
     monkeypatch.setattr(sqlbulk, '_binary_values', real)
     assert stored(mariadb, name) == []
     cursor = connection.cursor()
     cursor.execute('SELECT COUNT(*) FROM archive')
     assert list(cursor.fetchone()) == [0]
     cursor.close()
-    with weedb.Transaction(connection) as cursor:
-        sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, rows_of(500, seed=3))
+    insert(connection, rows_of(500, seed=3))
     assert len(stored(mariadb, name)) == 500
 
 
@@ -200,9 +318,7 @@ def test_a_connection_opened_again_in_place_prepares_again(mariadb, table):
     from user.mqttreplicate import database
     connection, name = table
     rows = rows_of(200, seed=4)
-    with weedb.Transaction(connection) as cursor:
-        sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, rows[:100])
+    insert(connection, rows[:100])
     database.reconnect(connection)
-    with weedb.Transaction(connection) as cursor:
-        sqlbulk.insert_rows(connection, cursor, 'archive', COLUMNS, rows[100:])
+    insert(connection, rows[100:])
     assert len(stored(mariadb, name)) == 200

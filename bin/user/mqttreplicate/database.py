@@ -812,7 +812,7 @@ class TargetDatabase:
         the count."""
         columns = protocol.Columns.of(records)
         return insert_rows(self.manager.connection, cursor, self.table, columns.names,
-                           columns.rows)
+                           columns.rows, records=True)
 
     @reconnecting(RECONNECT_FOR)
     def rebuild_days(self, first, last):
@@ -906,7 +906,7 @@ class TargetDatabase:
             return 0
         with weedb.Transaction(self.manager.connection) as cursor:
             count = insert_rows(self.manager.connection, cursor, self.table, columns.names,
-                                rows)
+                                rows, records=True)
             if day_rows is not None:
                 self._write_days(cursor, day_rows)      # summaries_pending follows
         if day_rows is None:

@@ -25,7 +25,7 @@ NUMBER_BYTES = 27                 # a number or NULL as the driver spells it, at
 PIPELINE_ROWS = 100              # rows per prepared statement when they are pipelined
 PIPELINE_RTT = 0.002             # seconds: a server nearer than this gets them pipelined
 STATEMENTS_KEPT = 16             # prepared statements kept on a connection, at most
-EXACT_INT = 2 ** 53              # the largest integer every double holds exactly
+EXACT_INT = 10 ** 15 - 1         # the largest integer sent as a double (15 digits)
 MAX_PARAMETERS = 65535           # of one prepared statement (MySQL)
 PREPARED_CALLS = ('_execute_command', '_read_packet', '_sock')   # PyMySQL's, used here
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE = 0x16, 0x17, 0x19   # MySQL protocol
@@ -118,13 +118,15 @@ def _chunks(sizes, budget):
         start = end
 
 
-def insert_rows(connection, cursor, table, columns, rows, replace=False, later=None):
+def insert_rows(connection, cursor, table, columns, rows, replace=False, later=None,
+                records=False):
     """Insert rows (tuples, in the order of columns) into table, through cursor (of
     connection, a weedb connection, in an open transaction).
     columns None: every column of the table, in its order. replace: REPLACE INTO (a row
     with the same primary key is replaced; SQLite and MySQL both know it). later (a list):
     MySQL statements of numbers only are appended to it, for run_statements(), instead of
-    being sent.
+    being sent. records: rows of an archive table, many and of the same columns again and
+    again (MySQL: worth prepared statements).
 
     SQLite: one prepared statement run for every row (executemany). MySQL (weedb's cursor
     has no executemany, and a statement per row is a round trip each): multi-row
@@ -140,7 +142,7 @@ def insert_rows(connection, cursor, table, columns, rows, replace=False, later=N
             for row in rows:
                 cursor.execute(sql, row)
         return len(rows)
-    _MySQLInsert(connection, cursor, table, columns, replace, later).run(rows)
+    _MySQLInsert(connection, cursor, table, columns, replace, later, records).run(rows)
     return len(rows)
 
 
@@ -153,18 +155,18 @@ def _head(table, columns, replace, quote=False):
 class _MySQLInsert:
     """One insert_rows() into MySQL: multi-row statements, each within statement_limit().
 
-    Rows whose every value a double holds exactly (None, finite floats, integers up to
-    2**53: records always are) go, on a PyMySQL connection, as prepared statements
-    (_Prepared): their values in binary, nothing spelled, nothing for the server to parse.
-    Other rows of numbers are spelled here, a column at a time (_number_literals), and sent
-    through the PyMySQL cursor beneath weedb's, its translation of errors kept (weedb would
-    search each statement of megabytes for the word interval: the names are quoted here);
-    with `later` given (a list), those statements are appended to it instead, for
-    run_statements(). Rows holding anything else go through the driver's escaping."""
+    Records whose every value a double holds exactly (None, finite floats, integers of up
+    to 15 digits: records always are) go, on a PyMySQL connection whose server prepares
+    statements, as prepared statements (_Prepared): their values in binary, nothing spelled,
+    nothing for the server to parse. Other rows of numbers are spelled here, a column at a
+    time (_number_literals), and sent through the PyMySQL cursor beneath weedb's, its
+    translation of errors kept (weedb would search each statement of megabytes for the word
+    interval: the names are quoted here); with `later` given (a list), those statements are
+    appended to it instead, for run_statements(). Rows holding anything else go through the
+    driver's escaping."""
 
-    def __init__(self, connection, cursor, table, columns, replace, later):
+    def __init__(self, connection, cursor, table, columns, replace, later, records):
         import weedb.mysql
-        self.connection = connection
         self.cursor = cursor
         self.raw = getattr(cursor, 'cursor', None)      # PyMySQL's, under weedb's
         self.escaped_head = _head(table, columns, replace)    # weedb quotes interval
@@ -175,13 +177,17 @@ class _MySQLInsert:
             self.raw.execute)
         link = getattr(self.raw, 'connection', None)
         self.prepared = None
-        if later is None and all(hasattr(link, name) for name in PREPARED_CALLS):
-            self.prepared = _Prepared(connection, link, self.head)
+        if records and later is None and all(hasattr(link, name) for name in PREPARED_CALLS):
+            session = _session(link)
+            if not session.refused:
+                self.prepared = _Prepared(connection, link, session, self.head)
 
     def run(self, rows):
         if self.prepared is not None and _exact_doubles(rows):
-            self.prepared.run(rows)
-            return
+            done = self.prepared.run(rows)
+            if done == len(rows):
+                return
+            rows = rows[done:]          # the server would not prepare the statement
         literals = _number_literals(rows)
         if literals is None:
             # anything but numbers: the driver escapes each value
@@ -200,8 +206,9 @@ class _MySQLInsert:
 
 
 def _exact_doubles(rows):
-    """Does a double hold every value of rows exactly (None, finite floats, ints up to
-    2**53, no bools)? Checked a column at a time, in C loops."""
+    """Does a double hold every value of rows exactly, and would the server spell it as
+    before in a text column (None, finite floats, ints of up to 15 digits, no bools)?
+    Checked a column at a time, in C loops."""
     for values in zip(*rows):
         kinds = protocol.number_kinds(values, finite=True)
         if kinds is None:
@@ -211,6 +218,24 @@ def _exact_doubles(rows):
             if max(ints) > EXACT_INT or min(ints) < -EXACT_INT:
                 return False
     return True
+
+
+class _Session:
+    """What one MySQL session has prepared: the statements kept (their ids by SQL, oldest
+    first), or why the server refused to prepare one. A connection opened again in place
+    (a new socket on the same driver object) is a new session."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.kept = collections.OrderedDict()
+        self.refused = None
+
+
+def _session(link):
+    session = getattr(link, '_replicate_session', None)
+    if session is None or session.sock is not link._sock:
+        session = link._replicate_session = _Session(link._sock)
+    return session
 
 
 class _Prepared:
@@ -224,25 +249,28 @@ class _Prepared:
     pipelined: sent without waiting for its result, the next one made while the server
     executes it, the result read before the next is sent (an error stops the rest). Farther
     away a statement holds as many rows as fit: a round trip each is what costs there.
-    Statements stay prepared on their connection, the last STATEMENTS_KEPT of them."""
+    Statements stay prepared on their session, the last STATEMENTS_KEPT of them. A server
+    that refuses to prepare one (max_prepared_stmt_count reached, a proxy without them)
+    gets SQL text for the rest of the session, said once in the log.
 
-    def __init__(self, connection, link, head):
+    `unread` counts the packets the server still owes: whatever interrupts a read (weewxd's
+    Terminate) leaves them counted, and they are read before the exception goes on, so
+    that the connection's next command gets its own answer."""
+
+    def __init__(self, connection, link, session, head):
         import weedb.mysql
-        self.link = link
+        self.session = session
         self.head = head
         self.limit = statement_limit(connection)
         self.near = round_trip(connection) < PIPELINE_RTT
+        self.eof = not getattr(link, 'client_flag', 0) & CLIENT_DEPRECATE_EOF
         self.send = weedb.mysql.guard(link._execute_command)
-        self.read = weedb.mysql.guard(link._read_packet)
-        self.pending = False
-        # a session's own: a connection opened again in place (a new socket) has none
-        session, kept = getattr(link, '_replicate_statements', (None, None))
-        if session is not link._sock or kept is None:
-            kept = collections.OrderedDict()
-            link._replicate_statements = link._sock, kept
-        self.kept = kept
+        self.read_packet = weedb.mysql.guard(link._read_packet)
+        self.unread = 0
 
     def run(self, rows):
+        """Insert rows; returns how many went (fewer than all: the server refused to
+        prepare a statement, the rest must go as text)."""
         width = len(rows[0])
         fit = max(1, min(MAX_PARAMETERS // width,
                          (self.limit - 64) // (10 * width + width // 8 + 1)))
@@ -251,43 +279,70 @@ class _Prepared:
             for start in range(0, len(rows), step):
                 chunk = rows[start:start + step]
                 values = _binary_values(chunk)
-                self.wait()
+                self.drain()
                 statement = self.statement(len(chunk), width)
+                if statement is None:
+                    return start
                 self.send(COM_STMT_EXECUTE, struct.pack('<IBI', statement, 0, 1) + values)
-                self.pending = True
-            self.wait()
+                self.unread = 1
+            self.drain()
+            return len(rows)
         except BaseException:
-            if self.pending:        # the connection stays usable: the result is read
-                self.pending = False
+            if self.unread:         # the connection stays usable: its answers are read
                 try:
-                    self.read()
+                    self.drain()
                 except Exception as e:
                     if is_termination(e):
                         raise
             raise
 
-    def wait(self):
-        """Read the result of the statement in flight, if any: its error is raised here."""
-        if self.pending:
-            self.pending = False
+    def read(self):
+        """One packet the server owes. An error answer (read whole: it ends the answer)
+        is raised as weedb's."""
+        import weedb
+        try:
+            packet = self.read_packet()
+        except weedb.DatabaseError:
+            self.unread = 0
+            raise
+        self.unread -= 1
+        return packet
+
+    def drain(self):
+        """Read what the server still owes: the result of the statement in flight, if any
+        (its error is raised here)."""
+        while self.unread:
             self.read()
 
     def statement(self, rows, width):
-        """The id of the prepared INSERT of rows rows, prepared now if it is not kept."""
+        """The id of the prepared INSERT of rows rows, prepared now if it is not kept;
+        None if the server refuses to prepare it."""
+        import weedb
+        kept = self.session.kept
         sql = self.head + ','.join(['(%s)' % ','.join('?' * width)] * rows)
-        statement = self.kept.get(sql)
+        statement = kept.get(sql)
         if statement is not None:
-            self.kept.move_to_end(sql)
+            kept.move_to_end(sql)
             return statement
         self.send(COM_STMT_PREPARE, sql)
-        statement, columns, params = struct.unpack_from('<IHH', self.read().get_all_data(), 1)
-        eof = not getattr(self.link, 'client_flag', 0) & CLIENT_DEPRECATE_EOF
-        for count in (params, columns):     # their definitions, then an EOF packet
-            for _ in range(count + (1 if count and eof else 0)):
-                self.read()
-        self.kept[sql] = statement
-        while len(self.kept) > STATEMENTS_KEPT:
-            _, old = self.kept.popitem(last=False)
+        self.unread = 1
+        try:
+            answer = self.read().get_all_data()
+        except weedb.DisconnectError:
+            raise
+        except weedb.DatabaseError as e:
+            self.session.refused = e
+            log.info('MySQL server refuses to prepare statements (%s): records go as SQL '
+                     'text on this connection', e)
+            return None
+        statement, columns, params = struct.unpack_from('<IHH', answer, 1)
+        # their definitions, each count followed by an EOF packet
+        self.unread = sum(count + (1 if count and self.eof else 0)
+                          for count in (params, columns))
+        self.drain()
+        kept[sql] = statement
+        while len(kept) > STATEMENTS_KEPT:
+            _, old = kept.popitem(last=False)
             self.send(COM_STMT_CLOSE, struct.pack('<I', old))     # no answer
         return statement
 
