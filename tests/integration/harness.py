@@ -20,8 +20,8 @@ from tests.support.mqtt import MqttClient
 from tests.support.station import (TEST_HEARTBEAT, compare_databases, loop_accumulator,
                                    make_station, seed_history, simulated_record)
 
-from user.mqttreplicate import config as cfg
-from user.mqttreplicate import database, protocol
+from user.mqttreplicate import config as cfg, messages
+from user.mqttreplicate import database
 from user.mqttreplicate.requester import Requester, Writer
 from tests.support.waiting import wait_until  # noqa: F401 (used here and re-exported)
 from user.mqttreplicate.responder import Responder
@@ -132,7 +132,7 @@ def read_for_live(station, ts):
 
 def live_record(message):
     """The record of a live message as a subscriber got it, plain or compact."""
-    return protocol.LiveRecord.decode(protocol.Envelope.of(message)).record
+    return messages.LiveRecord.decode(messages.Envelope.of(message)).record
 
 
 def publish_live(responder, station, ts, add=True):

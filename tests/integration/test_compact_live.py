@@ -20,7 +20,7 @@ from tests.integration.harness import (BINDING, START, STEP, assert_same, publis
                                        wait_until)
 from tests.support.station import compare_databases
 from tests.support.mqtt import user_properties
-from user.mqttreplicate import protocol
+from user.mqttreplicate import messages, protocol
 from user.mqttreplicate.database import COPIED_KEY, day_stop
 
 pytestmark = pytest.mark.integration
@@ -68,14 +68,14 @@ def test_live_records_go_compact_and_the_summaries_end_equal(rig, broker, caplog
     wait_until(lambda: knows(responder, node) and responder.compact_live(), 10,
                'the requester status (live: compact)')
     stamps = [LAST + k * STEP for k in range(1, 31)]
-    messages = live(rig, broker, responder, primary, stamps)
+    sent = live(rig, broker, responder, primary, stamps)
     wait_until(lambda: node.replica.position == stamps[-1], 15, 'the live records')
     patches = []
-    for message in messages:
+    for message in sent:
         props = user_properties(message)
         assert props['encoding'] == protocol.ENCODING_LIVE and 'days' not in props
         assert message_bytes(message) < 1024
-        decoded = protocol.LiveRecord.decode(protocol.Envelope.of(message))
+        decoded = messages.LiveRecord.decode(messages.Envelope.of(message))
         assert decoded.patch is not None and decoded.days is None
         patches.append(decoded.patch)
     assert len({p.first for p in patches}) == 2                  # across midnight

@@ -13,7 +13,7 @@ from tests.integration.harness import (BINDING, KEY, START, STEP, assert_same, e
                                        new_record)
 from tests.support.mqtt import user_properties
 from tests.support.station import seed_history
-from user.mqttreplicate import protocol, requester
+from user.mqttreplicate import messages, protocol, requester
 from user.mqttreplicate import replica as replica_module
 
 pytestmark = pytest.mark.integration
@@ -246,7 +246,7 @@ def test_a_full_inbox_drops_an_item_after_a_while_and_acknowledges_it(rig, broke
         assert replica.post(replica_module.Item('wake'))
     message = object()
     started = time.monotonic()
-    assert not replica.post(replica_module.Item('live', protocol.LiveRecord(KEY, new_record(START)),
+    assert not replica.post(replica_module.Item('live', messages.LiveRecord(KEY, new_record(START)),
                                                   message=message))
     assert time.monotonic() - started >= 0.2
     assert acked == [message]                        # its slot in the broker's window freed

@@ -8,7 +8,7 @@ import pytest
 
 from tests.integration.harness import KEY, START, STEP, add_to_primary, new_record, \
     read_for_live, wait_until
-from user.mqttreplicate import protocol, statusfile
+from user.mqttreplicate import messages, protocol, statusfile
 
 
 pytestmark = pytest.mark.integration
@@ -219,17 +219,17 @@ def test_full_and_compact_acks_both_counted(rig, broker):
     assert 'other/wx_binding' in responder.bindings
     client = rig.client(broker)
     for node, compact in (('older', False), ('newer', True)):
-        wire = protocol.Ack(None if compact else KEY, node, {KEY: (START, 7)}).encode()
+        wire = messages.Ack(None if compact else KEY, node, {KEY: (START, 7)}).encode()
         client.publish('replicate/request/weewx', wire.payload,
                        user_properties=dict(wire.properties))
-    wire = protocol.Ack(None, 'astray', {KEY: (START, 7)}).encode()
+    wire = messages.Ack(None, 'astray', {KEY: (START, 7)}).encode()
     client.publish('replicate/request/other', wire.payload,
                    user_properties=dict(wire.properties))
     wait_until(lambda: {'older', 'newer'} <= set(responder.nodes), 10, 'both acks')
     assert responder.nodes['older'][KEY]['last'] == responder.nodes['newer'][KEY]['last'] \
         == START
     # (an ack on the other instance naming the binding of weewx: counted nowhere)
-    wire = protocol.Ack(None, 'astray2', {'other/wx_binding': (START, 7)}).encode()
+    wire = messages.Ack(None, 'astray2', {'other/wx_binding': (START, 7)}).encode()
     client.publish('replicate/request/other', wire.payload,
                    user_properties=dict(wire.properties))
     wait_until(lambda: 'astray2' in responder.nodes, 10, 'the ack on the other instance')

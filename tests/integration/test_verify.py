@@ -14,7 +14,7 @@ from tests.integration.test_hostile import ATTACKER_TOPIC, answers, request
 from tests.support.mqtt import user_properties
 from tests.support.station import seed_history
 
-from user.mqttreplicate import protocol
+from user.mqttreplicate import protocol, summaries
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,7 @@ def test_hostile_digest_requests(rig, broker, caplog):
     assert [(b[0], b[1]) for b in digest] == [(START, PER_DAY), (START + DAY, PER_DAY)]
     with primary.open_manager() as manager:
         records = list(manager.genBatchRecords(START - 1, START + 2 * DAY))
-    assert digest == protocol.digest_buckets(records, good['columns'], DAY)
+    assert digest == summaries.digest_buckets(records, good['columns'], DAY)
     assert responder.is_alive() and responder.counters['rejected'] == len(hostile)
 
 

@@ -4,7 +4,7 @@ A fake replica with a fake link records the requests sent; the replica's store i
 TargetDatabase on a throwaway SQLite station, and the primary's "truth" another seeded
 station whose digests and pages answer the requests. Answers go through what the loop
 thread does with them: a message (JSON payload, user properties as on the wire) decoded by
-protocol.decode_answer as the class verifier.expects() names (a ProtocolError handed on as
+messages.decode_answer as the class verifier.expects() names (a ProtocolError handed on as
 the answer), then verifier.on_answer()."""
 
 import dataclasses
@@ -21,7 +21,7 @@ import pytest
 from tests.support.station import (compare_databases, make_station, seed_history,
                                    simulated_record)
 
-from user.mqttreplicate import database
+from user.mqttreplicate import database, messages, summaries
 from user.mqttreplicate import protocol
 from user.mqttreplicate import verify
 
@@ -52,7 +52,7 @@ class Request:
 
     @property
     def answer_kind(self):
-        return protocol.DigestReply if self.kind == 'digest' else protocol.Batch
+        return messages.DigestReply if self.kind == 'digest' else messages.Batch
 
 
 class FakeLink:
@@ -139,7 +139,7 @@ def props(seq=0, end=1, more=None, last=None, units=None, error=None):
 
 
 def envelope(correlation, payload, **properties):
-    return protocol.Envelope(protocol.response_topic('replicate/response', 'node'),
+    return messages.Envelope(protocol.response_topic('replicate/response', 'node'),
                              json.dumps(payload).encode('utf-8'), props(**properties),
                              correlation)
 
@@ -213,7 +213,7 @@ class Rig:
         expects = self.verifier.expects(correlation)
         assert expects in (kind, None)
         try:
-            answer = protocol.decode_answer(envelope(correlation, payload, **properties), kind)
+            answer = messages.decode_answer(envelope(correlation, payload, **properties), kind)
         except protocol.ProtocolError as e:
             answer = e
         self.verifier.on_answer(correlation, answer)
@@ -693,11 +693,11 @@ def test_expects_names_the_class_to_decode_the_awaited_answer_as(stations, make_
     rig = make_rig()
     assert rig.verifier.expects(None) is None
     digest = rig.start()
-    assert rig.verifier.expects(digest.correlation) is protocol.DigestReply
+    assert rig.verifier.expects(digest.correlation) is messages.DigestReply
     assert rig.verifier.expects(b'a stranger') is None and not rig.verifier.expected(b'x')
     rig.answer_digest()
     records = rig.last('records')
-    assert rig.verifier.expects(records.correlation) is protocol.Batch
+    assert rig.verifier.expects(records.correlation) is messages.Batch
     assert rig.verifier.expects(digest.correlation) is None
     assert rig.verifier.expected(digest.correlation)
     rig.answer_page()
@@ -927,11 +927,11 @@ def test_every_day_of_the_history_is_compared_once_a_cycle(history_days, cycle):
     ten years with a cycle of one day, four)."""
     oldest = START + 1234
     window_since = START + history_days * DAY - 1
-    days = max(cycle, -(-history_days // (protocol.MAX_DIGEST_BUCKETS - 1)))
+    days = max(cycle, -(-history_days // (summaries.MAX_DIGEST_BUCKETS - 1)))
     covered = set()
     for day_number in range(5000, 5000 + days):
         since, until = verify.older_slice(oldest, window_since, cycle, day_number)
-        assert (until - since) // DAY < protocol.MAX_DIGEST_BUCKETS
+        assert (until - since) // DAY < summaries.MAX_DIGEST_BUCKETS
         covered.update(range(since + 1, until + 1, DAY))
     assert covered == set(range(START, window_since + 1, DAY))
     assert verify.older_slice(oldest, START - 1, cycle, 0) is None

@@ -22,8 +22,10 @@ import weewx.schemas.wview_extended
 
 from tests.support.station import generate_records
 from tests.unit.test_messages import envelope
-from user.mqttreplicate import daypatch, database, protocol
-from user.mqttreplicate.protocol import DayPatch, LiveRecord, ProtocolError
+from user.mqttreplicate import database, daypatch, messages, protocol, summaries
+from user.mqttreplicate.messages import LiveRecord
+from user.mqttreplicate.protocol import ProtocolError
+from user.mqttreplicate.summaries import DayPatch
 
 KEY = 'weewx/wx_binding'
 LOOP_TYPES = ('outTemp', 'barometer', 'windSpeed', 'windGust', 'outHumidity', 'radiation')
@@ -199,9 +201,9 @@ def test_rows_here_that_are_not_the_primarys_give_no_day(tmp_path):
     columns, rows = base.tables['outTemp']
     changed = dict(base.tables, outTemp=(columns, [rows[0][:3] + (rows[0][3] + 1,)
                                                    + rows[0][4:]]))
-    assert daypatch.apply(patch, protocol.DayRows(base.units, base.version, base.first,
-                                                  base.stop, changed), sent) is None
-    other_units = protocol.DayRows(0x10, base.version, base.first, base.stop, base.tables)
+    assert daypatch.apply(patch, summaries.DayRows(base.units, base.version, base.first,
+                                                   base.stop, changed), sent) is None
+    other_units = summaries.DayRows(0x10, base.version, base.first, base.stop, base.tables)
     assert daypatch.apply(patch, other_units, sent) is None
     assert daypatch.apply(patch, None, sent) is None
 
@@ -274,7 +276,7 @@ def test_a_bad_patch_does_not_refuse_the_record():
 
 def test_a_compact_record_without_patch_carries_its_whole_day():
     rec = {'dateTime': 1699950300, 'usUnits': 1, 'interval': 5, 'outTemp': 70.5}
-    days = protocol.DayRows(1, '4.0', 1699920000, 1700006400, {
+    days = summaries.DayRows(1, '4.0', 1699920000, 1700006400, {
         'outTemp': (('dateTime', 'min', 'mintime', 'max', 'maxtime', 'sum', 'count', 'wsum',
                      'sumtime'), [(1699920000, 70.5, 1699950300, 70.5, 1699950300, 70.5, 1,
                                    21150.0, 300)])}, 1699950300)
@@ -291,7 +293,7 @@ def test_a_compact_record_without_patch_carries_its_whole_day():
 def test_bad_compact_payload(obj, word):
     deflater = zlib.compressobj(9, zdict=protocol.LIVE_DICTIONARY)
     payload = deflater.compress(json.dumps(obj).encode()) + deflater.flush()
-    wire = protocol.Wire(payload, [('data_binding', KEY), ('protocol', '2'), ('prev', 0),
+    wire = messages.Wire(payload, [('data_binding', KEY), ('protocol', '2'), ('prev', 0),
                                    ('encoding', protocol.ENCODING_LIVE)])
     with pytest.raises(ProtocolError, match=word):
         LiveRecord.decode(envelope(wire, topic='replicate/archive/weewx'))
@@ -311,6 +313,6 @@ def test_a_compact_patch_outside_protocol_2_is_ignored():
     rec = {'dateTime': 1699950300, 'usUnits': 1, 'interval': 5, 'outTemp': 70.5}
     wire = LiveRecord(KEY, rec, 1699950000, patch=good_patch(), compact=True).encode()
     pairs = [(k, str(v)) for k, v in wire.properties if k != 'protocol']
-    decoded = LiveRecord.decode(envelope(protocol.Wire(wire.payload, []), pairs=pairs,
+    decoded = LiveRecord.decode(envelope(messages.Wire(wire.payload, []), pairs=pairs,
                                          topic='replicate/archive/weewx'))
     assert decoded.record == rec and decoded.patch is None

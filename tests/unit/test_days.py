@@ -1,4 +1,4 @@
-"""The primary's daily summaries on the wire (protocol.DayRows and the messages that carry
+"""The primary's daily summaries on the wire (summaries.DayRows and the messages that carry
 them) and in the digest (digest_days, 4-element digest entries, verify.differences).
 
 DayRows travel in two ways: as page messages of their own (kind=days, count 0, before the
@@ -22,9 +22,13 @@ import pytest
 from tests.unit.test_messages import (CORRELATION, KEY, NODE, REQUEST_TOPIC, ARCHIVE_TOPIC,
                                       envelope, raw, record, wire_pairs)
 from user.mqttreplicate import protocol as p
+from user.mqttreplicate import messages
+from user.mqttreplicate import summaries
 from user.mqttreplicate import verify
-from user.mqttreplicate.protocol import (Batch, DayRows, DigestReply, DigestRequest, LiveRecord,
-                                         Page, ProtocolError, decode_answer, decode_request)
+from user.mqttreplicate.protocol import ProtocolError
+from user.mqttreplicate.messages import (Batch, DigestReply, DigestRequest, LiveRecord, Page,
+                                         decode_answer, decode_request)
+from user.mqttreplicate.summaries import DayRows
 
 DAY = 86400
 T0 = 1700000000 - 1700000000 % DAY          # a day's start (UTC)
@@ -110,9 +114,9 @@ def test_property_round_trip():
 def test_property_larger_than_the_limit_is_not_sent(monkeypatch):
     rows = day_rows(days=2)
     size = len(rows.encode_property())
-    monkeypatch.setattr(p, 'MAX_DAYS_PROPERTY', size)
+    monkeypatch.setattr(summaries, 'MAX_DAYS_PROPERTY', size)
     assert rows.encode_property() is not None              # at the limit: sent
-    monkeypatch.setattr(p, 'MAX_DAYS_PROPERTY', size - 1)
+    monkeypatch.setattr(summaries, 'MAX_DAYS_PROPERTY', size - 1)
     assert rows.encode_property() is None
 
 
@@ -188,15 +192,15 @@ def test_bad_version(version):
     ('first', T0 + 3 * DAY + 1),                 # after stop
     ('first', -1), ('first', '0'), ('first', True), ('first', 1.5), ('first', None),
     ('stop', None), ('stop', str(T0 + 3 * DAY)), ('stop', 2 ** 70),
-    ('first', T0 + 3 * DAY - p.MAX_DAYS_SPAN - 1),     # too many days at once
+    ('first', T0 + 3 * DAY - summaries.MAX_DAYS_SPAN - 1),     # too many days at once
 ])
 def test_bad_range(field, value):
     rejected('days .* to .* are not a range of days', changed([field], value))
 
 
 def test_the_longest_range_is_accepted():
-    obj = changed(['first'], T0 + 3 * DAY - p.MAX_DAYS_SPAN)
-    assert DayRows.from_json(obj).first == T0 + 3 * DAY - p.MAX_DAYS_SPAN
+    obj = changed(['first'], T0 + 3 * DAY - summaries.MAX_DAYS_SPAN)
+    assert DayRows.from_json(obj).first == T0 + 3 * DAY - summaries.MAX_DAYS_SPAN
 
 
 @pytest.mark.parametrize('through', ['5', -1, 1.5, True, [T0]])
@@ -234,7 +238,7 @@ def test_hostile_column_name(column):
     {'columns': ['dateTime'], 'rows': []},                      # nothing but dateTime
     {'columns': ['min'] + list(SCALAR), 'rows': []},            # dateTime not first
     {'columns': list(SCALAR[1:]) + ['dateTime'], 'rows': []},
-    {'columns': ['dateTime'] + ['c%d' % k for k in range(p.MAX_DAY_COLUMNS)], 'rows': []},
+    {'columns': ['dateTime'] + ['c%d' % k for k in range(summaries.MAX_DAY_COLUMNS)], 'rows': []},
 ], ids=['none', 'list', 'str', 'no-columns', 'no-rows', 'rows-not-a-list', 'columns-a-str',
         'only-dateTime', 'dateTime-not-first', 'dateTime-last', 'too-many-columns'])
 def test_bad_table(table):
@@ -243,10 +247,10 @@ def test_bad_table(table):
 
 
 def test_the_widest_table_is_accepted():
-    columns = ['dateTime'] + ['c%d' % k for k in range(p.MAX_DAY_COLUMNS - 1)]
+    columns = ['dateTime'] + ['c%d' % k for k in range(summaries.MAX_DAY_COLUMNS - 1)]
     obj = changed(['tables', 'outTemp'], {'columns': columns,
                                           'rows': [[T0] + [1.5] * (len(columns) - 1)]})
-    assert len(DayRows.from_json(obj).tables['outTemp'][0]) == p.MAX_DAY_COLUMNS
+    assert len(DayRows.from_json(obj).tables['outTemp'][0]) == summaries.MAX_DAY_COLUMNS
 
 
 @pytest.mark.parametrize('row', [
@@ -593,14 +597,14 @@ def request_envelope(wire):
 
 @pytest.mark.parametrize('days', [0, T0 - 1, T0 + 600])
 def test_records_request_with_days(days):
-    request = p.RecordsRequest(KEY, NODE, T0 + 600, until=T0 + DAY, limit=500, days=days)
+    request = messages.RecordsRequest(KEY, NODE, T0 + 600, until=T0 + DAY, limit=500, days=days)
     wire = request.encode()
     assert wire_pairs(wire)[-1] == ('days', str(days))
     assert decode_request(request_envelope(wire)) == request
 
 
 def test_records_request_without_days_sends_none():
-    wire = p.RecordsRequest(KEY, NODE, T0, limit=5).encode()
+    wire = messages.RecordsRequest(KEY, NODE, T0, limit=5).encode()
     assert 'days' not in dict(wire_pairs(wire))
     assert decode_request(request_envelope(wire)).days is None
 
@@ -635,7 +639,7 @@ def test_digest_request_with_summaries_round_trip():
 def test_digest_request_summaries_only_when_true(value):
     payload = json.dumps({'since': 0, 'until': 7 * DAY, 'bucket': DAY, 'columns': ['dateTime'],
                           'summaries': value}).encode()
-    assert p.parse_digest_request(payload)[4] is False
+    assert summaries.parse_digest_request(payload)[4] is False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,7 +671,7 @@ def test_live_record_of_midnight_goes_with_the_day_before():
 
 def test_live_record_whose_days_are_too_large_goes_without_them(monkeypatch):
     ts = T0 + 600
-    monkeypatch.setattr(p, 'MAX_DAYS_PROPERTY', 10)
+    monkeypatch.setattr(summaries, 'MAX_DAYS_PROPERTY', 10)
     wire = LiveRecord(KEY, record(ts), 0, day_rows(days=1, through=ts)).encode()
     assert 'days' not in dict(wire_pairs(wire))
     decoded = LiveRecord.decode(live_env(wire))
@@ -714,57 +718,57 @@ def tables_of(rows):
 def test_digest_days_canonical_form():
     rows = [(T0, 1, None, 2.5)]
     expected = hashlib.sha256(b'["outTemp",%d.0,1.0,null,2.5]\n' % T0).hexdigest()
-    assert p.digest_days([('outTemp', rows)], DAY) == {T0: expected}
+    assert summaries.digest_days([('outTemp', rows)], DAY) == {T0: expected}
 
 
 def test_digest_days_is_deterministic():
     rows = day_rows(days=3)
-    digest = p.digest_days(tables_of(rows), DAY)
+    digest = summaries.digest_days(tables_of(rows), DAY)
     assert sorted(digest) == [T0, T0 + DAY, T0 + 2 * DAY]
     assert all(len(v) == 64 for v in digest.values())
-    assert p.digest_days(tables_of(day_rows(days=3)), DAY) == digest
+    assert summaries.digest_days(tables_of(day_rows(days=3)), DAY) == digest
     # the same values in another form (ints for floats, lists for tuples, read again)
     again = DayRows.from_json(as_json(rows))
-    assert p.digest_days([(n, [list(r) for r in again.tables[n][1]]) for n in sorted(rows.tables)],
-                         DAY) == digest
+    assert summaries.digest_days([(n, [list(r) for r in again.tables[n][1]])
+                                  for n in sorted(rows.tables)], DAY) == digest
     floats = [(n, [[float(v) if isinstance(v, int) else v for v in r] for r in rs])
               for n, rs in tables_of(rows)]
-    assert p.digest_days(floats, DAY) == digest
-    assert p.digest_days([], DAY) == {}
+    assert summaries.digest_days(floats, DAY) == digest
+    assert summaries.digest_days([], DAY) == {}
 
 
 def test_digest_days_changes_with_one_value_in_its_bucket_only():
     rows = day_rows(days=3)
-    digest = p.digest_days(tables_of(rows), DAY)
+    digest = summaries.digest_days(tables_of(rows), DAY)
     altered = copy.deepcopy(tables_of(rows))
     row = list(altered[1][1][1])                        # outTemp, day 1
     row[3] += 5                                         # max, as a LOOP high would
     altered[1][1][1] = tuple(row)
-    other = p.digest_days(altered, DAY)
+    other = summaries.digest_days(altered, DAY)
     assert other[T0 + DAY] != digest[T0 + DAY]
     assert {k: v for k, v in other.items() if k != T0 + DAY} == \
         {k: v for k, v in digest.items() if k != T0 + DAY}
     # the type is part of what is hashed
     renamed = [('inTemp' if n == 'outTemp' else n, r) for n, r in tables_of(rows)]
-    assert p.digest_days(renamed, DAY) != digest
+    assert summaries.digest_days(renamed, DAY) != digest
 
 
 def test_digest_days_in_longer_buckets():
     rows = day_rows(days=3)
     week = 7 * DAY
-    digest = p.digest_days(tables_of(rows), week)
+    digest = summaries.digest_days(tables_of(rows), week)
     starts = {d - d % week for d in (T0, T0 + DAY, T0 + 2 * DAY)}
     assert sorted(digest) == sorted(starts) and len(starts) == 2     # across a week's end
-    both = p.digest_days(tables_of(rows.only(T0, T0 + 2 * DAY)), week)
+    both = summaries.digest_days(tables_of(rows.only(T0, T0 + 2 * DAY)), week)
     assert both[T0 - T0 % week] == digest[T0 - T0 % week]
 
 
 def test_with_day_digests():
     buckets = [[T0, 288, 'a' * 64], [T0 + DAY, 288, 'b' * 64]]
-    assert p.with_day_digests(buckets, {T0: 'c' * 64}) == [[T0, 288, 'a' * 64, 'c' * 64],
-                                                           [T0 + DAY, 288, 'b' * 64, '']]
+    assert summaries.with_day_digests(buckets, {T0: 'c' * 64}) == [
+        [T0, 288, 'a' * 64, 'c' * 64], [T0 + DAY, 288, 'b' * 64, '']]
     assert buckets[0] == [T0, 288, 'a' * 64]                  # not changed
-    assert p.with_day_digests([], {T0: 'c'}) == []
+    assert summaries.with_day_digests([], {T0: 'c'}) == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import json
 import pytest
 
 from user.mqttreplicate import protocol as p
+from user.mqttreplicate import messages
+from user.mqttreplicate import summaries
 
 DAY = 86400
 T0 = 1700000000 - 1700000000 % DAY
@@ -21,7 +23,7 @@ def test_canonical_form_is_documented_json_lines():
     expected = hashlib.sha256(
         b'[1699920300.0,20.5,null]\n[1699920600.0,null,30.0]\n').hexdigest()
     assert T0 + 300 == 1699920300
-    assert p.digest_buckets(records, columns, DAY) == [[T0, 2, expected]]
+    assert summaries.digest_buckets(records, columns, DAY) == [[T0, 2, expected]]
 
 
 def test_equal_whatever_the_form_of_the_same_values():
@@ -30,33 +32,33 @@ def test_equal_whatever_the_form_of_the_same_values():
     # other order, ints for floats, None spelled out, extra columns, missing keys
     b = [rec(T0 + 300, outTemp=json.loads(json.dumps(1 / 3)), windDir=None, extra=7),
          rec(T0 + 600, outTemp=20, rain=0.0)]
-    assert p.digest_buckets(a, columns, DAY) == p.digest_buckets(b, columns, DAY)
+    assert summaries.digest_buckets(a, columns, DAY) == summaries.digest_buckets(b, columns, DAY)
 
 
 def test_any_difference_changes_the_bucket_only():
     columns = ['dateTime', 'outTemp']
     base = [rec(T0 + i * 3600, outTemp=float(i)) for i in range(48)]
-    digest = p.digest_buckets(base, columns, DAY)
+    digest = summaries.digest_buckets(base, columns, DAY)
     assert [b[0] for b in digest] == [T0, T0 + DAY] and [b[1] for b in digest] == [24, 24]
     changed = [dict(r) for r in base]
     changed[30]['outTemp'] = 30.000000001
-    other = p.digest_buckets(changed, columns, DAY)
+    other = summaries.digest_buckets(changed, columns, DAY)
     assert other[0] == digest[0] and other[1] != digest[1]
-    assert p.differing_buckets(digest, other) == [T0 + DAY]
-    missing = p.digest_buckets(base[:5] + base[6:], columns, DAY)
-    assert p.differing_buckets(digest, missing) == [T0]
-    assert p.differing_buckets(digest, digest[1:]) == [T0]
-    assert p.differing_buckets(digest, digest) == []
+    assert summaries.differing_buckets(digest, other) == [T0 + DAY]
+    missing = summaries.digest_buckets(base[:5] + base[6:], columns, DAY)
+    assert summaries.differing_buckets(digest, missing) == [T0]
+    assert summaries.differing_buckets(digest, digest[1:]) == [T0]
+    assert summaries.differing_buckets(digest, digest) == []
     # a column outside the digest does not count
-    assert p.digest_buckets(changed, ['dateTime'], DAY) == \
-        p.digest_buckets(base, ['dateTime'], DAY)
+    assert summaries.digest_buckets(changed, ['dateTime'], DAY) == \
+        summaries.digest_buckets(base, ['dateTime'], DAY)
 
 
 def test_bucket_start_and_streaming():
     records = [rec(T0 + DAY - 300), rec(T0 + DAY), rec(T0 + DAY + 300)]
-    digest = p.digest_buckets(iter(records), ['dateTime'], DAY)
+    digest = summaries.digest_buckets(iter(records), ['dateTime'], DAY)
     assert [(b[0], b[1]) for b in digest] == [(T0, 1), (T0 + DAY, 2)]
-    assert p.digest_buckets([], ['dateTime'], DAY) == []
+    assert summaries.digest_buckets([], ['dateTime'], DAY) == []
 
 
 def good(**changes):
@@ -67,9 +69,9 @@ def good(**changes):
 
 
 def test_parse_digest_request():
-    assert p.parse_digest_request(good()) == (T0, T0 + 7 * DAY, DAY, ['dateTime', 'outTemp'],
-                                              False, False)
-    assert p.parse_digest_request(good(infinity='null'))[5] is True
+    assert summaries.parse_digest_request(good()) == (
+        T0, T0 + 7 * DAY, DAY, ['dateTime', 'outTemp'], False, False)
+    assert summaries.parse_digest_request(good(infinity='null'))[5] is True
 
 
 def test_an_infinity_differs_from_null_unless_the_requester_cannot_hold_one():
@@ -79,15 +81,16 @@ def test_an_infinity_differs_from_null_unless_the_requester_cannot_hold_one():
     records = [{'dateTime': T0 + 300, 'outTemp': float('inf')}]
     nulls = [{'dateTime': T0 + 300, 'outTemp': None}]
     columns = ['dateTime', 'outTemp']
-    assert p.digest_buckets(records, columns, DAY) != p.digest_buckets(nulls, columns, DAY)
-    assert p.digest_buckets(records, columns, DAY, null_inf=True) == \
-        p.digest_buckets(nulls, columns, DAY, null_inf=True)
+    assert summaries.digest_buckets(records, columns, DAY) != \
+        summaries.digest_buckets(nulls, columns, DAY)
+    assert summaries.digest_buckets(records, columns, DAY, null_inf=True) == \
+        summaries.digest_buckets(nulls, columns, DAY, null_inf=True)
     rows = [('outTemp', [(T0, float('-inf'), 3.0)])]
-    assert p.digest_days(rows, DAY) != p.digest_days([('outTemp', [(T0, None, 3.0)])], DAY)
-    assert p.digest_days(rows, DAY, True) == p.digest_days([('outTemp', [(T0, None, 3.0)])],
-                                                           DAY, True)
-    request = p.DigestRequest('weewx/wx_binding', 'node', T0, T0 + DAY, DAY, ('dateTime',),
-                              True, True)
+    nulls = [('outTemp', [(T0, None, 3.0)])]
+    assert summaries.digest_days(rows, DAY) != summaries.digest_days(nulls, DAY)
+    assert summaries.digest_days(rows, DAY, True) == summaries.digest_days(nulls, DAY, True)
+    request = messages.DigestRequest('weewx/wx_binding', 'node', T0, T0 + DAY, DAY,
+                                     ('dateTime',), True, True)
     assert b'"infinity":"null"' in request.encode().payload
 
 
@@ -100,4 +103,4 @@ def test_an_infinity_differs_from_null_unless_the_requester_cannot_hold_one():
 ])
 def test_parse_digest_request_rejects(payload):
     with pytest.raises(p.ProtocolError):
-        p.parse_digest_request(payload)
+        summaries.parse_digest_request(payload)

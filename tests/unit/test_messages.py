@@ -20,9 +20,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from user.mqttreplicate import protocol as p
-from user.mqttreplicate.protocol import (
-    Ack, Batch, DigestReply, DigestRequest, Envelope, ErrorReply, LegacyRecord, LiveRecord,
-    Page, ProtocolError, RecordsRequest, ResponderStatus, Wire, decode_answer, decode_request)
+from user.mqttreplicate.protocol import ProtocolError
+from user.mqttreplicate.messages import (Ack, Batch, DigestReply, DigestRequest, Envelope,
+                                         ErrorReply, LegacyRecord, LiveRecord, Page, RecordsRequest,
+                                         ResponderStatus, Wire, decode_answer, decode_request)
 
 NOW = 1_700_000_000
 KEY = 'weewx/wx_binding'
@@ -191,7 +192,6 @@ def test_compact_ack_wire_format():
 
 
 def test_responder_status_says_it_takes_compact_acks():
-    from user.mqttreplicate.protocol import ResponderStatus
     status = {'state': 'online', 'bindings': {}, 'nodes': {}}
     assert not ResponderStatus.decode(json.dumps(status).encode(), NODE).compact_acks
     status['acks'] = 'compact'

@@ -3,7 +3,7 @@ and responder.with_newest, which puts the primary's newest record on a shared pa
 
 import threading
 
-from user.mqttreplicate import protocol
+from user.mqttreplicate import messages
 from user.mqttreplicate.pagecache import WIRE_OVERHEAD, EncodedPage, PageCache
 from user.mqttreplicate.responder import with_newest
 
@@ -16,8 +16,8 @@ class Clock:
         return self.now
 
 
-def page(size=1000, last=100, more=True, messages=1):
-    wires = [protocol.Wire(b'x' * (size // messages), [('seq', i)]) for i in range(messages)]
+def page(size=1000, last=100, more=True, count=1):
+    wires = [messages.Wire(b'x' * (size // count), [('seq', i)]) for i in range(count)]
     return EncodedPage(wires, 10, more, last)
 
 
@@ -170,7 +170,7 @@ def test_when_the_first_read_fails_the_others_read_their_own():
 
 
 def test_with_newest_changes_only_the_last_message():
-    wires = protocol.Page('weewx/wx_binding', [{'dateTime': t, 'usUnits': 1}
+    wires = messages.Page('weewx/wx_binding', [{'dateTime': t, 'usUnits': 1}
                                                for t in range(1, 11)], True, 10, None
                           ).encode(4, 262144, False)
     assert len(wires) == 3
@@ -211,8 +211,8 @@ def test_invalidate_covers_the_days_a_page_brings_from_before_its_since():
     """A page since 500 that brings the daily summaries from 200 on: a record stored at 300
     changes those summaries, so the page goes."""
     cache = PageCache()
-    cache.put(key(500), EncodedPage([protocol.Wire(b'x', [])], 10, True, 900, first=200))
-    cache.put(key(900), EncodedPage([protocol.Wire(b'x', [])], 10, True, 1300, first=900))
+    cache.put(key(500), EncodedPage([messages.Wire(b'x', [])], 10, True, 900, first=200))
+    cache.put(key(900), EncodedPage([messages.Wire(b'x', [])], 10, True, 1300, first=900))
     assert cache.invalidate('weewx/wx_binding', 100) == 0
     assert cache.invalidate('weewx/wx_binding', 300) == 1
     assert len(cache) == 1

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from user.mqttreplicate import config as cfg
+from user.mqttreplicate import config as cfg, messages
 from user.mqttreplicate import protocol
 from user.mqttreplicate import replica as rp
 from user.mqttreplicate.replica import Item, Replica, State
@@ -182,7 +182,7 @@ def page(replica, host, records, seq=0, end=True, more=False, correlation=None, 
     """Post a message of the newest page asked for, as the loop thread does, and handle it."""
     correlation = correlation or host.requests[-1][2]
     last = records[-1]['dateTime'] if records else host.requests[-1][0]
-    batch = protocol.Batch(KEY, records, seq, end, more and end, last if end else None,
+    batch = messages.Batch(KEY, records, seq, end, more and end, last if end else None,
                            newest if end else None)
     assert replica.post_batch(correlation, batch)
     handle_all(replica)
@@ -194,7 +194,7 @@ def handle_all(replica):
 
 
 def live(replica, ts, prev, message=None):
-    item = Item('live', protocol.LiveRecord(KEY, record(ts), prev),
+    item = Item('live', messages.LiveRecord(KEY, record(ts), prev),
                 message=message or object())
     replica.handle(item)
     return item.message
@@ -259,7 +259,7 @@ def test_a_duplicate_message_and_one_of_an_old_request_are_not_stored(clock):
 def test_a_page_end_that_does_not_advance_is_refused_by_the_loop_thread(clock):
     replica, host, _ = make(FakeStore([at(5)]))
     replica.start_catchup()
-    batch = protocol.Batch(KEY, [], 0, True, True, at(5))      # more=1, last = since
+    batch = messages.Batch(KEY, [], 0, True, True, at(5))      # more=1, last = since
     assert not replica.post_batch(host.requests[-1][2], batch)
     assert replica.inbox.empty()
 
@@ -280,7 +280,7 @@ def test_no_more_than_two_pages_are_outstanding(clock):
 def test_a_refused_catchup_ends_it_and_says_so(clock):
     replica, host, _ = make()
     replica.start_catchup()
-    replica.handle(Item('refused', protocol.ErrorReply(KEY, "unknown binding 'x'"),
+    replica.handle(Item('refused', messages.ErrorReply(KEY, "unknown binding 'x'"),
                         host.requests[-1][2]))
     assert replica.state is State.REFUSED and replica.refused == "unknown binding 'x'"
     assert 'refused-' + KEY in host.faults.kinds
@@ -292,7 +292,7 @@ def test_a_refused_catchup_ends_it_and_says_so(clock):
 def test_a_refusal_for_an_old_request_changes_nothing(clock):
     replica, host, _ = make()
     replica.start_catchup()
-    replica.handle(Item('refused', protocol.ErrorReply(KEY, 'no'), b'stranger'))
+    replica.handle(Item('refused', messages.ErrorReply(KEY, 'no'), b'stranger'))
     assert replica.state is State.ASKING
 
 

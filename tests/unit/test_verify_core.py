@@ -4,8 +4,7 @@ ProtocolError out; no broker, no database, no threads."""
 
 import pytest
 
-from user.mqttreplicate import protocol
-from user.mqttreplicate import verify
+from user.mqttreplicate import messages, protocol, summaries, verify
 
 DAY = verify.BUCKET
 START = 1700000000 - 1700000000 % DAY          # a bucket start
@@ -36,18 +35,18 @@ class Store:
     def unit_system(self):
         return self.units
 
-    def digest(self, since, until, bucket, columns, summaries=False, null_inf=False):
+    def digest(self, since, until, bucket, columns, days=False, null_inf=False):
         self.asked.append((since, until, bucket, list(columns)))
-        return protocol.digest_buckets([r for r in self.records
-                                        if since < r['dateTime'] <= until], columns, bucket)
+        return summaries.digest_buckets([r for r in self.records
+                                         if since < r['dateTime'] <= until], columns, bucket)
 
 
 def reply(buckets, units=US):
-    return protocol.DigestReply(KEY, buckets, units)
+    return messages.DigestReply(KEY, buckets, units)
 
 
 def batch(records, seq=0, end=True, more=False, last=None, rejected=()):
-    return protocol.Batch(KEY, records, seq, end, end and more, last if end else None,
+    return messages.Batch(KEY, records, seq, end, end and more, last if end else None,
                           rejected=tuple(rejected))
 
 
@@ -158,7 +157,7 @@ def test_a_comparison_in_the_same_units_compares_every_column():
 
     altered = day_of(START) + day_of(START + DAY)
     altered[300] = dict(altered[300], outTemp=1.5)
-    other = protocol.digest_buckets(altered, store.columns, DAY)
+    other = summaries.digest_buckets(altered, store.columns, DAY)
     assert comparison.take(reply(other)) == [verify.Difference(START + DAY, 288, 288)]
 
 
@@ -167,15 +166,15 @@ def test_other_units_ask_once_again_for_datetime_only():
     there = day_of(START, outTemp=10.0) + day_of(START + DAY, outTemp=10.0)
     store = Store(here, units=US)
     comparison = verify.Comparison(store, SINCE, UNTIL)
-    first = protocol.digest_buckets(there, comparison.columns, DAY)
+    first = summaries.digest_buckets(there, comparison.columns, DAY)
     assert comparison.take(reply(first, units=METRIC)) is None        # ask again
     assert comparison.dates_only and comparison.columns == ['dateTime']
     assert store.asked == []                     # nothing read here for the first reply
-    dates = protocol.digest_buckets(there, ['dateTime'], DAY)
+    dates = summaries.digest_buckets(there, ['dateTime'], DAY)
     # the second reply is taken whatever its units say: asked once only
     assert comparison.take(reply(dates, units=METRIC)) == []
     assert store.asked == [(SINCE, UNTIL, DAY, ['dateTime'])]
-    assert comparison.take(reply(protocol.digest_buckets(there[:-1], ['dateTime'], DAY),
+    assert comparison.take(reply(summaries.digest_buckets(there[:-1], ['dateTime'], DAY),
                                  units=METRIC)) == [verify.Difference(START + DAY, 288, 287)]
 
 
@@ -198,11 +197,11 @@ def test_unknown_units_compare_every_column():
 
 def test_a_digest_reply_is_an_answer_by_itself():
     digest = reply([[START, 1, HEX]])
-    assert verify.Answer(protocol.DigestReply).add(digest) == [digest]
+    assert verify.Answer(messages.DigestReply).add(digest) == [digest]
 
 
 def test_batches_in_any_order_make_one_page_once_all_are_in():
-    answer = verify.Answer(protocol.Batch)
+    answer = verify.Answer(messages.Batch)
     parts = [batch([record(START + 300)], 0, end=False), batch([record(START + 600)], 1,
                                                                end=False),
              batch([record(START + 900)], 2, end=True, more=True, last=START + 900)]
@@ -213,9 +212,9 @@ def test_batches_in_any_order_make_one_page_once_all_are_in():
 
 
 def test_a_message_after_the_last_one_is_refused():
-    answer = verify.Answer(protocol.Batch)
+    answer = verify.Answer(messages.Batch)
     assert answer.add(batch([], 0, end=True)) == [batch([], 0, end=True)]
-    answer = verify.Answer(protocol.Batch)
+    answer = verify.Answer(messages.Batch)
     assert answer.add(batch([], 0, end=False)) is None
     assert answer.add(batch([], 2, end=False)) is None
     with pytest.raises(protocol.ProtocolError, match='after its last one'):
@@ -224,21 +223,21 @@ def test_a_message_after_the_last_one_is_refused():
 
 def test_an_error_reply_is_a_refusal():
     with pytest.raises(verify.Refused, match='unknown binding'):
-        verify.Answer(protocol.Batch).add(protocol.ErrorReply(KEY, 'unknown binding'))
+        verify.Answer(messages.Batch).add(messages.ErrorReply(KEY, 'unknown binding'))
     with pytest.raises(verify.Refused):
-        verify.Answer(protocol.DigestReply).add(protocol.ErrorReply(KEY, 'no'))
+        verify.Answer(messages.DigestReply).add(messages.ErrorReply(KEY, 'no'))
 
 
 def test_an_answer_of_the_other_kind_is_refused():
     with pytest.raises(protocol.ProtocolError, match='DigestReply where a Batch'):
-        verify.Answer(protocol.Batch).add(reply([]))
+        verify.Answer(messages.Batch).add(reply([]))
     with pytest.raises(protocol.ProtocolError, match='Batch where a DigestReply'):
-        verify.Answer(protocol.DigestReply).add(batch([]))
+        verify.Answer(messages.DigestReply).add(batch([]))
 
 
 def test_a_protocol_1_record_never_completes_an_answer():
-    answer = verify.Answer(protocol.Batch)
-    assert answer.add(protocol.Batch(KEY, [record(START + 300)], None, version=1)) is None
+    answer = verify.Answer(messages.Batch)
+    assert answer.add(messages.Batch(KEY, [record(START + 300)], None, version=1)) is None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import weewx.accum
 import weewx.manager
 import weewx.units
 
-from . import protocol
+from . import protocol, summaries
 from .faults import is_termination
 from .sqlbulk import insert_rows, is_mysql, run_statements
 
@@ -181,14 +181,14 @@ DIGEST_PAGE = 2000      # records read at once for a digest: memory stays bounde
 
 
 def digest_range(read_page, since, until, bucket, columns, manager=None, null_inf=False):
-    """protocol.digest_buckets of the records since < dateTime <= until, read in short,
+    """summaries.digest_buckets of the records since < dateTime <= until, read in short,
     fully fetched pages; with a manager that keeps daily summaries, each entry also has
     the digest of the summaries of the days that start in its bucket."""
     buckets = _digest_records(read_page, since, until, bucket, columns, null_inf)
     if manager is None or not keeps_summaries(manager):
         return buckets
-    return protocol.with_day_digests(buckets, day_digests(manager, since, until, bucket,
-                                                          null_inf))
+    return summaries.with_day_digests(buckets, day_digests(manager, since, until, bucket,
+                                                           null_inf))
 
 
 def _digest_records(read_page, since, until, bucket, columns, null_inf=False):
@@ -200,7 +200,7 @@ def _digest_records(read_page, since, until, bucket, columns, null_inf=False):
             if len(page) < DIGEST_PAGE:
                 return
             last = page[-1]['dateTime']
-    return protocol.digest_buckets(records(), columns, bucket, null_inf)
+    return summaries.digest_buckets(records(), columns, bucket, null_inf)
 
 
 def archive_date(ts):
@@ -265,7 +265,7 @@ def units_of(manager):
 
 
 def read_days(manager, first, stop, through=None, units=None):
-    """protocol.DayRows of the days first <= dateTime < stop as the manager's daily
+    """summaries.DayRows of the days first <= dateTime < stop as the manager's daily
     summaries hold them, or None (no summaries; no records yet, unless units says the unit
     system of the first). A short statement per observation type, each fully fetched."""
     if first >= stop or not keeps_summaries(manager):
@@ -277,11 +277,11 @@ def read_days(manager, first, stop, through=None, units=None):
     for obs_type in sorted(manager.daykeys):
         columns, rows = _day_rows(manager, obs_type, first, stop)
         tables[obs_type] = (columns, [tuple(row) for row in rows])
-    return protocol.DayRows(units, str(manager.version), first, stop, tables, through)
+    return summaries.DayRows(units, str(manager.version), first, stop, tables, through)
 
 
 def live_days(manager, ts):
-    """protocol.DayRows of the day of the record at ts, through ts, or None: also if a
+    """summaries.DayRows of the day of the record at ts, through ts, or None: also if a
     newer record of that day is stored already (its rows then count that record too, and
     the secondary would add it again)."""
     stop = day_stop(ts)
@@ -293,14 +293,14 @@ def live_days(manager, ts):
 
 
 def day_digests(manager, since, until, bucket, null_inf=False):
-    """protocol.digest_days of a manager's daily summaries in the buckets of since <
+    """summaries.digest_days of a manager's daily summaries in the buckets of since <
     dateTime <= until, of whole days only (the day of until, which the primary may still be
     adding to, is left out), one short statement per observation type."""
     first, stop = (since + 1) - (since + 1) % bucket, day_start(until)
 
     tables = ((obs_type, _day_rows(manager, obs_type, first, stop)[1])
               for obs_type in sorted(manager.daykeys))       # one type's rows at a time
-    return protocol.digest_days(tables, bucket, null_inf)
+    return summaries.digest_days(tables, bucket, null_inf)
 
 
 def _check_created(mgr_dict):
@@ -596,7 +596,7 @@ class TargetDatabase:
 
     @reconnecting(RECONNECT_FOR)
     def days_mismatch(self, day_rows):
-        """Why the primary's daily summaries (protocol.DayRows) cannot be stored here as
+        """Why the primary's daily summaries (summaries.DayRows) cannot be stored here as
         they are (a unit system, a version, observation types or columns that differ), or
         None if they can. Checked once for each shape of DayRows."""
         shape = (day_rows.units, day_rows.version,
@@ -704,7 +704,7 @@ class TargetDatabase:
 
     @reconnecting(RECONNECT_FOR)
     def days_fit(self, day_rows, oldest=None):
-        """Can the primary's daily summaries of some days (protocol.DayRows) be stored here
+        """Can the primary's daily summaries of some days (summaries.DayRows) be stored here
         as they are, in place of what those days have (with records about to be stored,
         the oldest at `oldest`)? Not if days_mismatch() says why, nor if they do not fit
         what is here: summaries not complete up to their first day, records to be stored
@@ -887,7 +887,7 @@ class TargetDatabase:
     def store_bulk(self, columns, day_rows=None):
         """Insert the archive rows of records (protocol.Columns from prepare_bulk()) not
         stored yet, in one transaction, with the primary's daily summaries of their days
-        (day_rows, a protocol.DayRows that fits: see days_fit()) if given. Returns the
+        (day_rows, a summaries.DayRows that fits: see days_fit()) if given. Returns the
         number inserted. Daily summaries not given wait for finish_bulk()."""
         if not columns:
             return 0

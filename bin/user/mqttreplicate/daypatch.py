@@ -17,11 +17,11 @@ import math
 import weeutil.weeutil
 import weewx.accum
 
-from . import database, protocol
+from . import database, summaries
 
 
 def predict(base, record):
-    """The rows of base's day (a protocol.DayRows of that one day, rows as they were before
+    """The rows of base's day (a summaries.DayRows of that one day, rows as they were before
     the record) that WeeWX's update with record writes: {type: (columns, [row])}. Raises
     on a record WeeWX would not add (no interval, outside the day). A None value counts as
     absent (the responder sends none; a secondary's schema may add them back), on both
@@ -64,9 +64,9 @@ def make(days, base, record):
             _finite(row) for _, rows in days.tables.values() for row in rows):
         return None
     if base is None:
-        base = protocol.DayRows(days.units, days.version, days.first, days.stop,
-                                {name: (columns, []) for name, (columns, _)
-                                 in days.tables.items()})
+        base = summaries.DayRows(days.units, days.version, days.first, days.stop,
+                                 {name: (columns, []) for name, (columns, _)
+                                  in days.tables.items()})
     if (base.units, base.version, base.first) != (days.units, days.version, days.first):
         return None
     predicted = predict(base, record)
@@ -81,8 +81,8 @@ def make(days, base, record):
                   in zip(columns[1:], rows[0][1:], guess[1:]) if not _same(value, guessed)}
         if differ:
             cells[name] = differ
-    return protocol.DayPatch(days.units, days.version, days.first,
-                             protocol.day_digest(days.tables), cells)
+    return summaries.DayPatch(days.units, days.version, days.first,
+                              summaries.day_digest(days.tables), cells)
 
 
 def apply(patch, base, record):
@@ -105,9 +105,9 @@ def apply(patch, base, record):
                 return None
             row[columns.index(column)] = value
         tables[name] = (columns, [tuple(row)])
-    if protocol.day_digest(tables) != patch.digest:
+    if summaries.day_digest(tables) != patch.digest:
         return None
-    return protocol.DayRows(patch.units, patch.version, base.first, base.stop, tables, ts)
+    return summaries.DayRows(patch.units, patch.version, base.first, base.stop, tables, ts)
 
 
 class Patcher:

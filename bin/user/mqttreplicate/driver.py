@@ -21,7 +21,7 @@ import weewx.engine
 from . import DRIVER_NAME, VERSION
 from . import config as cfg
 from . import database
-from .protocol import PRIMARY_DAYS
+from .summaries import PRIMARY_DAYS
 from .requester import INBOX_SIZE, Replica, Requester, Writer
 from .transport import is_termination, require_paho
 

@@ -2,7 +2,7 @@
 
 Ten or twenty secondaries catching up at once ask, page after page, for the same ranges:
 without sharing, the primary reads and encodes each page once per secondary. PageCache
-keeps the encoded batches ([protocol.Wire]) of recent pages so that the first request for
+keeps the encoded batches ([messages.Wire]) of recent pages so that the first request for
 a page reads and encodes it and the others only publish it; the CorrelationData and the
 response topic of each request go in Transport.publish, not in the Wire, so one Wire
 serves every requester. Each secondary still gets a page only when it asks for it (the

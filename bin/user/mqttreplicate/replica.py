@@ -27,7 +27,7 @@ import time
 from . import daypatch
 from .database import day_start, day_stop, read_days
 from .faults import is_termination
-from .protocol import DayRows
+from .summaries import DayRows
 from .verify import AutoVerifier
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class Sink:
 
     def store_bulk(self, records, days=None):
         """Store records newer than the position in one go, with the primary's daily
-        summaries of their days (days, a protocol.DayRows) in the same transaction if they
+        summaries of their days (days, a summaries.DayRows) in the same transaction if they
         can be stored as they are. (count stored, whether the summaries were)."""
         if not records:
             return 0, False
@@ -159,7 +159,7 @@ class Sink:
 
     def store_one(self, record, days=None, patch=None):
         """Store one record (or hand it to the engine), then its day's daily summaries as
-        the primary has them (days, a protocol.DayRows; or patch, a protocol.DayPatch of
+        the primary has them (days, a summaries.DayRows; or patch, a summaries.DayPatch of
         the rows here), if any. True if it was new. The engine sees records strictly in
         dateTime order: an older one (a protocol-1 redelivery, a primary whose clock
         stepped back) is stored here."""
@@ -226,7 +226,7 @@ class Sink:
         return self.summaries != 'rebuilt'
 
     def store_days(self, days):
-        """Store the primary's daily summaries (a protocol.DayRows, or None) as they are,
+        """Store the primary's daily summaries (a summaries.DayRows, or None) as they are,
         after the records of their days. True if stored."""
         if not self._fits(days):
             return False

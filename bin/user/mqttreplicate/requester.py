@@ -1,7 +1,7 @@
 """The requester: the MQTT side of a secondary.
 
 One Requester holds the MQTT client and one Replica (replica.py) per binding. The paho loop
-thread reads each message once into a typed message (protocol.py) and posts it to the inbox
+thread reads each message once into a typed message (messages.py) and posts it to the inbox
 of the thread that owns the binding's database: the engine thread for the `main` binding
 under weewxd (see driver.py), a Writer thread for every other binding (and for all of them
 when run from the command line). The Requester is the replicas' Link to the broker.
@@ -16,7 +16,7 @@ import time
 from . import VERSION
 from . import config as cfg
 from . import database
-from . import protocol
+from . import messages, protocol
 from .replica import Item, Link, Replica, State
 from . import homeassistant
 from . import statusfile
@@ -133,7 +133,7 @@ class Requester(Link):
                      days=None):
         """Ask for a page of records newer than since (with the daily summaries from the
         day of `days` on, if not None); the correlation of the answer."""
-        return self._ask(binding, protocol.RecordsRequest(
+        return self._ask(binding, messages.RecordsRequest(
             binding.key, self.conn.clientid, since, until, self.options.page_size, replace,
             days=days, layout=LAYOUT), correlation)
 
@@ -141,7 +141,7 @@ class Requester(Link):
                     summaries=False, null_inf=False):
         """Ask for the digest of since < dateTime <= until (SPEC 5.5), with the daily
         summaries' if summaries, an infinity as NULL if null_inf."""
-        return self._ask(binding, protocol.DigestRequest(
+        return self._ask(binding, messages.DigestRequest(
             binding.key, self.conn.clientid, since, until, bucket, tuple(columns), summaries,
             null_inf), correlation)
 
@@ -156,7 +156,7 @@ class Requester(Link):
     def send_ack(self, replica):
         try:
             compact = self.compact_acks.get(replica.binding.instance, False)
-            ack = protocol.Ack(None if compact else replica.key, self.conn.clientid,
+            ack = messages.Ack(None if compact else replica.key, self.conn.clientid,
                                {replica.key: (replica.position, replica.stored)})
             self.transport.publish(
                 protocol.request_topic(self.conn.request_topic, replica.binding.instance),
@@ -292,7 +292,7 @@ class Requester(Link):
             self.transport.ack(message)
             self.discovery.on_birth(message.payload)
             return
-        envelope = protocol.Envelope.of(message)
+        envelope = messages.Envelope.of(message)
         instance = self.responder_status.get(envelope.topic)
         if instance is not None:
             self._on_responder_status(envelope, instance)
@@ -321,7 +321,7 @@ class Requester(Link):
             self.transport.ack(envelope.message)
             return
         try:
-            live = protocol.LiveRecord.decode(envelope)
+            live = messages.LiveRecord.decode(envelope)
         except protocol.ProtocolError as e:
             self._reject('malformed', '%s (binding %s, topic %s)', e, key, envelope.topic,
                          replica=replica)
@@ -359,7 +359,7 @@ class Requester(Link):
         expected = replica.verifier.expects(correlation)
         if expected is not None:
             try:
-                answer = protocol.decode_answer(envelope, expected)
+                answer = messages.decode_answer(envelope, expected)
             except protocol.ProtocolError as e:
                 self._reject('malformed', '%s (answer to a verification of %s)', e, key,
                              replica=replica)
@@ -370,12 +370,12 @@ class Requester(Link):
             log.debug('requester: %s: late answer to a verification ignored', key)
             return
         try:
-            answer = protocol.decode_answer(envelope)
+            answer = messages.decode_answer(envelope)
         except protocol.ProtocolError as e:
             self._reject('malformed', '%s (binding %s, topic %s)', e, key, envelope.topic,
                          replica=replica)
             return
-        if isinstance(answer, protocol.ErrorReply):
+        if isinstance(answer, messages.ErrorReply):
             replica.post(Item('refused', answer, correlation))
             return
         if answer.rejected:
@@ -419,7 +419,7 @@ class Requester(Link):
         (re)appears gets the catch-ups that found nobody to answer."""
         self.transport.ack(envelope.message)
         try:
-            status = protocol.ResponderStatus.decode(envelope.payload, self.conn.clientid)
+            status = messages.ResponderStatus.decode(envelope.payload, self.conn.clientid)
         except protocol.ProtocolError as e:
             self._reject('status', 'responder status on %s: %s', envelope.topic, e)
             return

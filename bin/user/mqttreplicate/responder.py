@@ -8,7 +8,7 @@ out from a thread of their own (LegacyServer). Each of these is a worker.Worker:
 silently. Nothing here ever raises into the engine.
 
 Messages are built and read by protocol's message classes only: a request is read once
-into an Envelope, decoded by protocol.decode_request(), and answered with Page,
+into an Envelope, decoded by messages.decode_request(), and answered with Page,
 DigestReply or ErrorReply; live records are LiveRecord, protocol-1 answers LegacyRecord.
 
 Full catch-up pages are shared by the secondaries that ask for the same range at once
@@ -30,10 +30,10 @@ from weewx.engine import StdService
 from . import VERSION
 from . import config as cfg
 from . import database
-from . import protocol
+from . import messages, protocol, summaries
 from .daypatch import Patcher
 from .pagecache import EncodedPage, PageCache
-from .protocol import PRIMARY_DAYS
+from .summaries import PRIMARY_DAYS
 from .faults import RateLimitedLog, is_termination
 from . import homeassistant
 from . import statusfile
@@ -63,8 +63,8 @@ NOT_CREATED = (weedb.NoDatabaseError, weedb.NoTableError)
 
 
 class Request:
-    """A request being served: the decoded request (protocol.RecordsRequest or
-    protocol.DigestRequest), the binding it names, how many records a page may have here,
+    """A request being served: the decoded request (messages.RecordsRequest or
+    messages.DigestRequest), the binding it names, how many records a page may have here,
     where the answer goes, and when it arrived (an answer nobody waits for is not sent)."""
 
     def __init__(self, message, binding, limit, envelope):
@@ -212,7 +212,7 @@ class Responder:
 
     def publish_live(self, binding, record, prev, days=None):
         """Publish one record of a binding as a live record, with its day's daily summaries
-        (a protocol.DayRows, or None). Never raises."""
+        (a summaries.DayRows, or None). Never raises."""
         try:
             if not self.transport.connected.is_set():
                 log.debug('responder: not connected; live record %s of %s left to catch-up',
@@ -228,10 +228,10 @@ class Responder:
                          'compact' if why is None else 'plain, with whole days,',
                          '' if why is None else ': ' + why)
             if why is None:
-                live = protocol.LiveRecord(binding.key, record, prev, days, patch=patch,
+                live = messages.LiveRecord(binding.key, record, prev, days, patch=patch,
                                            compact=True)
             else:
-                live = protocol.LiveRecord(binding.key, record, prev, days)
+                live = messages.LiveRecord(binding.key, record, prev, days)
             wire = live.encode()
             # one message for every secondary: they all subscribe to the archive topic
             self.transport.publish(topic, wire.payload, wire.properties)
@@ -305,7 +305,7 @@ class Responder:
     def _on_message(self, message):
         """A message on a request topic: an ack, or a request for the workers (protocol 2)
         or for the LegacyServer (protocol 1). What is refused here is ours to refuse: an
-        unknown binding, a response topic outside our prefix; protocol.decode_request()
+        unknown binding, a response topic outside our prefix; messages.decode_request()
         refuses what does not follow the protocol."""
         if message.topic == self.birth_topic:
             self.discovery.on_birth(message.payload)
@@ -314,7 +314,7 @@ class Responder:
         if clientid is not None:
             self._on_peer_status(clientid, message)
             return
-        envelope = protocol.Envelope.of(message)
+        envelope = messages.Envelope.of(message)
         key = envelope.binding
         binding = self.bindings.get(key)
         instance = protocol.instance_of(envelope.topic, self.conn.request_topic)
@@ -336,18 +336,18 @@ class Responder:
                          prefix, key)
             return
         try:
-            request = protocol.decode_request(envelope)
+            request = messages.decode_request(envelope)
         except protocol.ProtocolError as e:
             if is_ack:
                 self._reject('ack', 'bad ack: %s', e)
             else:
                 self._reject('malformed', '%s (binding %s)', e, key)
             return
-        if isinstance(request, protocol.Ack):
+        if isinstance(request, messages.Ack):
             self._on_ack(request)
             return
         self._count('requests')
-        records = isinstance(request, protocol.RecordsRequest)
+        records = isinstance(request, messages.RecordsRequest)
         limit = self.options.page_size          # a page never has more records than that
         if records and request.limit:
             limit = min(request.limit, limit)
@@ -380,14 +380,14 @@ class Responder:
         topic = envelope.response_topic
         if not topic or not topic.startswith(self.conn.response_topic + '/'):
             return
-        wire = protocol.ErrorReply(envelope.binding or '', text).encode()
+        wire = messages.ErrorReply(envelope.binding or '', text).encode()
         self.transport.publish(topic, wire.payload, wire.properties,
                                correlation=envelope.correlation)
 
     def _on_compact_ack(self, envelope, instance):
         """An ack without data_binding: its payload names the bindings, of `instance`."""
         try:
-            ack = protocol.decode_request(envelope)
+            ack = messages.decode_request(envelope)
         except protocol.ProtocolError as e:
             self._reject('ack', 'bad ack: %s', e)
             return
@@ -427,7 +427,7 @@ class Responder:
         it was never published live: a record committed just before the primary stopped, or
         while the broker was away, then reaches live secondaries without waiting for the
         next one. With fingerprint, compute each binding's fingerprint of its last whole
-        days (protocol.fingerprint), which its status carries: a secondary that sees it
+        days (summaries.fingerprint), which its status carries: a secondary that sees it
         change for the same days verifies at once (an import, a correction)."""
         for binding in self.options.ordered_bindings():
             key = binding.key
@@ -435,9 +435,9 @@ class Responder:
                 source = sources[key]
                 newest = source.newest()
                 if fingerprint:
-                    since, until = protocol.fingerprint_range(int(time.time()),
-                                                              FINGERPRINT_DAYS)
-                    mark = protocol.fingerprint(source.digest(
+                    since, until = summaries.fingerprint_range(int(time.time()),
+                                                               FINGERPRINT_DAYS)
+                    mark = summaries.fingerprint(source.digest(
                         since, until, 86400, list(source.columns), summaries=True))
                 with self.lock:
                     self.newest[key] = newest
@@ -470,12 +470,12 @@ class Responder:
             # no database yet, so no records: an empty, final page (or digest) says so
             log.info('responder: binding %s has no database yet (%s); answered with nothing',
                      request.binding.key, e)
-            self._answer(request, protocol.DigestReply(request.binding.key, []).encode(False)
-                         if isinstance(asked, protocol.DigestRequest) else
-                         protocol.Page(request.binding.key, [], False, asked.since,
+            self._answer(request, messages.DigestReply(request.binding.key, []).encode(False)
+                         if isinstance(asked, messages.DigestRequest) else
+                         messages.Page(request.binding.key, [], False, asked.since,
                                        None).encode(1, 1, False)[0])
             return
-        if isinstance(asked, protocol.DigestRequest):
+        if isinstance(asked, messages.DigestRequest):
             self._serve_digest(request, source)
             return
         key = request.binding.key
@@ -517,7 +517,7 @@ class Responder:
         days = self._read_days(asked, source, records.first if records else 0, last, more)
         if asked.layout is None:
             records = records.records()         # one object per record, as protocol 2 began
-        wires = protocol.Page(request.binding.key, records, more, last, None, days,
+        wires = messages.Page(request.binding.key, records, more, last, None, days,
                               pack=asked.layout == protocol.LAYOUT_PACKED).encode(
             self.options.batch_size, self.conn.max_message_bytes, self.conn.compress,
             self._oversize)
@@ -568,7 +568,7 @@ class Responder:
         asked = request.message
         buckets = source.digest(asked.since, asked.until, asked.bucket, list(asked.columns),
                                 asked.summaries, asked.null_inf)
-        reply = protocol.DigestReply(request.binding.key, buckets, source.unit_system())
+        reply = messages.DigestReply(request.binding.key, buckets, source.unit_system())
         self._answer(request, reply.encode(self.conn.compress))
         self._count('digests')
         log.debug('responder: digest of %d buckets for %s (%s to %s)', len(buckets),
@@ -659,7 +659,7 @@ def with_newest(wires, newest):
     last = wires[-1]
     props = [(name, newest or 0) if name == 'newest' else (name, value)
              for name, value in last.properties]
-    return wires[:-1] + [protocol.Wire(last.payload, props)]
+    return wires[:-1] + [messages.Wire(last.payload, props)]
 
 
 class LegacyServer:
@@ -726,7 +726,7 @@ class LegacyServer:
             records = self.sources[key].read_page(since, None,
                                                   responder.options.throttle_count)
             for record in records:
-                wire = protocol.LegacyRecord(key, record).encode()
+                wire = messages.LegacyRecord(key, record).encode()
                 responder.transport.publish(topic, wire.payload, wire.properties)
                 since = record['dateTime']
         except Exception as e:

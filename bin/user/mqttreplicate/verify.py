@@ -20,8 +20,7 @@ import time
 
 import weedb
 
-from . import database
-from . import protocol
+from . import database, messages, protocol, summaries
 from .transport import Transport, is_termination
 
 log = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ def differences(local, remote):
         remote = {start: entry[:3] for start, entry in remote.items()}
     ours = {entry[0]: entry for entry in local}
     result = []
-    for start in protocol.differing_buckets(local, list(remote.values())):
+    for start in summaries.differing_buckets(local, list(remote.values())):
         mine, theirs = ours.get(start), remote.get(start)
         same_records = mine is not None and theirs is not None and mine[1:3] == theirs[1:3]
         result.append(Difference(start, mine[1] if mine else 0, theirs[1] if theirs else 0,
@@ -170,7 +169,7 @@ def older_slice(oldest, window_since, cycle_days, day_number):
     buckets = (end - first) // BUCKET
     if buckets <= 0:
         return None
-    per = min(-(-buckets // cycle_days), protocol.MAX_DIGEST_BUCKETS - 1)
+    per = min(-(-buckets // cycle_days), summaries.MAX_DIGEST_BUCKETS - 1)
     parts = -(-buckets // per)
     start = first + (day_number % parts) * per * BUCKET
     return start - 1, min(start + per * BUCKET, end) - 1
@@ -247,19 +246,19 @@ class Answer:
     order, a copy counted once): one DigestReply, or the Batch messages of one page."""
 
     def __init__(self, kind):
-        self.kind = kind               # protocol.DigestReply or protocol.Batch
+        self.kind = kind               # messages.DigestReply or messages.Batch
         self.parts = {}                # seq -> message
         self.last_seq = None           # seq of the message that ends the answer, once seen
 
     def add(self, message):
         """The answer's messages in seq order once all are in, else None. Raises Refused for
         an ErrorReply, ProtocolError for a message that does not belong."""
-        if isinstance(message, protocol.ErrorReply):
+        if isinstance(message, messages.ErrorReply):
             raise Refused(message.error)
         if not isinstance(message, self.kind):
             raise protocol.ProtocolError('a %s where a %s was asked for'
                                          % (type(message).__name__, self.kind.__name__))
-        if self.kind is protocol.DigestReply:
+        if self.kind is messages.DigestReply:
             return [message]
         seq = message.seq or 0         # a protocol-1 record never ends an answer
         self.parts.setdefault(seq, message)
@@ -351,8 +350,8 @@ class DaysFetch:
         return False
 
     def result(self):
-        """protocol.DayRows of the day. Raises ProtocolError if the answer has none."""
-        days = protocol.DayRows.merge(self.parts)
+        """summaries.DayRows of the day. Raises ProtocolError if the answer has none."""
+        days = summaries.DayRows.merge(self.parts)
         stop = database.day_stop(self.last_day + 1)
         if days is None or not days.first <= self.day < stop <= days.stop:
             raise protocol.ProtocolError('no daily summaries of %s in the answer'
@@ -407,19 +406,19 @@ class Verifier:
                 raise NoAnswer('no answer from the responder for %s within %.0f s'
                                % (binding.key, self.timeout), binding.instance) from None
             try:
-                messages = answer.add(protocol.decode_answer(protocol.Envelope.of(message),
+                gathered = answer.add(messages.decode_answer(messages.Envelope.of(message),
                                                              kind))
             except Refused as e:
                 raise VerifyError('the responder refused %s: %s' % (binding.key, e))
-            if messages is not None:
-                return messages
+            if gathered is not None:
+                return gathered
 
     def digest(self, binding, comparison):
         """The primary's DigestReply for a comparison."""
-        (reply,) = self._ask(binding, protocol.DigestRequest(
+        (reply,) = self._ask(binding, messages.DigestRequest(
             binding.key, self.conn.clientid, comparison.since, comparison.until, BUCKET,
             tuple(comparison.columns), comparison.summaries, comparison.null_inf).encode(),
-            protocol.DigestReply)
+            messages.DigestReply)
         return reply
 
     def records(self, binding, start, until):
@@ -428,19 +427,19 @@ class Verifier:
         fetch = BucketFetch(start, until)
         more = True
         while more:
-            more = fetch.add(self._ask(binding, protocol.RecordsRequest(
+            more = fetch.add(self._ask(binding, messages.RecordsRequest(
                 binding.key, self.conn.clientid, fetch.since, fetch.last,
                 self.options.page_size, replace=True,
-                layout=protocol.LAYOUT_PACKED).encode(), protocol.Batch))
+                layout=protocol.LAYOUT_PACKED).encode(), messages.Batch))
         return fetch.result()
 
     def day_summaries(self, binding, start):
-        """The primary's daily summaries (protocol.DayRows) of the day that starts in the
+        """The primary's daily summaries (summaries.DayRows) of the day that starts in the
         bucket starting at start."""
         fetch = DaysFetch(start)
-        fetch.add(self._ask(binding, protocol.RecordsRequest(
+        fetch.add(self._ask(binding, messages.RecordsRequest(
             binding.key, self.conn.clientid, fetch.since, fetch.last, 1, replace=True,
-            days=fetch.days).encode(), protocol.Batch))
+            days=fetch.days).encode(), messages.Batch))
         return fetch.result()
 
     def summaries_comparable(self, binding, store, until):
@@ -461,8 +460,8 @@ class Verifier:
 
     def oldest(self, binding):
         """dateTime of the primary's oldest record, or None."""
-        page = self._ask(binding, protocol.RecordsRequest(binding.key, self.conn.clientid, 0,
-                                                          limit=1).encode(), protocol.Batch)
+        page = self._ask(binding, messages.RecordsRequest(binding.key, self.conn.clientid, 0,
+                                                          limit=1).encode(), messages.Batch)
         for batch in page:
             if batch.records:
                 return batch.records[0]['dateTime']
@@ -537,13 +536,13 @@ class Verifier:
             self.out('%s: repaired %s (%d records)' % (binding.key, when(difference.start),
                                                       stored))
 
-    def _compare(self, binding, store, since, until, summaries, quiet=False):
+    def _compare(self, binding, store, since, until, with_summaries, quiet=False):
         """[Difference] between the primary and here in (since, until], in digests of at most
-        MAX_DIGEST_BUCKETS buckets."""
+        MAX_DIGEST_BUCKETS buckets; with_summaries: the daily summaries compared too."""
         differing = []
-        span = protocol.MAX_DIGEST_BUCKETS * BUCKET
+        span = summaries.MAX_DIGEST_BUCKETS * BUCKET
         while since < until:
-            comparison = Comparison(store, since, min(since + span, until), summaries)
+            comparison = Comparison(store, since, min(since + span, until), with_summaries)
             found = None
             while found is None:
                 found = comparison.take(self.digest(binding, comparison))
@@ -582,11 +581,11 @@ class AutoVerifier:
         self.replica = replica
         options = replica.options
         self.days = options.verify_days
-        if self.days >= protocol.MAX_DIGEST_BUCKETS:
+        if self.days >= summaries.MAX_DIGEST_BUCKETS:
             log.warning('requester: %s: verify_days %d is more than one verification can '
                         'cover; verifying the last %d days', replica.key, self.days,
-                        protocol.MAX_DIGEST_BUCKETS - 1)
-            self.days = protocol.MAX_DIGEST_BUCKETS - 1
+                        summaries.MAX_DIGEST_BUCKETS - 1)
+            self.days = summaries.MAX_DIGEST_BUCKETS - 1
         self.timeout = options.page_timeout
         self.cycle_days = options.verify_cycle_days
         self.older = None              # (since, until) of the slice of history still to compare
@@ -706,14 +705,14 @@ class AutoVerifier:
 
     def _ask_digest(self):
         comparison = self.comparison
-        self._ask(protocol.DigestReply, self.replica.link.send_digest, comparison.since,
+        self._ask(messages.DigestReply, self.replica.link.send_digest, comparison.since,
                   comparison.until, BUCKET, comparison.columns, summaries=comparison.summaries,
                   null_inf=comparison.null_inf)
 
     def _ask_records(self):
         fetch = self.fetch
         days = fetch.days if isinstance(fetch, DaysFetch) else None
-        self._ask(protocol.Batch, self.replica.link.send_records, fetch.since, fetch.last,
+        self._ask(messages.Batch, self.replica.link.send_records, fetch.since, fetch.last,
                   True, days=days)
 
     def _ask(self, kind, send, *args, **kwargs):
@@ -730,7 +729,7 @@ class AutoVerifier:
 
     def on_answer(self, correlation, answer):
         """One message of an answer (the replica's owning thread): a DigestReply, Batch or
-        ErrorReply as protocol.decode_answer gave it, or the ProtocolError it raised."""
+        ErrorReply as messages.decode_answer gave it, or the ProtocolError it raised."""
         if correlation is None or correlation != self.correlation:
             return                     # an answer to a request given up
         self._guarded(self._on_answer, answer)
@@ -739,13 +738,13 @@ class AutoVerifier:
         try:
             if isinstance(answer, protocol.ProtocolError):
                 raise answer
-            messages = self.answer.add(answer)
-            if messages is None:
+            gathered = self.answer.add(answer)
+            if gathered is None:
                 return
-            if self.answer.kind is protocol.DigestReply:
-                self._on_digest(messages[0])
+            if self.answer.kind is messages.DigestReply:
+                self._on_digest(gathered[0])
             else:
-                self._on_page(messages)
+                self._on_page(gathered)
         except Refused as e:
             self._give_up('the responder refused the verification: %s' % e)
         except protocol.ProtocolError as e:
