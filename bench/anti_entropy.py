@@ -24,7 +24,7 @@ import time
 
 import _common as c
 from tests.support.station import make_station, seed_history
-from user.mqttreplicate import database, verify
+from user.mqttreplicate import database, target, verify
 
 DAY = 86400
 
@@ -49,7 +49,7 @@ def build(root, years):
             con.execute(copy, (year * c.YEAR * 300, start + c.YEAR * 300))
     con.close()
     with station.open_manager() as manager:
-        database.backfill_day_summary(manager)
+        target.backfill_day_summary(manager)
         count = manager.getSql('SELECT COUNT(*) FROM archive')[0]
     print('built %d records (%d years) in %.0f s' % (count, years, time.monotonic() - t0),
           flush=True)
@@ -95,7 +95,7 @@ def main():
                            args.runs)
             select = 'SELECT %s FROM archive WHERE dateTime > ? AND dateTime <= ?' \
                 % ', '.join(columns)
-            floor = timed(lambda: database._fetch_all(source.manager.connection, select,
+            floor = timed(lambda: database.fetch_all(source.manager.connection, select,
                                                       (since, until)), args.runs)
         finally:
             source.close()

@@ -323,7 +323,7 @@ def test_a_page_is_read_with_the_columns_that_hold_values(rig, monkeypatch, afte
             assert 'dateTime' in page.names and len(page.names) < len(source.columns)
             assert ('extraTemp3' in page.names) == (since == START + 99 * STEP)
         # a record stored between the count and the read (an import into the range)
-        fetch_all = database._fetch_all
+        fetch_all = database.fetch_all
         inserted = START + 10 * STEP + STEP // 2
 
         def racing(connection, sql, args=()):
@@ -334,7 +334,7 @@ def test_a_page_is_read_with_the_columns_that_hold_values(rig, monkeypatch, afte
                                 'VALUES (?, 1, 5, 7.5)', (inserted,))
             return result
 
-        monkeypatch.setattr(database, '_fetch_all', racing)
+        monkeypatch.setattr(database, 'fetch_all', racing)
         page = source.read_columns(START - 1, None, 100)
         assert page.names == tuple(source.columns)
         assert {'dateTime': inserted, 'usUnits': 1, 'interval': 5, 'extraTemp2': 7.5} \
@@ -355,7 +355,7 @@ def test_a_correction_while_a_page_is_read_reaches_the_secondary(rig, broker, mo
     from user.mqttreplicate import database
     primary = rig.primary(broker, count=900, batch_size=100)
     corrected = START + 300 * STEP
-    fetch_all = database._fetch_all
+    fetch_all = database.fetch_all
     done = []
 
     def racing(connection, sql, args=()):
@@ -369,7 +369,7 @@ def test_a_correction_while_a_page_is_read_reaches_the_secondary(rig, broker, mo
             con.close()
         return result
 
-    monkeypatch.setattr(database, '_fetch_all', racing)
+    monkeypatch.setattr(database, 'fetch_all', racing)
     rig.start_responder(primary)
     secondary = rig.secondary(broker, page_size=1000)
     node = rig.start_requester(secondary)

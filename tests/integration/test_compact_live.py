@@ -21,7 +21,8 @@ from tests.integration.harness import (BINDING, START, STEP, assert_same, publis
 from tests.support.station import compare_databases
 from tests.support.mqtt import user_properties
 from user.mqttreplicate import messages, protocol
-from user.mqttreplicate.database import COPIED_KEY, day_stop
+from user.mqttreplicate.database import day_stop
+from user.mqttreplicate.target import COPIED_KEY
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ from tests.integration.harness import (BINDING, KEY, START, STEP, assert_same, e
                                        new_record, read_for_live, add_to_primary)
 from tests.support.mqtt import user_properties
 from tests.support.station import seed_history
+from user.mqttreplicate import target
 
 pytestmark = pytest.mark.integration
 
@@ -207,15 +208,15 @@ def test_protocol1_flood_reaches_every_record(rig, make_broker, caplog):
 def test_protocol1_partial_answer_is_never_complete(rig, broker, monkeypatch, caplog):
     """Records beyond what the requester may hold are dropped here; it asks again from its
     newest record, round after round, and says it is caught up only with all of them."""
-    from user.mqttreplicate import database, replica
+    from user.mqttreplicate import replica
     monkeypatch.setattr(replica, 'MAX_LEGACY', 400)
-    store_bulk = database.TargetDatabase.store_bulk
+    store_bulk = target.TargetDatabase.store_bulk
 
     def slow_store_bulk(self, records, day_rows=None):  # a slow disk: the flood outruns it
         time.sleep(0.5)                         # (more than 400 records arrive meanwhile,
         return store_bulk(self, records, day_rows)  # even on a loaded machine)
 
-    monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_store_bulk)
+    monkeypatch.setattr(target.TargetDatabase, 'store_bulk', slow_store_bulk)
     primary = rig.primary(broker, loop_hilo=False, count=2000)
     secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING))
@@ -243,9 +244,9 @@ def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch
     answer is over only when nothing has arrived for a while, not when nothing was stored
     for a while. Ending the round mid-flood would take the rest of the first flood as new,
     jump over what was dropped and leave a hole."""
-    from user.mqttreplicate import database, replica
+    from user.mqttreplicate import replica
     monkeypatch.setattr(replica, 'MAX_LEGACY', 300)
-    store_bulk = database.TargetDatabase.store_bulk
+    store_bulk = target.TargetDatabase.store_bulk
     calls = []
 
     def slow_at_first(self, records, day_rows=None):    # a disk that is slow at first
@@ -254,7 +255,7 @@ def test_protocol1_round_ends_only_when_the_flood_stops(rig, broker, monkeypatch
             time.sleep(0.5)                     # 1,500 records arrive meanwhile: overflow
         return store_bulk(self, records, day_rows)
 
-    monkeypatch.setattr(database.TargetDatabase, 'store_bulk', slow_at_first)
+    monkeypatch.setattr(target.TargetDatabase, 'store_bulk', slow_at_first)
     primary = rig.primary(broker, loop_hilo=False, count=3000)
     secondary = rig.secondary(broker, startup_max_tries=1, startup_wait_before_retry=1)
     fake = Protocol1Responder(rig.client(broker), primary.db_path(BINDING), rate=1000)

@@ -13,7 +13,7 @@ from tests.integration.harness import (BINDING, KEY, START, STEP, assert_same, e
                                        new_record)
 from tests.support.mqtt import user_properties
 from tests.support.station import seed_history
-from user.mqttreplicate import messages, protocol, requester
+from user.mqttreplicate import messages, protocol, requester, target
 from user.mqttreplicate import replica as replica_module
 
 pytestmark = pytest.mark.integration
@@ -190,7 +190,7 @@ def _main_replica(rig, broker, delivered):
     mgr_dict = database.manager_dict(config_dict, BINDING)
     replica = requester.Replica(FakeRequester(options), options.main_binding,
                                 queue.Queue(requester.INBOX_SIZE),
-                                lambda: database.TargetDatabase(mgr_dict),
+                                lambda: target.TargetDatabase(mgr_dict),
                                 deliver=lambda record, days=None: delivered.append(record))
     return secondary, replica
 
@@ -260,8 +260,7 @@ def test_a_failure_of_the_writer_is_survived_and_the_catchup_starts_again(rig, b
     database holds, so nothing is skipped. (The writer thread used to die with it, and the
     `request` command with it.)"""
     import sqlite3
-    from user.mqttreplicate import database
-    store_bulk = database.TargetDatabase.store_bulk
+    store_bulk = target.TargetDatabase.store_bulk
     calls = []
 
     def failing_once(self, records, day_rows=None):
@@ -273,7 +272,7 @@ def test_a_failure_of_the_writer_is_survived_and_the_catchup_starts_again(rig, b
     primary = rig.primary(broker, count=1000)
     secondary = rig.secondary(broker, page_size=200)
     rig.start_responder(primary)
-    original, database.TargetDatabase.store_bulk = database.TargetDatabase.store_bulk, \
+    original, target.TargetDatabase.store_bulk = target.TargetDatabase.store_bulk, \
         failing_once
     try:
         node = rig.start_requester(secondary)
@@ -281,7 +280,7 @@ def test_a_failure_of_the_writer_is_survived_and_the_catchup_starts_again(rig, b
         assert node.writer.is_alive()
         node.stop()
     finally:
-        database.TargetDatabase.store_bulk = original
+        target.TargetDatabase.store_bulk = original
     assert len(calls) > 5
     assert_same(primary, secondary)
     errors = error_lines(caplog)

@@ -106,7 +106,7 @@ def live_days(station, ts):
 
 
 def target(station):
-    return database.TargetDatabase(station.manager_dict(BINDING))
+    return target.TargetDatabase(station.manager_dict(BINDING))
 
 
 def log_lines(caplog, text, level=logging.INFO):

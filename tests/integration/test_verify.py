@@ -14,7 +14,7 @@ from tests.integration.test_hostile import ATTACKER_TOPIC, answers, request
 from tests.support.mqtt import user_properties
 from tests.support.station import seed_history
 
-from user.mqttreplicate import protocol, summaries
+from user.mqttreplicate import protocol, summaries, target
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +173,6 @@ def test_no_responder(rig, broker):
 def test_replace_range_on_an_opened_manager(rig, broker):
     """replace_range on a manager opened elsewhere (the engine's, under weewxd): rows and
     daily summaries of the range replaced, including a range past the newest record."""
-    from user.mqttreplicate import database
     # (replace_range rebuilds summaries here: compared with a primary whose summaries are a
     # rebuild too, without LOOP highs and lows)
     primary = rig.primary(broker, count=3 * PER_DAY, loop_hilo=False)
@@ -187,7 +186,7 @@ def test_replace_range_on_an_opened_manager(rig, broker):
         wanted = [{k: v for k, v in r.items() if v is not None}
                   for r in source.genBatchRecords(START - 1, START + 3 * DAY)]
     with secondary.open_manager() as manager:
-        store = database.TargetDatabase(secondary.manager_dict(), manager=manager)
+        store = target.TargetDatabase(secondary.manager_dict(), manager=manager)
         for start in (START, START + DAY, START + 2 * DAY):
             day = [store.prepare(r) for r in wanted if start <= r['dateTime'] < start + DAY]
             store.replace_range(start - 1, start + DAY - 1, day)
@@ -204,7 +203,6 @@ def test_a_crash_in_the_middle_of_a_repair_leaves_summaries_that_get_rebuilt(rig
     which also marks the summaries incomplete from that day on: a crash before the rebuild
     (or in its middle) is healed the next time the database is opened, and by weewxd's own
     start-up backfill."""
-    from user.mqttreplicate import database
     primary = rig.primary(broker, count=4 * PER_DAY, loop_hilo=False)   # (rebuilds compared)
     secondary = rig.station('secondary')
     seed_history(secondary, START, 4 * PER_DAY, loop_hilo=False)
@@ -216,7 +214,7 @@ def test_a_crash_in_the_middle_of_a_repair_leaves_summaries_that_get_rebuilt(rig
     with primary.open_manager() as source:
         day1 = [{k: v for k, v in r.items() if v is not None}
                 for r in source.genBatchRecords(START + DAY - 1, START + 2 * DAY - 1)]
-    real_write = database.write_day_summaries
+    real_write = target.write_day_summaries
     calls = []
 
     def crashing(*args, **kwargs):
@@ -225,19 +223,19 @@ def test_a_crash_in_the_middle_of_a_repair_leaves_summaries_that_get_rebuilt(rig
             raise KeyboardInterrupt('crash')
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(database, 'write_day_summaries', crashing)
-    monkeypatch.setattr(database, 'TRANCHE_DAYS', 1)       # a transaction per day
-    monkeypatch.setattr(database, 'WRITE_DAYS', 1)
-    store = database.TargetDatabase(secondary.manager_dict())
+    monkeypatch.setattr(target, 'write_day_summaries', crashing)
+    monkeypatch.setattr(target, 'TRANCHE_DAYS', 1)       # a transaction per day
+    monkeypatch.setattr(target, 'WRITE_DAYS', 1)
+    store = target.TargetDatabase(secondary.manager_dict())
     with pytest.raises(KeyboardInterrupt):
         store.replace_range(START + DAY - 1, START + 2 * DAY - 1,
                             [store.prepare(r) for r in day1])
     store.manager.close()
-    monkeypatch.setattr(database, 'write_day_summaries', real_write)
+    monkeypatch.setattr(target, 'write_day_summaries', real_write)
     with pytest.raises(AssertionError):
         assert_same(primary, secondary)         # the summaries of day 1 are not there
 
-    store = database.TargetDatabase(secondary.manager_dict())
+    store = target.TargetDatabase(secondary.manager_dict())
     assert store.summaries_pending
     store.finish_bulk()                         # as a replica does before its first store
     store.close()

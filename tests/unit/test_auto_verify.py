@@ -21,7 +21,7 @@ import pytest
 from tests.support.station import (compare_databases, make_station, seed_history,
                                    simulated_record)
 
-from user.mqttreplicate import database, messages, summaries
+from user.mqttreplicate import database, messages, summaries, target
 from user.mqttreplicate import protocol
 from user.mqttreplicate import verify
 
@@ -178,7 +178,7 @@ class Rig:
         self.options = SimpleNamespace(verify_days=verify_days, page_timeout=PAGE_TIMEOUT,
                                        page_size=page_size,
                                        verify_cycle_days=verify_cycle_days)
-        self.store = database.TargetDatabase(secondary.manager_dict(), initialize=False)
+        self.store = target.TargetDatabase(secondary.manager_dict(), initialize=False)
         self.source = database.SourceDatabase(primary.manager_dict())
         self.link = FakeLink()
         self.replica = FakeReplica(self.options, self.link, self.store)

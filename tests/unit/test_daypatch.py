@@ -22,7 +22,7 @@ import weewx.schemas.wview_extended
 
 from tests.support.station import generate_records
 from tests.unit.test_messages import envelope
-from user.mqttreplicate import database, daypatch, messages, protocol, summaries
+from user.mqttreplicate import database, daypatch, messages, protocol, summaries, target
 from user.mqttreplicate.messages import LiveRecord
 from user.mqttreplicate.protocol import ProtocolError
 from user.mqttreplicate.summaries import DayPatch
@@ -81,7 +81,7 @@ def replicate(tmp_path, start, count, minutes, seed=1, check=None, without=(),
     rng = random.Random(seed)
     primary = open_manager(tmp_path / 'primary.sdb')
     secondary = open_manager(tmp_path / 'secondary.sdb')
-    target = database.TargetDatabase(None, manager=secondary)
+    store = target.TargetDatabase(None, manager=secondary)
     patcher = daypatch.Patcher()
     patches, prev, sizes = [], 0, []
     for record in generate_records(start, count, minutes):
@@ -102,12 +102,12 @@ def replicate(tmp_path, start, count, minutes, seed=1, check=None, without=(),
         sizes.append(len(wire.payload))
         base = database.read_days(secondary, database.day_start(ts), database.day_stop(ts),
                                   units=sent['usUnits'])
-        prepared = target.prepare(sent, KEY)
+        prepared = store.prepare(sent, KEY)
         rebuilt = daypatch.apply(patch, base, prepared)
         assert rebuilt is not None, ts
         assert rebuilt.tables == days.tables
         secondary.addRecord(prepared, log_success=False)
-        target.write_days(rebuilt)
+        store.write_days(rebuilt)
         if check:
             check(primary, secondary, ts)
         patches.append(patch)

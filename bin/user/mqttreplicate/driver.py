@@ -20,7 +20,7 @@ import weewx.engine
 
 from . import DRIVER_NAME, VERSION
 from . import config as cfg
-from . import database
+from . import database, target
 from .summaries import PRIMARY_DAYS
 from .requester import INBOX_SIZE, Replica, Requester, Writer
 from .transport import is_termination, require_paho
@@ -87,7 +87,7 @@ class MQTTRequesterDriver(weewx.drivers.AbstractDevice):
         binding = self.options.main_binding
         manager = self.engine.db_binder.get_manager(binding.secondary_data_binding,
                                                     initialize=True)
-        return database.TargetDatabase(None, manager=manager, preferred_units=self.units)
+        return target.TargetDatabase(None, manager=manager, preferred_units=self.units)
 
     def _dispatch(self, record, days=None):
         """Hand a record to the engine, as a hardware archive record, with the primary's

@@ -15,7 +15,7 @@ import time
 
 from . import VERSION
 from . import config as cfg
-from . import database
+from . import database, target
 from . import messages, protocol
 from .replica import Item, Link, Replica, State
 from . import homeassistant
@@ -487,7 +487,7 @@ class Writer:
                                          binding.where('secondary_data_binding'))
 
         def open_store():
-            return database.TargetDatabase(mgr_dict, binding.initialize, preferred_units)
+            return target.TargetDatabase(mgr_dict, binding.initialize, preferred_units)
 
         replica = Replica(self.requester, binding, self.inbox, open_store)
         self.replicas.append(replica)

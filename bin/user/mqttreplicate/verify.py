@@ -20,7 +20,7 @@ import time
 
 import weedb
 
-from . import database, messages, protocol, summaries
+from . import database, messages, protocol, summaries, target
 from .transport import Transport, is_termination
 
 log = logging.getLogger(__name__)
@@ -489,7 +489,7 @@ class Verifier:
     def _verify_binding(self, binding, days, repair):
         mgr_dict = database.manager_dict(self.config_dict, binding.secondary_data_binding)
         try:
-            store = database.TargetDatabase(mgr_dict, initialize=False)
+            store = target.TargetDatabase(mgr_dict, initialize=False)
         except weedb.DatabaseError as e:
             raise LookupError("database of binding '%s' is not usable: %s"
                               % (binding.secondary_data_binding, e))
