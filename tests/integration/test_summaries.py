@@ -21,6 +21,7 @@ from tests.support.station import compare_databases, generate_records, seed_hist
 from user.mqttreplicate import config as cfg
 from user.mqttreplicate import database
 from user.mqttreplicate import verify
+from user.mqttreplicate.target import TargetDatabase
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +107,7 @@ def live_days(station, ts):
 
 
 def target(station):
-    return target.TargetDatabase(station.manager_dict(BINDING))
+    return TargetDatabase(station.manager_dict(BINDING))
 
 
 def log_lines(caplog, text, level=logging.INFO):
