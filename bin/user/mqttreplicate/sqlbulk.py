@@ -20,8 +20,8 @@ from .faults import is_termination
 
 log = logging.getLogger(__name__)
 
-MAX_STATEMENT = 4 * 1024 * 1024   # bytes of one multi-row statement, at most (MySQL)
-NUMBER_BYTES = 27                 # a number or NULL as the driver spells it, at most, and a comma
+MAX_STATEMENT = 4 * 1024 * 1024  # bytes of one multi-row statement, at most (MySQL)
+NUMBER_BYTES = 27                # a number or NULL as the driver spells it, at most, and a comma
 PIPELINE_ROWS = 100              # rows per prepared statement when they are pipelined
 PIPELINE_RTT = 0.002             # seconds: a server nearer than this gets them pipelined
 STATEMENTS_KEPT = 16             # prepared statements kept on a connection, at most
@@ -30,7 +30,7 @@ MAX_PARAMETERS = 65535           # of one prepared statement (MySQL)
 PREPARED_CALLS = ('_execute_command', '_read_packet', '_sock')   # PyMySQL's, used here
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE = 0x16, 0x17, 0x19   # MySQL protocol
 CLIENT_DEPRECATE_EOF = 1 << 24
-MYSQL_TYPE_DOUBLE = b'\x05\x00'  # a parameter's type: a double, signed
+MYSQL_TYPE_DOUBLE = b'\x05\x00'   # a parameter's type: a double, signed
 
 
 def is_mysql(connection):
