@@ -26,18 +26,9 @@ import time
 
 import _common as c
 
-TICKS = os.sysconf('SC_CLK_TCK')
-
 NO_CACHE = ('import sys, user.mqttreplicate.responder as r, user.mqttreplicate.pagecache as p;'
             ' r.PageCache = lambda: p.PageCache(max_pages=0);'
             ' from user.mqttreplicate.cli import main; sys.exit(main())')
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of a running process."""
-    with open('/proc/%d/stat' % pid) as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def start_responder(primary, log_path, cache=True):
@@ -59,7 +50,7 @@ def run(primary, template, root, n, records, cache=True):
     stations = c.secondaries(template, root, n, tag, 'fanout')
     responder, log = start_responder(primary, root / ('responder-%s.log' % tag), cache)
     try:
-        cpu0 = cpu_seconds(responder.pid)
+        cpu0 = c.cpu_seconds(responder.pid)
         t0 = time.monotonic()
         procs = []
         for i, station in enumerate(stations):
@@ -77,7 +68,7 @@ def run(primary, template, root, n, records, cache=True):
         rss = [int(rss_file.read_text().split()[-1]) for _, _, rss_file in procs]
         for _, out, _ in procs:
             out.close()
-        cpu = cpu_seconds(responder.pid) - cpu0
+        cpu = c.cpu_seconds(responder.pid) - cpu0
         responder_rss = c.peak_rss_kib(responder.pid)
     finally:
         responder.terminate()

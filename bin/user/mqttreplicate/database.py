@@ -111,7 +111,7 @@ def reconnect(connection):
             raise
         log.debug('storage engine not set again: %s', e)
     raw.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED')
-    connection._replicate_packet = None       # the server may have a new max_allowed_packet
+    connection._replicate_server = None       # a new max_allowed_packet, perhaps, or place
 
 
 def reconnecting(patience):

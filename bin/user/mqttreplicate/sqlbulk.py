@@ -15,6 +15,8 @@ import struct
 import sys
 import time
 
+import weedb
+
 from . import protocol
 from .faults import is_termination
 
@@ -37,13 +39,18 @@ def is_mysql(connection):
     return getattr(connection, 'dbtype', None) == 'mysql'
 
 
-def statement_limit(connection):
-    """The largest statement worth sending to this MySQL connection: the server's
-    max_allowed_packet (read once per connection), the client's and MAX_STATEMENT."""
-    limit = getattr(connection, '_replicate_packet', None)
-    if limit is None:
+def _server(connection):
+    """(statement limit, round trip) of this MySQL connection, read once per connection
+    (database.reconnect() forgets them): the server's max_allowed_packet, read three times,
+    the shortest of those round trips in seconds."""
+    known = getattr(connection, '_replicate_server', None)
+    if known is None:
+        rtt = float('inf')
         try:
-            row = connection.get_variable('max_allowed_packet')
+            for _ in range(3):
+                started = time.monotonic()
+                row = connection.get_variable('max_allowed_packet')
+                rtt = min(rtt, time.monotonic() - started)
             server = int(row[1]) if row else MAX_STATEMENT
         except Exception as e:
             if is_termination(e):
@@ -51,23 +58,21 @@ def statement_limit(connection):
             log.debug('max_allowed_packet not read: %s', e)
             server = 1024 * 1024            # MySQL's smallest default
         client = getattr(getattr(connection, 'connection', None), 'max_allowed_packet', None)
-        limit = min(server, client or server, MAX_STATEMENT)
-        connection._replicate_packet = limit
-    return limit
+        known = connection._replicate_server = (min(server, client or server, MAX_STATEMENT),
+                                                rtt)
+    return known
+
+
+def statement_limit(connection):
+    """The largest statement worth sending to this MySQL connection: the server's
+    max_allowed_packet, the client's and MAX_STATEMENT."""
+    return _server(connection)[0]
 
 
 def round_trip(connection):
-    """The shortest of three round trips to this MySQL connection's server (seconds),
-    measured once per connection: whether pipelining statements pays (see _MySQLInsert)."""
-    rtt = getattr(connection, '_replicate_rtt', None)
-    if rtt is None:
-        rtt = float('inf')
-        for _ in range(3):
-            started = time.monotonic()
-            connection.get_variable('max_allowed_packet')
-            rtt = min(rtt, time.monotonic() - started)
-        connection._replicate_rtt = rtt
-    return rtt
+    """The shortest round trip to this MySQL connection's server (seconds): whether
+    pipelining statements pays (see _Prepared)."""
+    return _server(connection)[1]
 
 
 def _row_bytes(row):
@@ -221,9 +226,9 @@ def _exact_doubles(rows):
 
 
 class _Session:
-    """What one MySQL session has prepared: the statements kept (their ids by SQL, oldest
-    first), or why the server refused to prepare one. A connection opened again in place
-    (a new socket on the same driver object) is a new session."""
+    """What one MySQL session has prepared: the statements kept (their ids by head and
+    number of rows, oldest first), or why the server refused to prepare one. A connection
+    opened again in place (a new socket on the same driver object) is a new session."""
 
     def __init__(self, sock):
         self.sock = sock
@@ -299,7 +304,6 @@ class _Prepared:
     def read(self):
         """One packet the server owes. An error answer (read whole: it ends the answer)
         is raised as weedb's."""
-        import weedb
         try:
             packet = self.read_packet()
         except weedb.DatabaseError:
@@ -317,14 +321,14 @@ class _Prepared:
     def statement(self, rows, width):
         """The id of the prepared INSERT of rows rows, prepared now if it is not kept;
         None if the server refuses to prepare it."""
-        import weedb
         kept = self.session.kept
-        sql = self.head + ','.join(['(%s)' % ','.join('?' * width)] * rows)
-        statement = kept.get(sql)
+        key = (self.head, rows)
+        statement = kept.get(key)
         if statement is not None:
-            kept.move_to_end(sql)
+            kept.move_to_end(key)
             return statement
-        self.send(COM_STMT_PREPARE, sql)
+        self.send(COM_STMT_PREPARE,
+                  self.head + ','.join(['(%s)' % ','.join('?' * width)] * rows))
         self.unread = 1
         try:
             answer = self.read().get_all_data()
@@ -340,7 +344,7 @@ class _Prepared:
         self.unread = sum(count + (1 if count and self.eof else 0)
                           for count in (params, columns))
         self.drain()
-        kept[sql] = statement
+        kept[key] = statement
         while len(kept) > STATEMENTS_KEPT:
             _, old = kept.popitem(last=False)
             self.send(COM_STMT_CLOSE, struct.pack('<I', old))     # no answer
